@@ -58,9 +58,11 @@ class AxialAttention(nn.Module):
     Args mirror the reference: `kernel_size` is the line length its global relative table is sized
     for (table of 2 * kernel_size - 1 offsets). `span` > 0 (odd) selects local attention with a
     table of `span` offsets; `span` = 0 is global. `stride` > 1 average-pools the output;
-    `pool` = "floor" is the reference's AvgPool2d(stride) (size // stride), "centered" uses a
-    (stride + 1)-wide window with padding so a 2n + 1 map goes to n + 1 (Axial-DeepLab's
-    1025 -> 513 -> 257 -> 129 -> 65 sizes), aligned with a strided 1x1 conv's samples.
+    `pool` = "reference" is the reference's AvgPool2d(stride), with ceil_mode so that odd sizes
+    give ceil(size / stride) like the strided 1x1 conv of the block's shortcut (even sizes,
+    such as 224's, are unchanged); "centered" uses a (stride + 1)-wide window with padding so
+    a 2n + 1 map goes to n + 1 (Axial-DeepLab's 1025 -> 513 -> 257 -> 129 -> 65 sizes),
+    centred on the strided 1x1 conv's samples.
     `shared_tables` = True is the reference's one relative table for all heads ([2 * Dv, T]);
     False gives each head its own ([G, 2 * Dv, T]), as in the paper's Eq. 4 and the contract.
     """
@@ -75,7 +77,7 @@ class AxialAttention(nn.Module):
         bias: bool = False,
         width: bool = False,
         span: int = GLOBAL_SPAN,
-        pool: str = "floor",
+        pool: str = "reference",
         shared_tables: bool = True,
     ) -> None:
         super().__init__()
@@ -91,8 +93,8 @@ class AxialAttention(nn.Module):
             )
         if span < 0 or (span > 0 and span % 2 == 0):
             raise ValueError(f"span must be 0 (global) or a positive odd number, got {span}")
-        if pool not in ("floor", "centered"):
-            raise ValueError(f"pool must be 'floor' or 'centered', got {pool!r}")
+        if pool not in ("reference", "centered"):
+            raise ValueError(f"pool must be 'reference' or 'centered', got {pool!r}")
         self.in_planes = in_planes
         self.out_planes = out_planes
         self.groups = groups
@@ -118,8 +120,8 @@ class AxialAttention(nn.Module):
             # The reference's gather index for its fixed line length (kept for checkpoint keys).
             self.register_buffer("flatten_index", self._global_index(kernel_size))
         if stride > 1:
-            if pool == "floor":
-                self.pooling = nn.AvgPool2d(stride, stride=stride)
+            if pool == "reference":
+                self.pooling = nn.AvgPool2d(stride, stride=stride, ceil_mode=True)
             else:
                 self.pooling = nn.AvgPool2d(
                     stride + 1, stride=stride, padding=stride // 2, count_include_pad=False
@@ -203,35 +205,32 @@ class AxialAttention(nn.Module):
         return torch.cat([sv, sve], dim=-1)
 
     def _attend_local(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Windowed attention: logits only for the m keys around each query ([L, m], not [L, L])."""
+        """Windowed attention: logits only for the m keys around each query ([L, m], not [L, L]).
+
+        Works position-major ([B, G, L, C]) so the windows gathered from each line are
+        [B, G, L, m, C] and every product below is a plain batched matmul, with no permuted
+        copies of the windows (einsum over [B, G, C, L, m] spent most of its time copying).
+        """
         batch, length = q.shape[0], q.shape[-1]
         positions, valid = window_positions(length, self.span, q.device)
-        flat = positions.reshape(-1)
-        k_win = k.index_select(3, flat).reshape(*k.shape[:3], length, self.span)
-        v_win = v.index_select(3, flat).reshape(*v.shape[:3], length, self.span)
+        # [B, G, L, C], contiguous so the window gather copies whole rows of C values.
+        qt, kt, vt = (t.transpose(2, 3).contiguous() for t in (q, k, v))
+        k_win, v_win = kt[:, :, positions], vt[:, :, positions]  # [B, G, L, m, C]
         # Slot w holds offset key - query = w - r: r^k by (key - query) reads column w, r^q and
-        # r^v by (query - key) read column m - 1 - w.
+        # r^v by (query - key) read column m - 1 - w. Tables: [G or 1, C, m].
         slots = torch.arange(self.span, device=q.device)
         _, k_emb, _ = self._head_tables(slots)
         q_emb, _, v_emb = self._head_tables(slots.flip(0))
-        if self.shared_tables:
-            q_emb, k_emb, v_emb = q_emb[0], k_emb[0], v_emb[0]
-            qr = torch.einsum("bgci,cw->bgiw", q, q_emb)
-            kr = torch.einsum("bgciw,cw->bgiw", k_win, k_emb)
-        else:
-            qr = torch.einsum("bgci,gcw->bgiw", q, q_emb)
-            kr = torch.einsum("bgciw,gcw->bgiw", k_win, k_emb)
-        qk = torch.einsum("bgci,bgciw->bgiw", q, k_win)
+        qk = torch.matmul(k_win, qt.unsqueeze(-1)).squeeze(-1)  # [B, G, L, m]
+        qr = torch.matmul(qt, q_emb)
+        kr = (k_win * k_emb.transpose(1, 2).unsqueeze(1)).sum(dim=-1)
         logits = self.bn_similarity(torch.cat([qk, qr, kr], dim=1))
         logits = logits.reshape(batch, 3, self.groups, length, self.span).sum(dim=1)
         logits = logits.masked_fill(~valid, float("-inf"))
         weights = F.softmax(logits, dim=3)
-        sv = torch.einsum("bgiw,bgciw->bgci", weights, v_win)
-        if self.shared_tables:
-            sve = torch.einsum("bgiw,cw->bgci", weights, v_emb)
-        else:
-            sve = torch.einsum("bgiw,gcw->bgci", weights, v_emb)
-        return torch.cat([sv, sve], dim=-1)
+        sv = torch.matmul(weights.unsqueeze(3), v_win).squeeze(3)  # [B, G, L, Dv]
+        sve = torch.matmul(weights, v_emb.transpose(1, 2))
+        return torch.cat([sv.transpose(2, 3), sve.transpose(2, 3)], dim=-1)
 
 
 def axial_attention_op(
@@ -248,7 +247,8 @@ def axial_attention_op(
     value_depth: int,
     span: int,
 ) -> Tensor:
-    """The AxialAttention operator contract, computed in float32 and returned in qkv's dtype.
+    """The AxialAttention operator contract, computed in float32 (float64 for float64 input) and
+    returned in qkv's dtype.
 
     qkv [N, G * (2 Dq + Dv), H, W] (blocked Q | K | V, head-major); rel_q, rel_k [G, Dq, T];
     rel_v [G, Dv, T]; logit_scale [G]; out_bias [G * Dv]. Returns y [N, G * Dv, H, W].
@@ -263,42 +263,40 @@ def axial_attention_op(
     if table % 2 == 0 or rel_k.shape[-1] != table or rel_v.shape[-1] != table:
         raise ValueError("rel_q, rel_k and rel_v must share one odd table length T")
     out_dtype = qkv.dtype
-    x = qkv.float()
-    # Lines: [B = N * other, C, L] with the attended axis last.
-    x = x.permute(0, 3, 1, 2) if axis == 2 else x.permute(0, 2, 1, 3)
-    n, other, _, length = x.shape
-    x = x.reshape(n * other, expected, length)
-    q = x[:, : groups * dq].reshape(-1, groups, dq, length)
-    k = x[:, groups * dq : 2 * groups * dq].reshape(-1, groups, dq, length)
-    v = x[:, 2 * groups * dq :].reshape(-1, groups, dv, length)
+    compute = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    n, _, height, width = qkv.shape
+    length, other = (height, width) if axis == 2 else (width, height)
+    # Position-major lines: [B = N * other, G, L, C] (see AxialAttention._attend_local).
+    order = (0, 4, 1, 3, 2) if axis == 2 else (0, 3, 1, 4, 2)
+
+    def lines(start: int, depth: int) -> Tensor:
+        block = qkv[:, start : start + groups * depth].to(compute)
+        block = block.reshape(n, groups, depth, height, width).permute(order)
+        return block.reshape(n * other, groups, length, depth)
+
+    qt, kt, vt = lines(0, dq), lines(groups * dq, dq), lines(2 * groups * dq, dv)
 
     # A global span is a window wide enough to reach every key from every query.
     window = 2 * length - 1 if span == GLOBAL_SPAN else min(span, 2 * length - 1)
     positions, valid = window_positions(length, window, qkv.device)
     offsets = torch.arange(window, device=qkv.device) - (window - 1) // 2  # key - query
     columns = (offsets + (table - 1) // 2).clamp(0, table - 1)
-    rq, rk, rv = (
-        rel_q.float()[..., columns],
-        rel_k.float()[..., columns],
-        rel_v.float()[..., columns],
-    )
+    rq, rk, rv = (t.to(compute)[..., columns] for t in (rel_q, rel_k, rel_v))  # [G, C, m]
 
-    flat = positions.reshape(-1)
-    k_win = k.index_select(3, flat).reshape(*k.shape[:3], length, window)
-    v_win = v.index_select(3, flat).reshape(*v.shape[:3], length, window)
-    logits = logit_scale.float().reshape(1, groups, 1, 1) * torch.einsum(
-        "bgci,bgciw->bgiw", q, k_win
-    )
-    logits = logits + torch.einsum("bgci,gcw->bgiw", q, rq)
-    logits = logits + torch.einsum("bgciw,gcw->bgiw", k_win, rk)
+    k_win, v_win = kt[:, :, positions], vt[:, :, positions]  # [B, G, L, m, C]
+    scale = logit_scale.to(compute).reshape(1, groups, 1, 1)
+    logits = torch.matmul(k_win, (scale * qt).unsqueeze(-1)).squeeze(-1)  # [B, G, L, m]
+    logits = logits + torch.matmul(qt, rq)
+    logits = logits + (k_win * rk.transpose(1, 2).unsqueeze(1)).sum(dim=-1)
     logits = logits.masked_fill(~valid, float("-inf"))
     weights = torch.softmax(logits, dim=-1)
-    y = torch.einsum("bgiw,bgciw->bgci", weights, v_win) + torch.einsum(
-        "bgiw,gcw->bgci", weights, rv
-    )
-    y = y.reshape(n, other, groups * dv, length) + out_bias.float().reshape(1, 1, -1, 1)
-    y = y.permute(0, 2, 3, 1) if axis == 2 else y.permute(0, 2, 1, 3)
-    return y.to(out_dtype).contiguous()
+    y = torch.matmul(weights.unsqueeze(3), v_win).squeeze(3)  # [B, G, L, Dv]
+    y = y + torch.matmul(weights, rv.transpose(1, 2))
+    y = y + out_bias.to(compute).reshape(1, groups, 1, dv)
+    # Back to NCHW: [N, other, G, L, Dv] -> [N, G, Dv, H, W].
+    y = y.reshape(n, other, groups, length, dv)
+    y = y.permute(0, 2, 4, 3, 1) if axis == 2 else y.permute(0, 2, 4, 1, 3)
+    return y.reshape(n, groups * dv, height, width).to(out_dtype)
 
 
 class FoldedAxialAttention(nn.Module):
@@ -387,7 +385,14 @@ def fold_axial_attention(layer: AxialAttention) -> FoldedAxialAttention:
     weight[v_block] *= sv_scale[:, None]
     bias[v_block] *= sv_scale
 
-    conv = nn.Conv2d(layer.in_planes, weight.shape[0], kernel_size=1, bias=True)
+    conv = nn.Conv2d(
+        layer.in_planes,
+        weight.shape[0],
+        kernel_size=1,
+        bias=True,
+        dtype=weight.dtype,
+        device=weight.device,
+    )
     conv.weight.copy_(weight[:, :, None, None])
     conv.bias.copy_(bias)
 
@@ -415,3 +420,14 @@ def fold_axial_attention(layer: AxialAttention) -> FoldedAxialAttention:
         span=layer.span,
         pooling=getattr(layer, "pooling", None),
     )
+
+
+@torch.no_grad()
+def fold_axial_layers(model: nn.Module) -> nn.Module:
+    """Replace, in place, every `AxialAttention` of an eval-mode model by its folded form."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, AxialAttention):
+            setattr(model, name, fold_axial_attention(child))
+        else:
+            fold_axial_layers(child)
+    return model

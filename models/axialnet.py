@@ -32,7 +32,7 @@ class AxialBlock(nn.Module):
         groups: int = 8,
         kernel_size: int = 56,
         span: int = GLOBAL_SPAN,
-        pool: str = "floor",
+        pool: str = "reference",
         shared_tables: bool = True,
     ) -> None:
         super().__init__()
@@ -82,7 +82,7 @@ def make_axial_stage(
     groups: int,
     kernel_size: int,
     span: int = GLOBAL_SPAN,
-    pool: str = "floor",
+    pool: str = "reference",
     shared_tables: bool = True,
 ) -> nn.Sequential:
     """One stage of AxialBlocks; the first one strides (and projects the identity if needed).
