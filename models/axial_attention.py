@@ -52,6 +52,22 @@ def window_positions(length: int, span: int, device: torch.device | None = None)
     return key.clamp(0, length - 1), valid
 
 
+# Eval-time bound on the windowed intermediates ([lines, G, L, m, C] elements) per chunk of
+# lines: 2**25 float32 values = 128 MiB, so Axial-DeepLab at 1025 x 2049 stays within a few GiB.
+WINDOW_ELEMENTS_PER_CHUNK = 2**25
+
+
+def _exporting() -> bool:
+    """True while a graph is traced or compiled: chunk loops would be baked into it."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def _line_chunks(lines: int, elements_per_line: int) -> list[slice]:
+    """Slices of the line (batch) axis that keep each chunk under WINDOW_ELEMENTS_PER_CHUNK."""
+    step = max(1, WINDOW_ELEMENTS_PER_CHUNK // max(elements_per_line, 1))
+    return [slice(start, start + step) for start in range(0, lines, step)]
+
+
 class AxialAttention(nn.Module):
     """Training form of a position-sensitive axial-attention layer.
 
@@ -158,8 +174,12 @@ class AxialAttention(nn.Module):
         q, k, v = torch.split(qkv, [self.key_depth, self.key_depth, self.value_depth], dim=2)
         if self.span == GLOBAL_SPAN:
             out = self._attend_global(q, k, v)
-        else:
+        elif self.training or _exporting():
             out = self._attend_local(q, k, v)
+        else:  # lines are independent in eval mode: bound memory by chunks of lines
+            per_line = self.groups * length * self.span * self.group_planes * 2
+            chunks = _line_chunks(n * other, per_line)
+            out = torch.cat([self._attend_local(q[c], k[c], v[c]) for c in chunks])
 
         stacked = out.reshape(n * other, self.out_planes * 2, length)
         out = self.bn_output(stacked).reshape(n, other, self.out_planes, 2, length).sum(dim=-2)
@@ -283,16 +303,24 @@ def axial_attention_op(
     columns = (offsets + (table - 1) // 2).clamp(0, table - 1)
     rq, rk, rv = (t.to(compute)[..., columns] for t in (rel_q, rel_k, rel_v))  # [G, C, m]
 
-    k_win, v_win = kt[:, :, positions], vt[:, :, positions]  # [B, G, L, m, C]
     scale = logit_scale.to(compute).reshape(1, groups, 1, 1)
-    logits = torch.matmul(k_win, (scale * qt).unsqueeze(-1)).squeeze(-1)  # [B, G, L, m]
-    logits = logits + torch.matmul(qt, rq)
-    logits = logits + (k_win * rk.transpose(1, 2).unsqueeze(1)).sum(dim=-1)
-    logits = logits.masked_fill(~valid, float("-inf"))
-    weights = torch.softmax(logits, dim=-1)
-    y = torch.matmul(weights.unsqueeze(3), v_win).squeeze(3)  # [B, G, L, Dv]
-    y = y + torch.matmul(weights, rv.transpose(1, 2))
-    y = y + out_bias.to(compute).reshape(1, groups, 1, dv)
+    bias = out_bias.to(compute).reshape(1, groups, 1, dv)
+
+    def attend(qt: Tensor, kt: Tensor, vt: Tensor) -> Tensor:
+        k_win, v_win = kt[:, :, positions], vt[:, :, positions]  # [B, G, L, m, C]
+        logits = torch.matmul(k_win, (scale * qt).unsqueeze(-1)).squeeze(-1)  # [B, G, L, m]
+        logits = logits + torch.matmul(qt, rq)
+        logits = logits + (k_win * rk.transpose(1, 2).unsqueeze(1)).sum(dim=-1)
+        logits = logits.masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
+        y = torch.matmul(weights.unsqueeze(3), v_win).squeeze(3)  # [B, G, L, Dv]
+        return y + torch.matmul(weights, rv.transpose(1, 2)) + bias
+
+    if _exporting():
+        y = attend(qt, kt, vt)
+    else:
+        chunks = _line_chunks(n * other, groups * length * window * (dq + dv))
+        y = torch.cat([attend(qt[c], kt[c], vt[c]) for c in chunks])
     # Back to NCHW: [N, other, G, L, Dv] -> [N, G, Dv, H, W].
     y = y.reshape(n, other, groups, length, dv)
     y = y.permute(0, 2, 4, 3, 1) if axis == 2 else y.permute(0, 2, 4, 1, 3)

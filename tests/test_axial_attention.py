@@ -295,3 +295,18 @@ def test_contract_op_rejects_bad_input():
             value_depth=4,
             span=0,
         )
+
+
+def test_eval_chunking_over_lines_is_exact(monkeypatch):
+    from axial_deploy.models import axial_attention
+
+    layer = randomize_batchnorm(AxialAttention(16, 16, groups=2, span=5), seed=7).eval()
+    x = torch.randn(2, 16, 9, 11)
+    with torch.no_grad():
+        whole = layer(x)
+        folded = fold_axial_attention(layer)
+        whole_folded = folded(x)
+        monkeypatch.setattr(axial_attention, "WINDOW_ELEMENTS_PER_CHUNK", 5 * 16 * 9)
+        assert len(axial_attention._line_chunks(22, 2 * 9 * 5 * 16)) > 1
+        assert torch.allclose(layer(x), whole, rtol=0, atol=1e-6)
+        assert torch.allclose(folded(x), whole_folded, rtol=0, atol=1e-6)

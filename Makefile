@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:
+#   make demo   set up .venv and run the main job on the built-in default model
+#   make test   set up .venv and run the linters and the tests (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint setup clean
+
+setup: $(STAMP)
+
+# torch is pinned in pyproject.toml: its CPU build installs from local disk here, an
+# unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Main job (until the full deploy pipeline lands): export the default panoptic model to
+# ONNX and check ONNX Runtime against PyTorch.
+demo: $(STAMP)
+	$(BIN)/axial-deploy export --model axial_deeplab_s --input-shape 1x3x129x257 \
+		-o out/axial_deeplab_s.onnx
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out build .pytest_cache .ruff_cache
