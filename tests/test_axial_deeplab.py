@@ -104,3 +104,32 @@ def test_trains_one_step():
     loss = sum(v.float().square().mean() for v in out.values())
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+def test_forward_at_1025x2049_in_bounded_memory():
+    """A real forward pass of Axial-DeepLab-S at Cityscapes size, in a fresh process so its
+    peak resident memory is its own: windowed, chunked attention keeps it small (a dense
+    L x L formulation would not fit this 24 GB machine for the L model)."""
+    import json
+    import subprocess
+    import sys
+
+    child = (
+        "import json, resource, torch\n"
+        "from axial_deploy.models import create_model\n"
+        "torch.manual_seed(0)\n"
+        "model = create_model('axial_deeplab_s').eval()\n"
+        "with torch.inference_mode():\n"
+        "    out = model(torch.randn(1, 3, 1025, 2049))\n"
+        "print(json.dumps({'shapes': {k: list(v.shape) for k, v in out.items()},\n"
+        "    'finite': all(bool(torch.isfinite(v).all()) for v in out.values()),\n"
+        "    'peak_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["shapes"]["semantic"] == [1, 19, 1025, 2049]
+    assert result["shapes"]["offset"] == [1, 2, 1025, 2049]
+    assert result["finite"]
+    assert result["peak_gib"] < 4.0, result
