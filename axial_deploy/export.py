@@ -1,14 +1,29 @@
 """Export a PyTorch model to ONNX and check the ONNX model against PyTorch in ONNX Runtime.
 
-Stage 1 of the flow (export -> rewrite -> precision -> build -> run/profile). The artifact is
-written atomically: a failed export never leaves a half-written model.onnx behind.
+Stage 1 of the flow (export -> rewrite -> precision -> build -> run/profile). Two exporters:
+
+* "torchscript" (`torch.onnx.export(..., dynamo=False)`): traces the model; fast, opset >= 17.
+* "dynamo" (`torch.export.export` + `torch.onnx.export(program, ...)`): captures the graph with
+  symbolic shapes; opset >= 18 (torch 2.13 builds opset 18 graphs and ONNX has no adapter that
+  takes its Split nodes down to 17); 5-50x slower to export.
+
+The artifact is written atomically: a failed export never leaves a half-written model.onnx
+behind, and the .onnx file is self-contained (weights inside) unless its weights exceed
+protobuf's 2 GiB limit, where they go to `<name>.data` next to it (moved into place first).
+A graph with dynamic height / width is only written after ONNX Runtime reproduced PyTorch at a
+second input size: a graph that baked the export size in is refused, never written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +31,21 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 17  # the TorchScript-based exporter's default
+DYNAMO_MIN_OPSET = 18
+EXPORTERS = ("torchscript", "dynamo")
+DYNAMIC_MODES = ("batch", "batch,hw", "none")  # symbolic axes of the graph's input
+# The second-size check of a dynamic height / width graph catches graphs that baked the export
+# size in: those are off by O(1) or fail to run. The tight parity check is the caller's.
+SECOND_SIZE_RTOL = 1e-3
 
 
 class ExportError(RuntimeError):
     """The model could not be exported or the exported graph is unusable."""
+
+
+def default_opset(exporter: str) -> int:
+    return DYNAMO_MIN_OPSET if exporter == "dynamo" else DEFAULT_OPSET
 
 
 def output_names_of(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -34,58 +59,235 @@ def output_names_of(model: nn.Module, example: torch.Tensor) -> list[str]:
     return ["logits" if out.dim() == 2 else "output"]
 
 
+def second_shape(input_shape: tuple[int, ...], dynamic: str) -> tuple[int, ...] | None:
+    """Another input shape that exercises every dynamic axis (None when there is none): batch
+    + 1 and, for "batch,hw", about 3/4 of the height and width, parity flipped (odd sizes
+    exercise ceil-mode pooling), smaller so that the check costs less than the export size's."""
+    if dynamic == "none":
+        return None
+    n, c, *spatial = input_shape
+    if dynamic == "batch,hw":
+        spatial = [size - size // 4 + 1 for size in spatial]
+    return (n + 1, c, *spatial)
+
+
 def export_onnx(
     model: nn.Module,
     input_shape: tuple[int, ...],
     path: str | os.PathLike,
     *,
-    opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = True,
+    opset: int | None = None,
+    dynamic: str = "batch",
+    exporter: str = "torchscript",
     input_name: str = "images",
 ) -> Path:
-    """Export an eval-mode copy of `model` for inputs of `input_shape` to `path` (atomically).
+    """Export `model` (switched to eval mode) for NCHW inputs of `input_shape` to `path`.
 
-    Uses the TorchScript-based exporter (`dynamo=False`), whose graphs ONNX Runtime and the
-    TensorRT ONNX parser both take. With `dynamic_batch`, the first axis of the input and of
-    every output is symbolic ("batch").
+    `dynamic`: "batch" makes the first axis of the input and of every output symbolic
+    ("batch"), "batch,hw" also the input's height and width ("height", "width"), "none" keeps
+    every axis static. `opset` defaults to 17 (torchscript) or 18 (dynamo, its lowest).
+    Raises ExportError when the model cannot be exported as asked, e.g. when it cannot keep
+    its height and width dynamic; the error names the model and the reason.
     """
-    if opset < 17:
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+    if dynamic not in DYNAMIC_MODES:
+        raise ExportError(f"unknown --dynamic {dynamic!r}: use one of {', '.join(DYNAMIC_MODES)}")
+    opset = default_opset(exporter) if opset is None else opset
+    if opset < DEFAULT_OPSET:
         raise ExportError(f"opset {opset} is not supported: use --opset 17 or newer")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ExportError(
+            f"the dynamo exporter cannot write opset {opset}: torch 2.13 builds opset 18 graphs "
+            "and ONNX has no adapter from Split-18 down to 17; use --opset 18 or newer, or "
+            "--exporter torchscript"
+        )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    name = type(model).__name__
     model = model.eval()
     example = torch.randn(input_shape)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     try:
-        outputs = output_names_of(model, example)
-        dynamic_axes = None
-        if dynamic_batch:
-            dynamic_axes = {name: {0: "batch"} for name in [input_name, *outputs]}
-        with warnings.catch_warnings(), torch.no_grad():
-            # Tracing warns about Python values taken from shapes; those are static here
-            # except the batch axis, which is declared dynamic above.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                tmp,
-                input_names=[input_name],
-                output_names=outputs,
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                dynamo=False,
-            )
-        import onnx
+        with _atomic_output(path) as tmp:
+            outputs = output_names_of(model, example)
+            if exporter == "torchscript":
+                _export_torchscript(model, example, tmp, input_name, outputs, dynamic, opset)
+            else:
+                _export_dynamo(model, example, tmp, input_name, outputs, dynamic, opset)
+            import onnx
 
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
+            onnx.checker.check_model(str(tmp))
+            _check_graph_input(tmp, dynamic, opset, exporter)
+            if dynamic == "batch,hw":
+                _check_second_size(model, tmp, input_shape, exporter)
+    except ExportError as error:
+        raise ExportError(f"{name}: {error}") from error
     except Exception as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, ExportError):
-            raise
-        raise ExportError(f"exporting {type(model).__name__} to ONNX failed: {error}") from error
+        hint = " (dynamic height/width was asked: try --dynamic batch)" if "hw" in dynamic else ""
+        raise ExportError(
+            f"exporting {name} to ONNX ({exporter} exporter) failed{hint}: {error}"
+        ) from error
     return path
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """Yields a path in a fresh temporary folder beside `path`; on success moves what was
+    written there into place, external data files first and the .onnx file last, so that
+    `path` appears only complete. On failure nothing is left behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield folder / path.name
+        for written in sorted(folder.iterdir(), key=lambda p: p.name == path.name):
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _export_torchscript(
+    model: nn.Module,
+    example: torch.Tensor,
+    tmp: Path,
+    input_name: str,
+    outputs: list[str],
+    dynamic: str,
+    opset: int,
+) -> None:
+    dynamic_axes = None
+    if dynamic != "none":
+        dynamic_axes = {name: {0: "batch"} for name in [input_name, *outputs]}
+        if dynamic == "batch,hw":
+            dynamic_axes[input_name].update({2: "height", 3: "width"})
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracing warns about Python values taken from shapes; the dynamic axes declared above
+        # are checked afterwards (second input size), the others are static by design.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=[input_name],
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _export_dynamo(
+    model: nn.Module,
+    example: torch.Tensor,
+    tmp: Path,
+    input_name: str,
+    outputs: list[str],
+    dynamic: str,
+    opset: int,
+) -> None:
+    axes = {"none": {}, "batch": {0: "batch"}, "batch,hw": {0: "batch", 2: "height", 3: "width"}}
+    names = axes[dynamic]
+    dynamic_shapes = None
+    if names:
+        # Dim.DYNAMIC raises if the model specializes an axis to a constant (e.g. a Python
+        # branch on a size), where torch.onnx.export would silently fall back to a static axis.
+        dynamic_shapes = ({axis: torch.export.Dim.DYNAMIC for axis in names},)
+        # torch.export specializes axes of size 1 (broadcasting): trace with batch >= 2.
+        example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
+    with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx"):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(
+                model, (example,), dynamic_shapes=dynamic_shapes, strict=False
+            )
+        except Exception as error:  # torch raises UserError / ValueError with the guards
+            axes = ", ".join(names.values())
+            raise ExportError(
+                f"torch.export cannot keep {axes} dynamic: {_export_reasons(error, names)}"
+            ) from None
+        onnx_program = torch.onnx.export(
+            program,
+            (example,),
+            input_names=[input_name],
+            output_names=outputs,
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    graph_input = onnx_program.model.graph.inputs[0]
+    onnx_program.rename_axes({graph_input.shape[axis]: name for axis, name in names.items()})
+    # Self-contained unless over protobuf's 2 GiB, where save() writes <name>.data beside it.
+    onnx_program.save(str(tmp))
+
+
+def _export_reasons(error: Exception, names: dict[int, str]) -> str:
+    """torch.export's reasons (one line per specialized axis), with the input's axes named and
+    without its advice on its own API."""
+    lines = str(error).splitlines()
+    reasons = [
+        line.strip(" -").split(" If you're using")[0].rstrip(".")
+        for line in lines
+        if "  - " in line
+    ]
+    text = "; ".join(reasons[:4]) or " ".join(lines[:2])
+    # L['x'].size()[3] / inputs['x'].shape[3] -> width
+    return re.sub(
+        r"\w+\['\w+'\]\.(?:size\(\)|shape)\[(\d)\]",
+        lambda m: names.get(int(m.group(1)), m.group(0)),
+        text,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The dynamo exporter logs a warning per unfoldable Split and version-conversion
+    tracebacks that are not errors of ours (the opset actually written is checked after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _check_graph_input(path: Path, dynamic: str, opset: int, exporter: str) -> None:
+    """The written graph has the requested opset and symbolic input axes."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if written != opset:
+        raise ExportError(f"the {exporter} exporter wrote opset {written}, not the asked {opset}")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    wanted = {"none": [], "batch": [0], "batch,hw": [0, 2, 3]}[dynamic]
+    static = [axis for axis in wanted if not dims[axis].dim_param]
+    if static:
+        raise ExportError(f"the {exporter} exporter made input axes {static} static")
+
+
+def _check_second_size(
+    model: nn.Module, path: Path, input_shape: tuple[int, ...], exporter: str
+) -> None:
+    """Refuse a dynamic height / width graph that does not reproduce PyTorch at another size."""
+    shape = second_shape(input_shape, "batch,hw")
+    dims = "x".join(map(str, shape))
+    try:
+        errors = compare_with_onnxruntime(model, path, torch.randn(shape))
+    except Exception as error:
+        raise ExportError(
+            f"cannot have dynamic height/width with the {exporter} exporter: the graph "
+            f"exported at {'x'.join(map(str, input_shape))} fails at {dims} in ONNX Runtime "
+            f"({str(error).strip()[:300]}); export with --dynamic batch at the size you run"
+        ) from None
+    worst = max(e.max_rel for e in errors)
+    if worst > SECOND_SIZE_RTOL:
+        raise ExportError(
+            f"cannot have dynamic height/width with the {exporter} exporter: the graph "
+            f"exported at {'x'.join(map(str, input_shape))} is wrong at {dims} (max rel error "
+            f"{worst:.1e} against PyTorch), it baked sizes in; export with --dynamic batch at "
+            "the size you run"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,10 +302,12 @@ def compare_with_onnxruntime(
     model: nn.Module, onnx_path: str | os.PathLike, inputs: torch.Tensor
 ) -> list[OutputError]:
     """Run `model` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on `inputs`: errors per
-    output."""
+    output. Raises ExportError when an output's shape differs from PyTorch's."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failing run raises with the message it would also log
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: inputs.numpy()}
     got = session.run(None, feed)
     with torch.no_grad():
@@ -115,6 +319,11 @@ def compare_with_onnxruntime(
     errors = []
     for meta, actual, reference in zip(session.get_outputs(), got, expected, strict=True):
         reference = reference.numpy().astype(np.float64)
+        if actual.shape != reference.shape:  # numpy would broadcast some mismatches silently
+            raise ExportError(
+                f"output {meta.name} has shape {list(actual.shape)} in ONNX Runtime, "
+                f"{list(reference.shape)} in PyTorch"
+            )
         diff = np.abs(actual.astype(np.float64) - reference)
         scale = max(float(np.abs(reference).max()), 1e-30)
         errors.append(

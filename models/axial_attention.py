@@ -197,7 +197,10 @@ class AxialAttention(nn.Module):
     def _attend_global(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """The reference's computation: dense [L, L] logits with gathered relative embeddings."""
         batch, length = q.shape[0], q.shape[-1]
-        if length == self.kernel_size:
+        # flatten_index == _global_index(kernel_size); an exported graph computes the index from
+        # the line length instead, so that a Python branch on the length (which tracing bakes in
+        # and torch.export specializes on) cannot fix the graph's height and width.
+        if not _exporting() and length == self.kernel_size:
             index = self.flatten_index
         else:
             index = self._global_index(length, q.device)
