@@ -1,0 +1,264 @@
+"""Run ONNX graphs holding AxialAttention nodes in ONNX Runtime (CPU), through the reference op.
+
+ONNX Runtime has no AxialAttention kernel. onnxruntime-extensions lets a Python function serve as
+a custom op, and `axial_attention_op` (the operator contract's torch reference) is that function.
+Its Python ops have limits (checked with onnxruntime-extensions 0.15):
+
+- they live in the domain ai.onnx.contrib;
+- their attributes are int64, float or string: no FLOATS lists, no tensors;
+- float16 inputs or outputs are refused, and the refusal aborts the process;
+- an exception raised inside the op aborts the process instead of failing the run.
+
+So `create_session` converts the graph in memory (never the file) into an "ORT view" in which
+each AxialAttention node becomes
+
+    Cast(qkv, to=float) -> ai.onnx.contrib::AxialAttentionReference -> CastLike(y, qkv)
+
+with the tables as extra initializer inputs (rel_q, rel_k, rel_v, logit_scale, out_bias) and the
+int attributes as INT attributes. The Casts make float16 graphs run (computed in float32, as the
+contract says) and are free no-ops for float32 ones. Everything the op could fail on (attributes,
+table shapes, qkv's dtype, rank and channels where the graph states them) is checked before the
+session exists, with messages naming the node. Graphs without the node go to ORT unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+REFERENCE_OP_TYPE = "AxialAttentionReference"
+REFERENCE_DOMAIN = "ai.onnx.contrib"  # the only domain onnxruntime-extensions' Python ops use
+REFERENCE_INT_ATTRIBUTES = ("axis", "num_heads", "key_depth", "value_depth", "span")
+REFERENCE_TABLE_INPUTS = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
+CASTLIKE_OPSET = 15  # the view casts y back with CastLike, new in opset 15
+
+MISSING_EXTENSIONS = (
+    "this graph holds AxialAttention nodes; running them in ONNX Runtime needs "
+    "onnxruntime-extensions: pip install onnxruntime-extensions"
+)
+
+_register_lock = threading.Lock()
+_registered = False
+
+
+def _reference_op(
+    qkv: np.ndarray,
+    rel_q: np.ndarray,
+    rel_k: np.ndarray,
+    rel_v: np.ndarray,
+    logit_scale: np.ndarray,
+    out_bias: np.ndarray,
+    **attributes: int,
+) -> np.ndarray:
+    """The body of AxialAttentionReference: float32 numpy in, `axial_attention_op`, numpy out."""
+    try:
+        import torch
+
+        from axial_deploy.models.axial_attention import axial_attention_op
+
+        # Copies: ORT hands read-only buffers, which torch.from_numpy warns about.
+        arrays = (qkv, rel_q, rel_k, rel_v, logit_scale, out_bias)
+        tensors = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays]
+        with torch.no_grad():
+            return axial_attention_op(*tensors, **attributes).numpy()
+    except Exception as error:  # raising here would abort the process (see the module doc)
+        print(f"axial_deploy: {REFERENCE_OP_TYPE} failed: {error}", file=sys.stderr)
+        channels = attributes.get("num_heads", 1) * attributes.get("value_depth", 1)
+        shape = (qkv.shape[0], channels, *qkv.shape[2:]) if qkv.ndim == 4 else (channels,)
+        return np.full(shape, np.nan, dtype=np.float32)
+
+
+def _register_reference_op() -> str:
+    """Register AxialAttentionReference with onnxruntime-extensions (once); its library path."""
+    global _registered
+    try:
+        from onnxruntime_extensions import PyOp, get_library_path, onnx_op
+    except ImportError as error:
+        raise ImportError(MISSING_EXTENSIONS) from error
+    with _register_lock:
+        if not _registered:
+            onnx_op(
+                op_type=REFERENCE_OP_TYPE,
+                inputs=[PyOp.dt_float] * (1 + len(REFERENCE_TABLE_INPUTS)),
+                outputs=[PyOp.dt_float],
+                attrs={name: PyOp.dt_int64 for name in REFERENCE_INT_ATTRIBUTES},
+            )(_reference_op)
+            _registered = True
+    return get_library_path()
+
+
+def has_axial_attention(model: onnx.ModelProto) -> bool:
+    """Whether the main graph holds an AxialAttention node (subgraphs are not searched)."""
+    return any(node.op_type == OP_TYPE for node in model.graph.node)
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 0
+
+
+def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Types (with shapes where known) of the graph's tensors; empty if inference fails."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is only used for earlier, clearer errors: never required
+        inferred = model
+    graph = inferred.graph
+    types = {info.name: info.type for info in [*graph.input, *graph.value_info, *graph.output]}
+    for tensor in graph.initializer:
+        types[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type, tensor.dims)
+    return types
+
+
+def _check_qkv(node: onnx.NodeProto, attributes: dict, known: onnx.TypeProto | None) -> None:
+    """Fail early where the graph states a qkv the op cannot take."""
+    if known is None or not known.HasField("tensor_type"):
+        return
+    tensor_type = known.tensor_type
+    allowed = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    if tensor_type.elem_type and tensor_type.elem_type not in allowed:
+        dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
+        raise ValueError(f"{node_label(node)}: qkv must be FLOAT or FLOAT16, got {dtype}")
+    if not tensor_type.HasField("shape"):
+        return
+    dims = tensor_type.shape.dim
+    if len(dims) != 4:
+        raise ValueError(f"{node_label(node)}: qkv must be NCHW (rank 4), got rank {len(dims)}")
+    groups = attributes["num_heads"]
+    channels = groups * (2 * attributes["key_depth"] + attributes["value_depth"])
+    if dims[1].HasField("dim_value") and dims[1].dim_value != channels:
+        raise ValueError(
+            f"{node_label(node)}: qkv has {dims[1].dim_value} channels, but num_heads * "
+            f"(2 * key_depth + value_depth) = {channels}"
+        )
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, number = name, 1
+    while candidate in taken:
+        candidate, number = f"{name}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _reference_nodes(
+    node: onnx.NodeProto, attributes: dict, taken: set[str]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Cast -> AxialAttentionReference -> CastLike replacing `node`, and its table initializers."""
+    prefix = f"{node.name or node.output[0]}/ort_reference"
+    qkv, y = node.input[0], node.output[0]
+    qkv32, y32 = _unique(f"{prefix}/qkv_float", taken), _unique(f"{prefix}/y_float", taken)
+    tables = [
+        onnx.numpy_helper.from_array(attributes[name], _unique(f"{prefix}/{name}", taken))
+        for name in REFERENCE_TABLE_INPUTS
+    ]
+    ints = {name: attributes[name] for name in REFERENCE_INT_ATTRIBUTES}
+    nodes = [
+        onnx.helper.make_node(
+            "Cast",
+            [qkv],
+            [qkv32],
+            name=_unique(f"{prefix}/cast_in", taken),
+            to=onnx.TensorProto.FLOAT,
+        ),
+        onnx.helper.make_node(
+            REFERENCE_OP_TYPE,
+            [qkv32, *(table.name for table in tables)],
+            [y32],
+            name=_unique(prefix, taken),
+            domain=REFERENCE_DOMAIN,
+            **ints,
+        ),
+        onnx.helper.make_node(
+            "CastLike", [y32, qkv], [y], name=_unique(f"{prefix}/cast_out", taken)
+        ),
+    ]
+    return nodes, tables
+
+
+def to_onnxruntime_view(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose AxialAttention nodes ONNX Runtime can run through the reference op
+    (see the module doc); `model` itself when it has none. `model` is never modified.
+
+    Raises ValueError naming the node for any node that breaks the spec.
+    """
+    if not has_axial_attention(model):
+        return model
+    if _default_opset(model) < CASTLIKE_OPSET:
+        raise ValueError(
+            f"running AxialAttention nodes in ONNX Runtime needs default-domain opset >= "
+            f"{CASTLIKE_OPSET}, this model imports {_default_opset(model)}"
+        )
+    known = _known_types(model)
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    graph = view.graph
+    taken = {name for node in graph.node for name in [node.name, *node.input, *node.output]}
+    taken |= {info.name for info in [*graph.input, *graph.output, *graph.value_info]}
+    taken |= {tensor.name for tensor in graph.initializer}
+
+    # Read the caller's nodes, write the view's: extend() copies, so nothing aliases `model`.
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type != OP_TYPE:
+            nodes.append(node)
+            continue
+        attributes = read_node_attributes(node)
+        _check_qkv(node, attributes, known.get(node.input[0]))
+        replacement, tables = _reference_nodes(node, attributes, taken)
+        nodes.extend(replacement)
+        graph.initializer.extend(tables)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+    imports = [
+        entry for entry in model.opset_import if entry.domain not in (DOMAIN, REFERENCE_DOMAIN)
+    ]
+    del view.opset_import[:]
+    view.opset_import.extend([*imports, onnx.helper.make_opsetid(REFERENCE_DOMAIN, 1)])
+    return view
+
+
+def create_session(
+    model: str | Path | onnx.ModelProto,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    session_options: onnxruntime.SessionOptions | None = None,
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session for any graph, with or without AxialAttention nodes.
+
+    Graphs without the node are handed to ORT unchanged (a path stays a path, so external data
+    works). Graphs with it run through `to_onnxruntime_view`, in memory: the file is never
+    written. `session_options`, if given, gets the onnxruntime-extensions library registered.
+    Raises ImportError (naming `pip install onnxruntime-extensions`) when that package is needed
+    and missing, ValueError for an AxialAttention node that breaks the spec.
+    """
+    import onnxruntime as ort
+
+    providers = list(providers)
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        # Only the graph is needed to decide; the weights load only if the graph is converted.
+        if not has_axial_attention(onnx.load(path, load_external_data=False)):
+            return ort.InferenceSession(str(path), session_options, providers=providers)
+        model = onnx.load(path)
+    elif not has_axial_attention(model):
+        return ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+
+    view = to_onnxruntime_view(model)  # spec errors first: they need no extra package
+    library = _register_reference_op()
+    options = session_options if session_options is not None else ort.SessionOptions()
+    options.register_custom_ops_library(library)
+    return ort.InferenceSession(view.SerializeToString(), options, providers=providers)
