@@ -15,6 +15,10 @@ examples:
   axial-deploy models
   axial-deploy export --model axial26s -o out/axial26s.onnx
   axial-deploy export --model axial_deeplab_s --input-shape 1x3x513x1025 -o out/s.onnx
+  axial-deploy export --model axial26s --dynamic batch,hw --exporter dynamo -o out/a.onnx
+  axial-deploy rewrite out/s.onnx -o out/s.axial.onnx --report out/s.rewrite.json
+  axial-deploy verify out/s.onnx out/s.axial.onnx
+  axial-deploy verify out/s.onnx out/s.axial.onnx --batch 2
 """
 
 
@@ -54,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         help="export a zoo model to ONNX and check it against PyTorch",
-        description="Export a zoo model to ONNX (opset >= 17, TorchScript-based exporter), "
-        "then run the ONNX model in ONNX Runtime on a random input and print its error "
-        "against PyTorch. Exits with status 1 when the error exceeds --rtol.",
+        description="Export a zoo model to ONNX (opset >= 17; TorchScript-based or dynamo "
+        "exporter), then run the ONNX model in ONNX Runtime on random inputs and print its "
+        "error against PyTorch: at the export shape and, for dynamic axes, at a second shape "
+        "(batch + 1; about 3/4 of the height and width with --dynamic batch,hw). Exits with "
+        "status 1 when the error exceeds --rtol.",
     )
     export.add_argument(
         "--model",
@@ -82,21 +88,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--dynamic",
-        choices=["batch", "none"],
+        choices=["batch", "batch,hw", "none"],
         default="batch",
-        help="symbolic axes of the graph (default: batch)",
+        metavar="AXES",
+        help="symbolic axes of the graph: 'batch' (default), 'batch,hw' (batch, height and "
+        "width) or 'none'. A model that cannot keep height and width dynamic is refused",
     )
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    export.add_argument(
+        "--exporter",
+        choices=["torchscript", "dynamo"],
+        default="torchscript",
+        help="torch.onnx exporter: torchscript (tracing, fast) or dynamo (torch.export, "
+        "opset >= 18, slower) (default: torchscript)",
+    )
+    export.add_argument(
+        "--opset", type=int, help="ONNX opset (default: 17 for torchscript, 18 for dynamo)"
+    )
     export.add_argument(
         "--rtol",
         type=float,
         default=1e-4,
         help="max relative error against PyTorch (default: 1e-4, fp32)",
     )
-    export.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    export.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     export.add_argument("-o", "--output", required=True, help="path of the .onnx file")
     export.set_defaults(func=cmd_export)
+
+    verify = sub.add_parser(
+        "verify",
+        help="compare two ONNX models on the same random inputs in ONNX Runtime",
+        description="Run ONNX models A (reference) and B on the same random N(0, 1) inputs in "
+        "ONNX Runtime (AxialAttention nodes run through the reference op) and print, per "
+        "output, max abs, max rel (max abs / max |A|) and mean abs errors. An output fails "
+        "when max abs > atol + rtol * max |A|; exits with status 1 if any fails. Outputs "
+        "match by name, or by position when names differ but counts agree.",
+    )
+    verify.add_argument("model_a", metavar="A.onnx", help="reference model")
+    verify.add_argument("model_b", metavar="B.onnx", help="model to check against A")
+    verify.add_argument(
+        "--rtol", type=float, default=1e-4, help="relative tolerance (default: 1e-4)"
+    )
+    verify.add_argument(
+        "--atol", type=float, default=1e-6, help="absolute tolerance (default: 1e-6)"
+    )
+    verify.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    verify.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="size of a symbolic batch axis (default: 1); other axes must be static",
+    )
+    verify.set_defaults(func=cmd_verify)
+
+    rewrite = sub.add_parser(
+        "rewrite",
+        help="replace every axial-attention layer by one AxialAttention plugin node",
+        description="Find every position-sensitive axial-attention layer of an ONNX graph "
+        "(any exporter; static height and width) and replace it, from its input to its "
+        "output, by a 1x1 Conv (qkv projection, BatchNorms folded) feeding one AxialAttention "
+        "node. Each layer's constants are read by probing its pieces in ONNX Runtime, and the "
+        "replacement must reproduce the layer (fp32 max rel err < 1e-4) or the layer is left "
+        "intact and reported. Prints a summary; --report writes it as JSON.",
+    )
+    rewrite.add_argument("model", metavar="IN.onnx", help="graph to rewrite")
+    rewrite.add_argument("-o", "--output", required=True, help="path of the rewritten .onnx")
+    rewrite.add_argument("--report", help="write the per-layer report as JSON to this path")
+    rewrite.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (writing nothing) when any attention-like layer is left intact",
+    )
+    rewrite.set_defaults(func=cmd_rewrite)
     return parser
+
+
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    from axial_deploy.rewrite import rewrite_file
+
+    print(f"rewriting {args.model} ...", flush=True)
+    report = rewrite_file(args.model, args.output, report_path=args.report, strict=args.strict)
+    print(report.summary())
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -122,7 +195,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from axial_deploy.export import compare_with_onnxruntime, export_onnx
+    from axial_deploy.export import (
+        ExportError,
+        compare_with_onnxruntime,
+        default_opset,
+        export_onnx,
+        second_shape,
+    )
     from axial_deploy.models import create_model, default_input_shape, load_checkpoint
 
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
@@ -133,27 +212,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     shape = args.input_shape or default_input_shape(args.model)
     dims = "x".join(map(str, shape))
 
+    opset = args.opset or default_opset(args.exporter)
     start = time.perf_counter()
-    print(f"[1/2] exporting {args.model} at {dims} (opset {args.opset}) ...", flush=True)
-    path = export_onnx(
-        model, shape, args.output, opset=args.opset, dynamic_batch=args.dynamic == "batch"
+    print(
+        f"[1/2] exporting {args.model} at {dims} (opset {opset}, {args.exporter} exporter, "
+        f"dynamic {args.dynamic}) ...",
+        flush=True,
     )
+    try:
+        path = export_onnx(
+            model, shape, args.output, opset=opset, dynamic=args.dynamic, exporter=args.exporter
+        )
+    except ExportError as error:
+        raise ExportError(f"{args.model}: {error}") from error
     size_mb = path.stat().st_size / 2**20
     print(f"      wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s")
 
-    print("[2/2] checking ONNX Runtime against PyTorch on a random input ...", flush=True)
+    # Every dynamic axis is exercised: a graph that baked a size in fails the second shape.
+    shapes = [shape]
+    if second := second_shape(shape, args.dynamic):
+        shapes.append(second)
+    print("[2/2] checking ONNX Runtime against PyTorch on random inputs ...", flush=True)
     generator = torch.Generator().manual_seed(args.seed)
-    inputs = torch.randn(shape, generator=generator)
-    errors = compare_with_onnxruntime(model, path, inputs)
-    print(f"      {'output':<10} {'max abs':>10} {'max rel':>10} {'mean abs':>10}")
-    for e in errors:
-        print(f"      {e.name:<10} {e.max_abs:>10.2e} {e.max_rel:>10.2e} {e.mean_abs:>10.2e}")
-    worst = max(e.max_rel for e in errors)
+    print(f"      {'input':<16} {'output':<10} {'max abs':>10} {'max rel':>10} {'mean abs':>10}")
+    worst = 0.0
+    for check in shapes:
+        inputs = torch.randn(check, generator=generator)
+        errors = compare_with_onnxruntime(model, path, inputs)
+        size = "x".join(map(str, check))
+        for e in errors:
+            print(
+                f"      {size:<16} {e.name:<10} {e.max_abs:>10.2e} {e.max_rel:>10.2e} "
+                f"{e.mean_abs:>10.2e}"
+            )
+        worst = max([worst, *(e.max_rel for e in errors)])
     if worst > args.rtol:
         print(f"FAILED: max relative error {worst:.2e} exceeds --rtol {args.rtol:.0e}")
         return 1
     print(f"OK: ONNX Runtime matches PyTorch (max rel {worst:.2e} <= {args.rtol:.0e})")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from axial_deploy.verify import format_report, verify_models
+
+    report = verify_models(
+        args.model_a,
+        args.model_b,
+        rtol=args.rtol,
+        atol=args.atol,
+        seed=args.seed,
+        batch=args.batch,
+    )
+    print(format_report(report))
+    return 0 if report.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

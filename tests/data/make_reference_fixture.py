@@ -1,10 +1,13 @@
-"""Regenerate tests/data/reference_axialnet.json from the reference implementation's own code.
+"""Regenerate the reference fixtures in tests/data from the reference implementation's own code.
 
 The reference (csrhddlam/axial-deeplab) is not a dependency and none of its code is in this repo:
 point this script at a checkout of it. It records, for each classification net, the reference's
 state_dict keys and shapes and parameter count, and for axial26s the reference's logits for
 weights drawn by tests/helpers.randomize_state(seed=0) on a seeded input, so the tests check our
-nets against the reference without needing it.
+nets against the reference without needing it. It also exports one of the reference's AxialBlocks
+(height + strided width attention, random BatchNorm statistics) with both torch exporters, to
+reference_axial_block.onnx (TorchScript-based) and reference_axial_block_dynamo.onnx, the graphs
+the rewriter must recognize.
 
     python tests/data/make_reference_fixture.py /path/to/axial-deeplab
 """
@@ -60,6 +63,37 @@ def main() -> None:
     with torch.no_grad():
         fixture["axial26s_logits"] = net(images).tolist()
     (HERE / "reference_axialnet.json").write_text(json.dumps(fixture))
+    export_reference_block(reference)
+
+
+def export_reference_block(reference: types.ModuleType) -> None:
+    from helpers import randomize_batchnorm
+
+    torch.manual_seed(0)
+    downsample = torch.nn.Sequential(reference.conv1x1(16, 16, 2), torch.nn.BatchNorm2d(16))
+    block = reference.AxialBlock(16, 8, stride=2, downsample=downsample, groups=2, kernel_size=8)
+    randomize_batchnorm(block, seed=1).eval()
+    x = torch.randn(1, 16, 8, 8)
+    names = {"input_names": ["x"], "output_names": ["y"]}
+    torch.onnx.export(
+        block,
+        (x,),
+        HERE / "reference_axial_block.onnx",
+        dynamo=False,
+        opset_version=17,
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        **names,
+    )
+    torch.onnx.export(
+        block,
+        (x,),
+        HERE / "reference_axial_block_dynamo.onnx",
+        dynamo=True,
+        opset_version=18,
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
+        external_data=False,
+        **names,
+    )
 
 
 if __name__ == "__main__":
