@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Main job (until the full deploy pipeline lands): export the default panoptic model to
-# ONNX and check ONNX Runtime against PyTorch.
+# ONNX (checked against PyTorch), rewrite its attention layers into AxialAttention nodes,
+# and verify the rewritten graph against the exported one in ONNX Runtime.
 demo: $(STAMP)
 	$(BIN)/axial-deploy export --model axial_deeplab_s --input-shape 1x3x129x257 \
-		-o out/axial_deeplab_s.onnx
+		--live-random-weights -o out/axial_deeplab_s.onnx
+	$(BIN)/axial-deploy rewrite out/axial_deeplab_s.onnx -o out/axial_deeplab_s.axial.onnx \
+		--report out/axial_deeplab_s.rewrite.json
+	$(BIN)/axial-deploy verify out/axial_deeplab_s.onnx out/axial_deeplab_s.axial.onnx
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

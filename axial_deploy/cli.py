@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"zoo model: {', '.join(list_models())}",
     )
     export.add_argument(
+        "--live-random-weights",
+        action="store_true",
+        help="without --checkpoint: random BatchNorm statistics and live residual branches, "
+        "so every attention layer affects the outputs (a fresh model zero-initializes them, "
+        "which makes any parity check pass trivially)",
+    )
+    export.add_argument(
         "--checkpoint",
         help="weights to load (state_dict or train.py file); default: fresh random weights",
     )
@@ -208,6 +215,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = create_model(args.model, **kwargs)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint)
+    elif args.live_random_weights:
+        from axial_deploy.models.random_init import calibrate_batchnorm
+
+        generator = torch.Generator().manual_seed(args.seed)
+        shape = args.input_shape or default_input_shape(args.model)
+        calibration = torch.randn((2, *shape[1:]), generator=generator)
+        with torch.no_grad():
+            calibrate_batchnorm(model, calibration, seed=args.seed, residual_gain=0.1)
     model.eval()
     shape = args.input_shape or default_input_shape(args.model)
     dims = "x".join(map(str, shape))

@@ -50,7 +50,7 @@ def main() -> None:
         f"| {'rewrite':<8} | {args.model:<18} | {args.size:>10} | "
         f"{time.perf_counter() - start:>8.1f} | {len(report.rewritten)} layers rewritten, "
         f"{len(report.left)} left, max layer err "
-        f"{max((r.max_rel_err or 0) for r in report.rewritten):.1e}",
+        f"{max((r.max_rel_err or 0 for r in report.rewritten), default=0):.1e}",
         flush=True,
     )
     if not args.skip_verify:

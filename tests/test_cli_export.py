@@ -89,3 +89,49 @@ def test_panoptic_export_matches_pytorch_with_live_attention(tmp_path):
     errors = compare_with_onnxruntime(model, path, torch.randn(2, 3, 65, 97))
     assert [e.name for e in errors] == ["semantic", "center", "offset"]
     assert all(e.max_rel < 1e-4 for e in errors), errors
+
+
+def test_live_random_weights_flag(tmp_path, capsys):
+    """The flag runs end to end and changes the exported weights (that attention then matters
+    is tested on models.random_init in test_random_weights_make_attention_matter)."""
+    import onnx
+    import onnxruntime as ort
+
+    outputs = {}
+    for flag in ([], ["--live-random-weights"]):
+        path = tmp_path / f"m{len(flag)}.onnx"
+        args = [
+            "export",
+            "--model",
+            "axial26s",
+            "--num-classes",
+            "10",
+            "--input-shape",
+            "1x3x32x32",
+            "-o",
+            str(path),
+            *flag,
+        ]
+        assert main(args) == 0, capsys.readouterr().out
+        session = ort.InferenceSession(onnx.load(path).SerializeToString())
+        outputs[len(flag)] = session.run(None, {"images": torch.ones(1, 3, 32, 32).numpy()})[0]
+    assert not torch.allclose(torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1]))
+
+
+@torch.no_grad()
+def test_random_weights_make_attention_matter():
+    """Fresh zoo models zero their residual branches, so attention cannot change the output and
+    export / rewrite parity checks would pass trivially; calibrate_batchnorm must not."""
+    from axial_deploy.models.random_init import calibrate_batchnorm
+
+    x = torch.randn(1, 3, 32, 32)
+
+    def output_moves_with_a_relative_table(model) -> bool:
+        model.eval()
+        before = model(x)
+        model.layer3[1].hight_block.relative.add_(1.0)
+        return not torch.allclose(before, model(x))
+
+    assert not output_moves_with_a_relative_table(create_model("axial26s", num_classes=10))
+    live = calibrate_batchnorm(create_model("axial26s", num_classes=10), torch.randn(2, 3, 32, 32))
+    assert output_moves_with_a_relative_table(live)
