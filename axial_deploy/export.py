@@ -20,8 +20,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from axial_deploy.artifacts import atomic_output
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter's default
 DYNAMO_MIN_OPSET = 18
@@ -107,7 +107,7 @@ def export_onnx(
     model = model.eval()
     example = torch.randn(input_shape)
     try:
-        with _atomic_output(path) as tmp:
+        with atomic_output(path) as tmp:
             outputs = output_names_of(model, example)
             if exporter == "torchscript":
                 _export_torchscript(model, example, tmp, input_name, outputs, dynamic, opset)
@@ -127,21 +127,6 @@ def export_onnx(
             f"exporting {name} to ONNX ({exporter} exporter) failed{hint}: {error}"
         ) from error
     return path
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[Path]:
-    """Yields a path in a fresh temporary folder beside `path`; on success moves what was
-    written there into place, external data files first and the .onnx file last, so that
-    `path` appears only complete. On failure nothing is left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield folder / path.name
-        for written in sorted(folder.iterdir(), key=lambda p: p.name == path.name):
-            os.replace(written, path.parent / written.name)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _export_torchscript(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from axial_deploy.artifacts import atomic_output
 
 RESHAPE_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 SWAP_HW = [0, 1, 3, 2]
@@ -1005,21 +1006,10 @@ def normalize_layout(graph, op_type: str) -> None:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write atomically: a temp file in the target folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; keep the usual file permissions
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the model atomically (see artifacts.atomic_output)."""
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(path)
 
 
 def rewrite_file(
@@ -1043,5 +1033,6 @@ def rewrite_file(
         )
     save_model(result, target)
     if report_path is not None:
-        Path(report_path).write_text(report.to_json())
+        with atomic_output(report_path) as tmp:
+            tmp.write_text(report.to_json())
     return report

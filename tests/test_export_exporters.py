@@ -17,10 +17,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from axial_deploy.artifacts import atomic_output
 from axial_deploy.cli import main
 from axial_deploy.export import (
     ExportError,
-    _atomic_output,
     compare_with_onnxruntime,
     export_onnx,
     second_shape,
@@ -179,7 +179,7 @@ def test_external_data_moves_into_place_with_the_model(tmp_path):
         [weights],
     )
     target = tmp_path / "big.onnx"
-    with _atomic_output(target) as tmp:
+    with atomic_output(target) as tmp:
         onnx.save(
             helper.make_model(graph),
             str(tmp),
