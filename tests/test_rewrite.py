@@ -34,7 +34,8 @@ def op_counts(model: onnx.ModelProto) -> collections.Counter:
 def exported(tmp_path: Path, name: str, shape: tuple[int, ...], exporter: str = "torchscript"):
     """A well-conditioned zoo model (every attention layer contributes) exported to ONNX."""
     torch.manual_seed(0)
-    model = calibrate_batchnorm(create_model(name, num_classes=5), torch.randn(2, *shape[1:]))
+    calibration = torch.randn(2, *shape[1:])
+    model = calibrate_batchnorm(create_model(name, num_classes=5), calibration, residual_gain=0.1)
     layers = sum(isinstance(m, AxialAttention) for m in model.modules())
     path = export_onnx(model, shape, tmp_path / f"{name}.onnx", exporter=exporter)
     return path, layers
@@ -65,10 +66,14 @@ def test_zoo_models_rewrite_and_verify(tmp_path, name, shape, exporter):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["axial50s", "axial50m", "axial50l", "axial_deeplab_m"])
-def test_more_zoo_models(tmp_path, name):
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize(
+    "name",
+    ["axial50s", "axial50m", "axial50l", "axial_deeplab_m", "axial_deeplab_l", "axial_deeplab_xl"],
+)
+def test_every_other_zoo_model(tmp_path, name, exporter):
     shape = (1, 3, 64, 64) if name.startswith("axial5") else (1, 3, 65, 65)
-    source, layers = exported(tmp_path, name, shape)
+    source, layers = exported(tmp_path, name, shape, exporter)
     check_rewrite(source, tmp_path / f"{name}.axial.onnx", layers, batch=1)
 
 
