@@ -201,15 +201,14 @@ def _layer_output(index: GraphIndex, softmax: onnx.NodeProto) -> str | None:
     """The layer's output lines [N, other, C, L]: the input of the first 4-D Transpose that
     post-dominates the Softmax (every path from it to the graph outputs crosses it)."""
     order: list[onnx.NodeProto] = []
-    seen: set[str] = set()
+    seen: set[int] = set()
     frontier = [softmax]
     while frontier:  # breadth-first over descendants, nearest first
         node = frontier.pop(0)
         for name in node.output:
             for consumer in index.consumers.get(name, []):
-                key = id(consumer)
-                if str(key) not in seen:
-                    seen.add(str(key))
+                if id(consumer) not in seen:
+                    seen.add(id(consumer))
                     order.append(consumer)
                     frontier.append(consumer)
     for candidate in order:
@@ -400,11 +399,11 @@ def extract_layer(
     x_zero = np.zeros(x_shape, np.float32)
     shapes_model = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
     qkv0, logits_shape_probe, y0_full = shapes_model(**{x_name: x_zero})
-    lines, channels, length = qkv0.shape if qkv0.ndim == 3 else (None, None, None)
     if qkv0.ndim != 3:
         raise _Refuse(
             f"the qkv projection gives a rank-{qkv0.ndim} tensor, expected lines [B, C, L]"
         )
+    lines, channels, length = qkv0.shape
     if logits_shape_probe.ndim != 4 or softmax_axis not in (-1, 3):
         raise _Refuse("the Softmax does not normalise the last axis of [lines, heads, L, keys]")
     _, heads, length_q, width = logits_shape_probe.shape
@@ -626,7 +625,7 @@ def extract_layer(
         value_depth=value_depth,
         span=span,
     )
-    return extracted, {"line_length": length, "qkv": qkv_name}
+    return extracted, {"line_length": length}
 
 
 class _Refuse(Exception):
