@@ -1,0 +1,107 @@
+"""The COCO panoptic file format (what COCO and Cityscapes panoptic use), read and written.
+
+A dataset split ``S`` in a directory ``DIR`` (the layout our synthetic generator writes and
+``axial-deploy evaluate`` reads):
+
+    DIR/panoptic_S.json      {"images": [...], "annotations": [...], "categories": [...]}
+    DIR/panoptic_S/NAME.png  RGB segment-id map: id = R + 256 G + 256^2 B, 0 = void
+    DIR/images/S/NAME.png    the RGB input image of annotation NAME
+
+Each annotation is ``{"image_id", "file_name", "segments_info": [{"id", "category_id",
+"area", "bbox", "iscrowd"}]}``; each category ``{"id", "name", "isthing", "color",
+"supercategory"}``. Categories are listed in train-id order: a model's class c is
+``categories[c]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from axial_deploy.artifacts import atomic_output
+
+VOID_ID = 0
+
+
+class PanopticFormatError(ValueError):
+    """A panoptic JSON or PNG that does not follow the COCO panoptic format."""
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 colors -> int64 segment ids (R + 256 G + 256^2 B)."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """int segment ids -> [..., 3] uint8 colors; inverse of rgb_to_id for ids < 256^3."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
+        raise PanopticFormatError("segment ids must lie in [0, 256^3)")
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def read_segment_png(path: str | Path) -> np.ndarray:
+    """An RGB segment-id PNG -> [H, W] int64 segment ids."""
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise PanopticFormatError(f"cannot read panoptic PNG {path}: {error}") from error
+    return rgb_to_id(rgb)
+
+
+def write_segment_png(path: str | Path, ids: np.ndarray) -> None:
+    """[H, W] segment ids -> an RGB PNG, written atomically."""
+    with atomic_output(path) as tmp:
+        Image.fromarray(id_to_rgb(ids), mode="RGB").save(tmp, format="PNG")
+
+
+@dataclass
+class PanopticSplit:
+    """One split's JSON, with the paths that resolve its file names."""
+
+    json_path: Path
+    segments_dir: Path
+    data: dict
+
+    @property
+    def categories(self) -> list[dict]:
+        return self.data["categories"]
+
+    @property
+    def annotations(self) -> list[dict]:
+        return self.data["annotations"]
+
+
+def split_paths(root: str | Path, split: str) -> tuple[Path, Path, Path]:
+    """(panoptic JSON, segment PNG folder, image folder) of split `split` under `root`."""
+    root = Path(root)
+    return root / f"panoptic_{split}.json", root / f"panoptic_{split}", root / "images" / split
+
+
+def load_split(json_path: str | Path, segments_dir: str | Path | None = None) -> PanopticSplit:
+    """Reads a panoptic JSON (segments_dir defaults to the folder named like the JSON)."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise PanopticFormatError(f"panoptic JSON {json_path} does not exist")
+    try:
+        data = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise PanopticFormatError(f"{json_path} is not valid JSON: {error}") from error
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise PanopticFormatError(f"{json_path} has no '{key}' list (COCO panoptic format)")
+    if segments_dir is None:
+        segments_dir = json_path.with_suffix("")
+    return PanopticSplit(json_path=json_path, segments_dir=Path(segments_dir), data=data)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Writes a panoptic (or any) JSON document atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data))
