@@ -90,8 +90,10 @@ inline int sharedBytes(const AxialAttentionParams& p, const Plan& plan, int key_
 }
 
 /* The plan for params already checked for types, axis, shape, span and table (see
- * axial_attention_check). Returns SUCCESS or UNSUPPORTED. */
-inline AxialAttentionStatus makePlan(const AxialAttentionParams& p, Plan* plan) {
+ * axial_attention_check). Returns SUCCESS or UNSUPPORTED. `shared_budget` is only lowered by the
+ * CPU emulation test, to drive the chunked paths with small shapes. */
+inline AxialAttentionStatus makePlan(const AxialAttentionParams& p, Plan* plan,
+                                     int shared_budget = kSharedMemoryBudget) {
     Plan out{};
     out.variant = variantFor(p.key_depth, p.value_depth);
     if (out.variant < 0) return AXIAL_ATTENTION_ERROR_UNSUPPORTED;
@@ -130,10 +132,10 @@ inline AxialAttentionStatus makePlan(const AxialAttentionParams& p, Plan* plan) 
     const int key_range = static_cast<int>(reach < out.length ? reach : out.length);
     const int64_t per_key = static_cast<int64_t>(p.key_depth + p.value_depth) * out.tile_lines;
     const int64_t per_column = 2LL * p.key_depth + p.value_depth;
-    const int64_t budget = kSharedMemoryBudget / static_cast<int64_t>(sizeof(float));
+    const int64_t budget = shared_budget / static_cast<int64_t>(sizeof(float));
     int chunk = key_range;
     int tables_in_shared = 1;
-    if (sharedBytes(p, out, chunk, 1) > kSharedMemoryBudget) {
+    if (sharedBytes(p, out, chunk, 1) > shared_budget) {
         const int64_t fit = (budget - per_column * (out.tile_queries - 1)) / (per_key + per_column);
         if (fit >= 8) {
             chunk = static_cast<int>(fit < key_range ? fit : key_range);
@@ -152,7 +154,7 @@ inline AxialAttentionStatus makePlan(const AxialAttentionParams& p, Plan* plan) 
             static_cast<int>(columns < 2LL * out.radius + 1 ? columns : 2LL * out.radius + 1);
     }
     out.shared_bytes = sharedBytes(p, out, chunk, tables_in_shared);
-    if (out.shared_bytes > kSharedMemoryBudget) return AXIAL_ATTENTION_ERROR_UNSUPPORTED;
+    if (out.shared_bytes > shared_budget) return AXIAL_ATTENTION_ERROR_UNSUPPORTED;
     *plan = out;
     return AXIAL_ATTENTION_SUCCESS;
 }
