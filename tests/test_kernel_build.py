@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kernel_build import DEFAULT_ARCHS, build_kernels, library_for_tests
+from kernel_helpers import DEFAULT_ARCHS, build_kernels, library_for_tests
 
 from axial_deploy import kernel
 from axial_deploy.kernel import KernelArgumentError, KernelParams, Status, TablePointers

@@ -1,5 +1,5 @@
-"""Builds the AxialAttention kernel library with CMake once per test session (shared by the
-kernel test modules; no conftest so that other test files are untouched)."""
+"""Shared helpers of the kernel tests: the CMake build of the library, once per test session (no
+conftest, so other test files are untouched), and random operator inputs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from axial_deploy.kernel import LIBRARY_ENV, LIBRARY_NAME, REPO_ROOT
 
@@ -69,3 +70,41 @@ def library_for_tests(build_root: Path, archs: str | None = None) -> Path:
         return Path(override)
     build, _ = build_kernels(build_root, archs)
     return build / "lib" / LIBRARY_NAME
+
+
+def random_op_inputs(
+    batch: int,
+    height: int,
+    width: int,
+    num_heads: int,
+    key_depth: int,
+    value_depth: int,
+    table_length: int,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """qkv in `dtype` and the five float32 tables, random and non-zero (CPU tensors).
+
+    Scales keep the logits in the range a trained, BatchNorm-folded layer sees (a few units), so
+    the softmax is neither one-hot nor flat.
+    """
+    g = torch.Generator().manual_seed(seed)
+    channels = num_heads * (2 * key_depth + value_depth)
+    qkv = torch.randn(batch, channels, height, width, generator=g) / key_depth**0.25
+    tables = (
+        0.5 * torch.randn(num_heads, key_depth, table_length, generator=g),
+        0.5 * torch.randn(num_heads, key_depth, table_length, generator=g),
+        torch.randn(num_heads, value_depth, table_length, generator=g),
+        0.5 + torch.rand(num_heads, generator=g),
+        0.2 * torch.randn(num_heads * value_depth, generator=g),
+    )
+    return qkv.to(dtype), tables
+
+
+def reference(qkv: torch.Tensor, tables, **attributes) -> torch.Tensor:
+    """axial_attention_op in float64 on the same (already rounded) qkv, on the CPU."""
+    from axial_deploy.models.axial_attention import axial_attention_op
+
+    return axial_attention_op(
+        qkv.detach().cpu().double(), *(t.detach().cpu().double() for t in tables), **attributes
+    )
