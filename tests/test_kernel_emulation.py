@@ -75,7 +75,8 @@ CASES = [
     (1, 11, 6, 2, 2, 4, 8, 65, 65, None),  # window wider than the line
     (1, 33, 70, 3, 2, 4, 8, 65, 65, None),  # the stride-4 stage's depths, 3 query tiles
     (1, 21, 19, 3, 2, 4, 8, 7, 9, 6000),  # key chunks, tables staged per chunk
-    (1, 37, 19, 2, 2, 8, 16, 11, 21, 12000),  # same along the height
+    (1, 37, 19, 2, 2, 8, 16, 11, 21, 30000),  # same along the height
+    (1, 37, 19, 2, 2, 8, 16, 11, 21, 12000),  # tables from global memory
     (1, 21, 19, 3, 2, 4, 8, 7, 9, 2048),  # tables read from global memory
     (1, 21, 19, 2, 2, 4, 8, 0, 9, 2048),
     (2, 7, 300, 3, 1, 4, 8, 65, 65, None),  # long line: several query tiles
@@ -101,7 +102,13 @@ def test_budget_cases_drive_the_chunked_paths(emulator, tmp_path):
     qkv, tables = random_op_inputs(1, 21, 19, 2, 4, 8, 9)
     attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 7}
     _, chunked = emulate(emulator, tmp_path, qkv, tables, budget=6000, **attrs)
-    assert chunked["tables_in_shared"] == 1 and chunked["key_chunk"] < 19
+    assert chunked["tables_in_shared"] == 1 and 8 <= chunked["key_chunk"] < 19
+    height = {**attrs, "axis": 2, "key_depth": 8, "value_depth": 16, "span": 11}
+    qkv, tables = random_op_inputs(1, 37, 19, 2, 8, 16, 21)
+    _, chunked = emulate(emulator, tmp_path, qkv, tables, budget=30000, **height)
+    assert chunked["tables_in_shared"] == 1 and 8 <= chunked["key_chunk"] < 26
+    _, global_tables = emulate(emulator, tmp_path, qkv, tables, budget=12000, **height)
+    assert global_tables["tables_in_shared"] == 0
     _, global_tables = emulate(emulator, tmp_path, qkv, tables, budget=2048, **attrs)
     assert global_tables["tables_in_shared"] == 0
     _, whole = emulate(emulator, tmp_path, qkv, tables, **attrs)

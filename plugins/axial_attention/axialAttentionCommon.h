@@ -15,17 +15,18 @@ namespace axial_attention {
 /* Kernel variants: exact depths templated for the zoo's shapes (value depth = 2 x key depth),
  * and one generic variant for any key depth <= 64 and value depth <= 128 (runtime loop bounds
  * under compile-time maxima, so its arrays stay in registers). Threads per block shrink with the
- * depth because every thread keeps its query and its accumulators in registers. */
+ * depth because every thread keeps its queries and their accumulators in registers. */
 struct Variant {
     int key_depth;    /* exact key depth, or the maximum for the generic variant */
     int value_depth;  /* exact value depth, or the maximum for the generic variant */
     int threads;      /* threads per block */
     bool exact;
+    int queries;      /* consecutive queries per thread (2 halves the shared-memory reads) */
 };
 
 constexpr Variant kVariants[] = {
-    {4, 8, 256, true},    {8, 16, 256, true},   {16, 32, 128, true},
-    {32, 64, 128, true},  {64, 128, 64, false},
+    {4, 8, 256, true, 2},    {8, 16, 256, true, 2},   {16, 32, 128, true, 1},
+    {32, 64, 128, true, 1},  {64, 128, 64, false, 1},
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 constexpr int kGenericVariant = kNumVariants - 1;
@@ -89,6 +90,20 @@ inline int sharedBytes(const AxialAttentionParams& p, const Plan& plan, int key_
     return bytes > (1LL << 30) ? (1 << 30) : static_cast<int>(bytes);
 }
 
+/* The largest key chunk in [1, key_range] whose shared memory fits the budget (0 if none). */
+inline int largestChunk(const AxialAttentionParams& p, const Plan& plan, int key_range,
+                        int tables_in_shared, int budget) {
+    int lo = 0, hi = key_range;  /* invariant: lo fits (or is 0), hi + 1 does not */
+    while (lo < hi) {
+        const int mid = lo + (hi - lo + 1) / 2;
+        if (sharedBytes(p, plan, mid, tables_in_shared) <= budget)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 /* The plan for params already checked for types, axis, shape, span and table (see
  * axial_attention_check). Returns SUCCESS or UNSUPPORTED. `shared_budget` is only lowered by the
  * CPU emulation test, to drive the chunked paths with small shapes. */
@@ -108,42 +123,38 @@ inline AxialAttentionStatus makePlan(const AxialAttentionParams& p, Plan* plan,
     const int64_t radius = p.span == 0 ? out.length - 1 : (p.span - 1) / 2;
     out.radius = static_cast<int>(radius < out.length - 1 ? radius : out.length - 1);
 
+    const int per_thread = kVariants[out.variant].queries;
     if (along_width) {
         /* A line is contiguous: lanes run along the queries of one line. */
-        int queries = nextPowerOfTwo(out.length);
-        queries = queries < 32 ? 32 : queries;
-        out.tile_queries = queries < out.threads ? queries : out.threads;
-        out.tile_lines = out.threads / out.tile_queries;
+        int groups = nextPowerOfTwo(ceilDiv(out.length, per_thread));
+        groups = groups < 32 ? 32 : groups;
+        groups = groups < out.threads ? groups : out.threads;
+        out.tile_lines = out.threads / groups;
+        out.tile_queries = groups * per_thread;
     } else {
-        /* Consecutive positions of a line are `width` apart: lanes run across up to 16 adjacent
-         * lines (columns), so every global load of a key row is coalesced. */
-        int lines = nextPowerOfTwo(out.lines);
-        out.tile_lines = lines < 16 ? lines : 16;
-        out.tile_queries = out.threads / out.tile_lines;
+        /* Consecutive positions of a line are `width` apart: lanes run across adjacent lines
+         * (columns), so every global load of a key row is coalesced; 32 of them with two queries
+         * a thread, so that a warp's shared-memory reads stay conflict-free. */
+        const int lines = nextPowerOfTwo(out.lines);
+        const int most = per_thread == 2 ? 32 : 16;
+        out.tile_lines = lines < most ? lines : most;
+        out.tile_queries = out.threads / out.tile_lines * per_thread;
     }
     out.query_tiles = ceilDiv(out.length, out.tile_queries);
     out.line_tiles = ceilDiv(out.lines, out.tile_lines);
     out.grid_x = static_cast<int64_t>(p.num_heads) * out.query_tiles * out.line_tiles;
     if (out.grid_x > 2147483647LL) return AXIAL_ATTENTION_ERROR_UNSUPPORTED;
 
-    /* Keys one block can reach; stage them all at once when they fit, else in chunks. Tables
-     * go to shared memory too unless that leaves room for fewer than 8 keys a chunk. */
+    /* Keys one block can reach; stage them all at once when they fit, else in chunks (the
+     * largest that fits). Tables go to shared memory too unless that leaves room for fewer than
+     * 8 keys a chunk; then they are read from global memory (L1/L2). */
     const int64_t reach = static_cast<int64_t>(out.tile_queries) + 2LL * out.radius;
     const int key_range = static_cast<int>(reach < out.length ? reach : out.length);
-    const int64_t per_key = static_cast<int64_t>(p.key_depth + p.value_depth) * out.tile_lines;
-    const int64_t per_column = 2LL * p.key_depth + p.value_depth;
-    const int64_t budget = shared_budget / static_cast<int64_t>(sizeof(float));
-    int chunk = key_range;
     int tables_in_shared = 1;
-    if (sharedBytes(p, out, chunk, 1) > shared_budget) {
-        const int64_t fit = (budget - per_column * (out.tile_queries - 1)) / (per_key + per_column);
-        if (fit >= 8) {
-            chunk = static_cast<int>(fit < key_range ? fit : key_range);
-        } else {
-            tables_in_shared = 0;
-            const int64_t fit_keys = budget / per_key;
-            chunk = static_cast<int>(fit_keys < key_range ? fit_keys : key_range);
-        }
+    int chunk = largestChunk(p, out, key_range, 1, shared_budget);
+    if (chunk < key_range && chunk < 8) {
+        tables_in_shared = 0;
+        chunk = largestChunk(p, out, key_range, 0, shared_budget);
     }
     if (chunk < 1) return AXIAL_ATTENTION_ERROR_UNSUPPORTED;
     out.key_chunk = chunk;

@@ -95,16 +95,44 @@ inline KernelArgs kernelArgs(const AxialAttentionParams& params, const Plan& pla
     return args;
 }
 
+/* Shared-memory slot of key kk (0-based in the chunk) of tile line o. Along the width, with two
+ * queries a thread, lanes read every other key at a step: even and odd keys go to separate halves
+ * so that those reads are consecutive words (conflict-free). */
+template <int Q>
+__device__ __forceinline__ int keySlot(int kk, int o, int along_width, int TO, int TK) {
+    if (!along_width) return kk * TO + o;
+    if (Q == 2) return o * TK + (kk & 1) * ((TK + 1) / 2) + (kk >> 1);
+    return o * TK + kk;
+}
+
+/* One online-softmax step of one query: rescale when the maximum grows, then accumulate. */
+template <int DV>
+__device__ __forceinline__ void softmaxStep(float logit, float& running_max, float& running_sum,
+                                            float (&acc)[DV]) {
+    if (logit > running_max) {
+        const float correction = exp2f(running_max - logit);
+        running_sum *= correction;
+#pragma unroll
+        for (int c = 0; c < DV; ++c) acc[c] *= correction;
+        running_max = logit;
+    }
+}
+
 /* DQ, DV: the exact depths (EXACT) or their maxima; loops run to the compile-time bound and
- * skip channels past the runtime depth, so q[] and acc[] stay in registers either way. */
-template <typename T, int DQ, int DV, bool EXACT, int THREADS>
+ * skip channels past the runtime depth, so the register arrays stay in registers either way.
+ * Q: consecutive queries per thread (1 or 2; 2 only for exact depths). With 2, each step of the
+ * offset d = key - query loads one key and one table column for both queries: the key of the
+ * second query at d is the key of the first at d + 1, carried in registers. */
+template <typename T, int DQ, int DV, bool EXACT, int THREADS, int Q>
 __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs a) {
+    static_assert(Q == 1 || (Q == 2 && EXACT), "two queries a thread need exact depths");
     extern __shared__ float shared[];
     const int dq = EXACT ? DQ : a.key_depth;
     const int dv = EXACT ? DV : a.value_depth;
     const int TO = a.tile_lines;
     const int TQ = a.tile_queries;
     const int TK = a.key_chunk;
+    const int groups = TQ / Q; /* threads along the queries of a line */
 
     /* Block -> (head, query tile, line tile); blockIdx.y -> image. */
     int block = blockIdx.x;
@@ -114,15 +142,17 @@ __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs
     const int line_tile = block / a.query_tiles;
     const int n = a.batch_offset + static_cast<int>(blockIdx.y);
 
-    /* Thread -> (line o, query qi) of the tile, lanes along the contiguous direction. */
+    /* Thread -> (line o, queries i .. i + Q - 1), lanes along the contiguous direction. */
     const int tid = static_cast<int>(threadIdx.x);
-    const int o = a.along_width ? tid / TQ : tid % TO;
-    const int qi = a.along_width ? tid % TQ : tid / TO;
+    const int o = a.along_width ? tid / groups : tid % TO;
+    const int qi = a.along_width ? tid % groups : tid / TO;
     const int line0 = line_tile * TO;
     const int i0 = query_tile * TQ;
     const int line = line0 + o;
-    const int i = i0 + qi;
-    const bool active = line < a.lines && i < a.length;
+    const int i = i0 + qi * Q;
+    bool active[Q];
+#pragma unroll
+    for (int u = 0; u < Q; ++u) active[u] = line < a.lines && i + u < a.length;
 
     const int position_stride = a.along_width ? 1 : a.width;
     const int line_stride = a.along_width ? a.width : 1;
@@ -133,15 +163,20 @@ __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs
     const T* k_rows = image + (static_cast<long long>(a.heads) + g) * a.key_depth * plane;
     const T* v_rows = image + (2LL * a.heads * a.key_depth +
                                static_cast<long long>(g) * a.value_depth) * plane;
-    const int my_offset = active ? i * position_stride + line * line_stride : 0;
+    const int my_offset = active[0] ? i * position_stride + line * line_stride : 0;
 
-    float q[DQ];
+    float q[Q][DQ];
 #pragma unroll
-    for (int c = 0; c < DQ; ++c)
-        q[c] = (c < dq && active) ? loadFloat(q_rows + c * plane + my_offset) : 0.0f;
+    for (int u = 0; u < Q; ++u) {
+#pragma unroll
+        for (int c = 0; c < DQ; ++c)
+            q[u][c] = (c < dq && active[u])
+                          ? loadFloat(q_rows + c * plane + my_offset + u * position_stride)
+                          : 0.0f;
+    }
 
     const int slots = TO * TK;
-    float* s_kv = shared;                                     /* [dq + dv][slots] */
+    float* s_kv = shared;                                           /* [dq + dv][slots] */
     float* s_tab = shared + (a.key_depth + a.value_depth) * slots;  /* [2 dq + dv][columns] */
     const int half_table = (a.table_length - 1) / 2;
     const int last_column = a.table_length - 1;
@@ -152,11 +187,16 @@ __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs
 
     /* Logits in base 2: exp2(log2(e) * l) = exp(l). */
     const float qk_scale = __ldg(a.logit_scale + g) * kLog2e;
-    float running_max = -INFINITY;
-    float running_sum = 0.0f;
-    float acc[DV];
+    float running_max[Q];
+    float running_sum[Q];
+    float acc[Q][DV];
 #pragma unroll
-    for (int c = 0; c < DV; ++c) acc[c] = 0.0f;
+    for (int u = 0; u < Q; ++u) {
+        running_max[u] = -INFINITY;
+        running_sum[u] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < DV; ++c) acc[u][c] = 0.0f;
+    }
 
     const int r = a.radius;
     const int i_last = min(a.length, i0 + TQ) - 1;
@@ -180,8 +220,7 @@ __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs
             if (line0 + oo >= a.lines) continue;
             const T* row = c < a.key_depth ? k_rows + c * plane
                                            : v_rows + (c - a.key_depth) * plane;
-            const int slot = a.along_width ? oo * TK + kk : kk * TO + oo;
-            s_kv[c * slots + slot] =
+            s_kv[c * slots + keySlot<Q>(kk, oo, a.along_width, TO, TK)] =
                 loadFloat(row + (k0 + kk) * position_stride + (line0 + oo) * line_stride);
         }
 
@@ -213,52 +252,118 @@ __global__ void __launch_bounds__(THREADS) axialAttentionKernel(const KernelArgs
         }
         __syncthreads();
 
-        if (active) {
-            const int j_lo = max(k0, i - r);
-            const int j_hi = min(k1, i + r);
-            const int slot_step = a.along_width ? 1 : TO;
-            int slot = a.along_width ? o * TK + (j_lo - k0) : (j_lo - k0) * TO + o;
-            for (int j = j_lo; j <= j_hi; ++j, slot += slot_step) {
-                const int t = clampInt(j - i + half_table, 0, last_column) - column0;
-                float dot = 0.0f;
-                float rel = 0.0f;
+        if constexpr (Q == 1) {
+            if (active[0]) {
+                const int j_lo = max(k0, i - r);
+                const int j_hi = min(k1, i + r);
+                const int slot_step = a.along_width ? 1 : TO;
+                int slot = keySlot<1>(j_lo - k0, o, a.along_width, TO, TK);
+                for (int j = j_lo; j <= j_hi; ++j, slot += slot_step) {
+                    const int t = clampInt(j - i + half_table, 0, last_column) - column0;
+                    float dot = 0.0f;
+                    float rel = 0.0f;
 #pragma unroll
-                for (int c = 0; c < DQ; ++c) {
-                    if (c < dq) {
-                        const float k = s_kv[c * slots + slot];
-                        dot = fmaf(q[c], k, dot);
-                        rel = fmaf(q[c], t_q[c * column_stride + t], rel);
-                        rel = fmaf(k, t_k[c * column_stride + t], rel);
+                    for (int c = 0; c < DQ; ++c) {
+                        if (c < dq) {
+                            const float k = s_kv[c * slots + slot];
+                            dot = fmaf(q[0][c], k, dot);
+                            rel = fmaf(q[0][c], t_q[c * column_stride + t], rel);
+                            rel = fmaf(k, t_k[c * column_stride + t], rel);
+                        }
+                    }
+                    const float logit = fmaf(qk_scale, dot, kLog2e * rel);
+                    softmaxStep<DV>(logit, running_max[0], running_sum[0], acc[0]);
+                    const float p = exp2f(logit - running_max[0]);
+                    running_sum[0] += p;
+                    const float* v = s_kv + dq * slots + slot;
+#pragma unroll
+                    for (int c = 0; c < DV; ++c) {
+                        if (c < dv)
+                            acc[0][c] = fmaf(p, v[c * slots] + t_v[c * column_stride + t],
+                                             acc[0][c]);
                     }
                 }
-                const float logit = fmaf(qk_scale, dot, kLog2e * rel);
-                if (logit > running_max) { /* rescale only when the maximum grows */
-                    const float correction = exp2f(running_max - logit);
-                    running_sum *= correction;
+            }
+        } else {
+            /* Two queries i, i + 1; key of query u at offset d: j = i + u + d. */
+            if (active[0]) {
+                const int i_hi = active[1] ? i + 1 : i;
+                const int d_lo = max(-r, k0 - i_hi);
+                const int d_hi = min(r, k1 - i);
+                float key[2][DQ];
+                float value[2][DV];
+                {   /* query 0's key at d_lo, loaded as "query 1's key at d_lo - 1" would be */
+                    const int j = i + d_lo;
+                    const bool inside = j >= k0 && j <= k1;
+                    const int slot = keySlot<2>(inside ? j - k0 : 0, o, a.along_width, TO, TK);
 #pragma unroll
-                    for (int c = 0; c < DV; ++c) acc[c] *= correction;
-                    running_max = logit;
+                    for (int c = 0; c < DQ; ++c) key[1][c] = inside ? s_kv[c * slots + slot] : 0.f;
+#pragma unroll
+                    for (int c = 0; c < DV; ++c)
+                        value[1][c] = inside ? s_kv[(DQ + c) * slots + slot] : 0.0f;
                 }
-                const float p = exp2f(logit - running_max);
-                running_sum += p;
-                const float* v = s_kv + dq * slots + slot;
+                for (int d = d_lo; d <= d_hi; ++d) {
 #pragma unroll
-                for (int c = 0; c < DV; ++c) {
-                    if (c < dv) acc[c] = fmaf(p, v[c * slots] + t_v[c * column_stride + t], acc[c]);
+                    for (int c = 0; c < DQ; ++c) key[0][c] = key[1][c];
+#pragma unroll
+                    for (int c = 0; c < DV; ++c) value[0][c] = value[1][c];
+                    /* Loaded even when query 1 lies past the line: query 0 needs it next. */
+                    const int j1 = i + 1 + d;
+                    const bool loaded1 = j1 >= k0 && j1 <= k1;
+                    if (loaded1) {
+                        const int slot = keySlot<2>(j1 - k0, o, a.along_width, TO, TK);
+#pragma unroll
+                        for (int c = 0; c < DQ; ++c) key[1][c] = s_kv[c * slots + slot];
+#pragma unroll
+                        for (int c = 0; c < DV; ++c) value[1][c] = s_kv[(DQ + c) * slots + slot];
+                    }
+                    const int t = clampInt(d + half_table, 0, last_column) - column0;
+                    float tq[DQ], tk[DQ], tv[DV];
+#pragma unroll
+                    for (int c = 0; c < DQ; ++c) {
+                        tq[c] = t_q[c * column_stride + t];
+                        tk[c] = t_k[c * column_stride + t];
+                    }
+#pragma unroll
+                    for (int c = 0; c < DV; ++c) tv[c] = t_v[c * column_stride + t];
+                    const int j0 = i + d;
+                    const bool inside[2] = {j0 >= k0 && j0 <= k1, active[1] && loaded1};
+#pragma unroll
+                    for (int u = 0; u < 2; ++u) {
+                        if (!inside[u]) continue;
+                        float dot = 0.0f;
+                        float rel = 0.0f;
+#pragma unroll
+                        for (int c = 0; c < DQ; ++c) {
+                            dot = fmaf(q[u][c], key[u][c], dot);
+                            rel = fmaf(q[u][c], tq[c], rel);
+                            rel = fmaf(key[u][c], tk[c], rel);
+                        }
+                        const float logit = fmaf(qk_scale, dot, kLog2e * rel);
+                        softmaxStep<DV>(logit, running_max[u], running_sum[u], acc[u]);
+                        const float p = exp2f(logit - running_max[u]);
+                        running_sum[u] += p;
+#pragma unroll
+                        for (int c = 0; c < DV; ++c)
+                            acc[u][c] = fmaf(p, value[u][c] + tv[c], acc[u][c]);
+                    }
                 }
             }
         }
     }
 
-    if (active) {
+    const float* bias = a.out_bias + static_cast<long long>(g) * a.value_depth;
+#pragma unroll
+    for (int u = 0; u < Q; ++u) {
+        if (!active[u]) continue;
         /* Every query attends at least to itself, so running_sum >= 1. */
-        const float inverse = 1.0f / running_sum;
+        const float inverse = 1.0f / running_sum[u];
         T* out = static_cast<T*>(a.y) +
-                 (n * static_cast<long long>(a.heads) + g) * a.value_depth * plane + my_offset;
-        const float* bias = a.out_bias + static_cast<long long>(g) * a.value_depth;
+                 (n * static_cast<long long>(a.heads) + g) * a.value_depth * plane + my_offset +
+                 u * position_stride;
 #pragma unroll
         for (int c = 0; c < DV; ++c) {
-            if (c < dv) out[c * plane] = fromFloat<T>(fmaf(acc[c], inverse, __ldg(bias + c)));
+            if (c < dv) out[c * plane] = fromFloat<T>(fmaf(acc[u][c], inverse, __ldg(bias + c)));
         }
     }
 }

@@ -31,7 +31,7 @@ template <typename T, int V>
 cudaError_t launchVariant(KernelArgs args, const Plan& plan, int batch, cudaStream_t stream) {
     constexpr Variant variant = kVariants[V];
     auto kernel = axialAttentionKernel<T, variant.key_depth, variant.value_depth, variant.exact,
-                                       variant.threads>;
+                                       variant.threads, variant.queries>;
     for (int first = 0; first < batch; first += kMaxGridY) {
         const int images = batch - first < kMaxGridY ? batch - first : kMaxGridY;
         args.batch_offset = first;

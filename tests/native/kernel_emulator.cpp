@@ -72,7 +72,8 @@ void runVariant(const ax::KernelArgs& args, const ax::Plan& plan, int batch) {
                     blockIdx.x = static_cast<unsigned>(b);
                     blockIdx.y = static_cast<unsigned>(n);
                     ax::axialAttentionKernel<T, variant.key_depth, variant.value_depth,
-                                             variant.exact, variant.threads>(args);
+                                             variant.exact, variant.threads,
+                                       variant.queries>(args);
                     barrier.arrive_and_wait();  // the next block reuses the shared memory
                 }
             }
