@@ -30,6 +30,9 @@ def emulator(tmp_path_factory) -> Path:
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("g++ not found: the kernel emulation needs a C++20 compiler")
+    version = subprocess.run([compiler, "-dumpversion"], capture_output=True, text=True).stdout
+    if int(version.split(".")[0] or 0) < 12:
+        pytest.skip(f"g++ {version.strip()} is too old: the emulation needs g++ >= 12 (_Float16)")
     binary = tmp_path_factory.mktemp("emulator") / "kernel_emulator"
     command = [
         compiler, "-std=c++20", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
