@@ -6,8 +6,8 @@
  * matrix ever reaches global memory.
  *
  * Work split: a block takes one (image, head), `tile_lines` lines and `tile_queries` consecutive
- * queries of each line; one thread per (line, query). The thread keeps its query's q channels and
- * its Dv accumulators in registers. Keys and values of the block's reach (its queries' windows)
+ * queries of each line; a thread takes one line and one query (two consecutive queries for the
+ * thinnest depths) and keeps their q channels and Dv accumulators in registers. Keys and values of the block's reach (its queries' windows)
  * are staged in shared memory as float32, in chunks when they do not fit, together with the
  * columns of the three relative tables that the chunk's offsets need. Depths are thin (4..64), too
  * thin for tensor cores: everything runs on FP32 FMA units.
@@ -16,7 +16,8 @@
  * one line; along the height (axis 2) positions are `width` apart, so lanes run across adjacent
  * lines (columns) and every warp-wide global load of a row is contiguous. Shared-memory slots
  * follow the same order, so the reads of the inner loop are conflict-free, and the table columns
- * read at one step are the same for all lanes of a warp (a broadcast).
+ * read at one step are the same for all lanes of a warp (a broadcast). The device code is in
+ * axialAttentionDevice.cuh; this file instantiates and launches it.
  */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
