@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean plugins
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 	$(BIN)/axial-deploy rewrite out/axial_deeplab_s.onnx -o out/axial_deeplab_s.axial.onnx \
 		--report out/axial_deeplab_s.rewrite.json
 	$(BIN)/axial-deploy verify out/axial_deeplab_s.onnx out/axial_deeplab_s.axial.onnx
+
+# The fused AxialAttention CUDA kernel and its C ABI (build/lib/libaxial_attention_capi.so) and,
+# when TensorRT is found, its plugin. Needs CMake >= 3.25 and nvcc; builds nothing without nvcc.
+plugins:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,255 @@
+"""The fused AxialAttention CUDA kernel against PyTorch, at every attention stage of a zoo model.
+
+For each distinct attention layer shape of the model at the given input size (derived by running
+the folded model on PyTorch's meta device: stride 4, 8 and 16 lines of Axial-DeepLab, both
+axes), and each dtype, it times (CUDA events, median of --repeats after warm-up):
+
+  kernel    the fused kernel through the torch op axial_deploy::axial_attention
+  eager     the reference axial_attention_op in eager PyTorch
+  compiled  torch.compile of axial_attention_op (--no-compile skips it)
+
+and prints time, achieved bandwidth (qkv read + y written once: the minimum traffic), FLOP rate
+(per query-key pair: 3 Dq FMAs for the logits, Dv adds and Dv FMAs for the values = 6 Dq + 3 Dv
+FLOP) and the fractions of this device's measured peaks: FP32 FLOP rate from an FP32 SGEMM (TF32
+off) and copy bandwidth from a device-to-device copy.
+
+Usage:  python benchmarks/kernel.py [--model axial_deeplab_s] [--input-shape 1025x2049]
+                                    [--dtypes fp16 fp32] [--repeats 20] [--no-compile]
+        python benchmarks/kernel.py --dry-run      # the shape table only; no GPU needed
+Needs a CUDA GPU and the kernel library (`make plugins`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One distinct attention layer shape: qkv [batch, G (2 Dq + Dv), height, width]."""
+
+    height: int
+    width: int
+    axis: int
+    num_heads: int
+    key_depth: int
+    value_depth: int
+    span: int
+    table_length: int
+    layers: int  # how many layers of the model have this shape
+
+    @property
+    def length(self) -> int:
+        return self.height if self.axis == 2 else self.width
+
+    @property
+    def lines(self) -> int:
+        return self.width if self.axis == 2 else self.height
+
+    def pairs(self, batch: int) -> int:
+        """Query-key pairs attended (windows clipped at the line ends)."""
+        length = self.length
+        radius = length - 1 if self.span == 0 else min((self.span - 1) // 2, length - 1)
+        per_line = sum(min(length - 1, i + radius) - max(0, i - radius) + 1 for i in range(length))
+        return batch * self.lines * self.num_heads * per_line
+
+    def flops(self, batch: int) -> int:
+        return self.pairs(batch) * (6 * self.key_depth + 3 * self.value_depth)
+
+    def bytes_moved(self, batch: int, element_size: int) -> int:
+        heads, dq, dv = self.num_heads, self.key_depth, self.value_depth
+        channels = heads * (2 * dq + dv) + heads * dv
+        return batch * channels * self.height * self.width * element_size
+
+
+def model_stages(model_name: str, height: int, width: int) -> list[Stage]:
+    """Distinct attention shapes of a zoo model at an input size, in order of first use."""
+    from axial_deploy.models import create_model
+    from axial_deploy.models.axial_attention import FoldedAxialAttention, fold_axial_layers
+
+    with torch.device("meta"):
+        model = fold_axial_layers(create_model(model_name).eval())
+    found: dict[tuple, int] = {}
+
+    def record(layer: FoldedAxialAttention, args, output) -> None:
+        _, _, h, w = output.shape
+        key = (h, w, layer.axis, layer.num_heads, layer.key_depth, layer.value_depth)
+        key += (layer.span, layer.rel_q.shape[-1])
+        found[key] = found.get(key, 0) + 1
+
+    hooks = [
+        m.qkv.register_forward_hook(lambda conv, a, out, m=m: record(m, a, out))
+        for m in model.modules()
+        if isinstance(m, FoldedAxialAttention)
+    ]
+    with torch.no_grad():
+        model(torch.empty(1, 3, height, width, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return [Stage(*key, layers=count) for key, count in found.items()]
+
+
+def print_stages(stages: list[Stage], batch: int) -> None:
+    print(
+        f"| {'qkv H x W':>11} | axis | heads | Dq | Dv | span |  T | layers | "
+        f"{'pairs (M)':>9} | {'GFLOP':>7} |"
+    )
+    print("|" + "---|" * 11)
+    for s in stages:
+        print(
+            f"| {s.height:>5} x {s.width:<3} | {s.axis:>4} | {s.num_heads:>5} | {s.key_depth:>2} |"
+            f" {s.value_depth:>3} | {s.span:>4} | {s.table_length:>2} | {s.layers:>6} | "
+            f"{s.pairs(batch) / 1e6:>9.1f} | {s.flops(batch) / 1e9:>7.2f} |"
+        )
+
+
+def time_cuda(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median seconds of fn() on the current stream, by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def measure_peaks(repeats: int) -> tuple[float, float]:
+    """(FP32 FLOP/s of an SGEMM with TF32 off, device-to-device copy bytes/s)."""
+    allow = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        n = 8192
+        a, b = (torch.randn(n, n, device="cuda") for _ in range(2))
+        gemm = time_cuda(lambda: a @ b, repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow
+    src = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB, far beyond L2
+    dst = torch.empty_like(src)
+    copy = time_cuda(lambda: dst.copy_(src), repeats)
+    return 2 * n**3 / gemm, 2 * src.numel() / copy
+
+
+def stage_inputs(stage: Stage, batch: int, dtype: torch.dtype):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    heads, dq, dv, t = stage.num_heads, stage.key_depth, stage.value_depth, stage.table_length
+    channels = heads * (2 * dq + dv)
+    qkv = torch.randn(batch, channels, stage.height, stage.width, device="cuda", generator=g)
+    tables = [
+        torch.randn(*shape, device="cuda", generator=g)
+        for shape in ((heads, dq, t), (heads, dq, t), (heads, dv, t), (heads,), (heads * dv,))
+    ]
+    attrs = {
+        "axis": stage.axis,
+        "num_heads": heads,
+        "key_depth": dq,
+        "value_depth": dv,
+        "span": stage.span,
+    }
+    return qkv.to(dtype), tables, attrs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Derives the shapes from the model; --dry-run prints them without a GPU.",
+    )
+    parser.add_argument(
+        "--model", default="axial_deeplab_s", help="zoo model (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--input-shape", default="1025x2049", help="HxW of the input image (default: %(default)s)"
+    )
+    parser.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs (median)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager reference")
+    parser.add_argument("--dry-run", action="store_true", help="print the shape table and exit")
+    args = parser.parse_args(argv)
+    try:
+        height, width = (int(v) for v in args.input_shape.lower().split("x"))
+    except ValueError:
+        parser.error(f"--input-shape {args.input_shape!r} must be HxW, e.g. 1025x2049")
+    if args.batch < 1 or args.repeats < 1:
+        parser.error("--batch and --repeats must be >= 1")
+
+    stages = model_stages(args.model, height, width)
+    print(f"{args.model} at {height}x{width}, batch {args.batch}: attention stages")
+    print_stages(stages, args.batch)
+    if args.dry_run:
+        return 0
+    if not torch.cuda.is_available():
+        print(
+            "benchmarks/kernel.py: needs a CUDA GPU and torch's CUDA build (none found); "
+            "--dry-run prints the shapes without one",
+            file=sys.stderr,
+        )
+        return 1
+
+    from axial_deploy import kernel
+    from axial_deploy.models.axial_attention import axial_attention_op
+
+    try:
+        kernel.load_library()
+    except kernel.KernelLibraryError as error:
+        print(f"benchmarks/kernel.py: {error}", file=sys.stderr)
+        return 1
+
+    peak_flops, peak_bandwidth = measure_peaks(args.repeats)
+    print(
+        f"\n{torch.cuda.get_device_name()}: measured FP32 {peak_flops / 1e12:.1f} TFLOP/s "
+        f"(SGEMM, TF32 off), copy {peak_bandwidth / 1e9:.0f} GB/s"
+    )
+    compiled_op = None if args.no_compile else torch.compile(axial_attention_op, dynamic=False)
+    header = (
+        f"| {'qkv H x W':>11} | axis | dtype | {'impl':<8} | {'ms':>8} | {'GB/s':>6} | "
+        f"{'% copy':>6} | {'TFLOP/s':>7} | {'% FP32':>6} | {'vs kernel':>9} |"
+    )
+    print("\n" + header)
+    print("|" + "---|" * 10)
+    for stage in stages:
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            qkv, tables, attrs = stage_inputs(stage, args.batch, dtype)
+            impls: dict[str, Callable[..., object]] = {"kernel": kernel.axial_attention}
+            if not args.no_eager:
+                impls["eager"] = axial_attention_op
+            if compiled_op is not None:
+                impls["compiled"] = compiled_op
+            moved = stage.bytes_moved(args.batch, qkv.element_size())
+            flops = stage.flops(args.batch)
+            kernel_seconds = None
+            for name, fn in impls.items():
+                with torch.inference_mode():
+                    seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
+                kernel_seconds = kernel_seconds or seconds
+                print(
+                    f"| {stage.height:>5} x {stage.width:<3} | {stage.axis:>4} | {dtype_name:>5} | "
+                    f"{name:<8} | {seconds * 1e3:>8.3f} | {moved / seconds / 1e9:>6.0f} | "
+                    f"{100 * moved / seconds / peak_bandwidth:>6.1f} | "
+                    f"{flops / seconds / 1e12:>7.2f} | "
+                    f"{100 * flops / seconds / peak_flops:>6.1f} | "
+                    f"{seconds / kernel_seconds:>8.1f}x |"
+                )
+            del qkv, tables
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
