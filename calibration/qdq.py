@@ -261,9 +261,17 @@ def quantize_int8(
                 )
             )
             result.attention_casts += 2
-            for info in graph.value_info:  # the node's own tensors now hold FP16
-                if info.name in (qkv16, y16):
-                    info.type.tensor_type.elem_type = TensorProto.FLOAT16
+            # Type the node's new FP16 tensors (ONNX cannot infer a custom op's output).
+            known = {info.name: info for info in graph.value_info}
+            for original, renamed in ((qkv, qkv16), (y, y16)):
+                info = onnx.ValueInfoProto()
+                if original in known:
+                    info.CopyFrom(known[original])
+                else:
+                    info.type.tensor_type.SetInParent()
+                info.name = renamed
+                info.type.tensor_type.elem_type = TensorProto.FLOAT16
+                graph.value_info.append(info)
 
     nodes = []
     for index, node in enumerate(graph.node):
