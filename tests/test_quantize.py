@@ -236,3 +236,40 @@ def test_panoptic_model_fp16_and_int8(tmp_path):
     int8_result = report.candidates["int8"]
     assert all(np.isfinite(e.max_abs) for e in int8_result.outputs.values())
     assert int8_result.pixel_agreement >= 0.5 and 0 <= int8_result.miou <= 1
+
+
+def build_strongly_typed(trt, path: Path) -> tuple[bool, list[str], int]:
+    """Parse and build `path` as a strongly typed TensorRT(-RTX) network: (built, parser
+    errors, number of Quantize layers)."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flag)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(path)):
+        return False, [parser.get_error(i).desc() for i in range(parser.num_errors)], 0
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    tensor = network.get_input(0)
+    shape = [1 if d < 0 else d for d in tensor.shape]
+    profile.set_shape(tensor.name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    layers = [network.get_layer(i).type for i in range(network.num_layers)]
+    built = builder.build_serialized_network(network, config) is not None
+    return built, [], layers.count(trt.LayerType.QUANTIZE)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_rtx_builds_fp16_and_int8_as_strongly_typed(classifier, tmp_path):
+    """TensorRT-RTX has no plugin layer, so this builds the graph *before* the rewrite (same
+    conversion rules; its Softmax / ReduceSum stay FP32 behind Casts): what a strongly typed
+    TensorRT network accepts without any precision flag."""
+    trt = pytest.importorskip("tensorrt_rtx", reason="pip install '.[rtx]' (TensorRT-RTX)")
+    plain = classifier["folder"] / "axial26s.onnx"  # the export, without AxialAttention nodes
+    fp16, int8 = tmp_path / "plain.fp16.onnx", tmp_path / "plain.int8.onnx"
+    quantize_file(plain, fp16, precision="fp16", batches=1)
+    quantize_file(plain, int8, precision="int8", method="minmax", batches=1)
+    for path, quantize_layers in [(fp16, 0), (int8, 38)]:
+        built, errors, quantizers = build_strongly_typed(trt, path)
+        assert built and not errors, (path.name, errors)
+        assert quantizers == quantize_layers
