@@ -109,3 +109,46 @@ def read_cache(path: str | os.PathLike) -> CalibrationCache:
     except (OSError, UnicodeDecodeError) as error:
         raise CalibrationCacheError(f"cannot read calibration cache {path}: {error}") from error
     return CalibrationCache.from_text(text, str(path))
+
+
+def cache_calibrator(trt, path: str | os.PathLike):
+    """A TensorRT 10 INT8 calibrator that serves the cache at `path` and no batches: the
+    builder reads the scales from the cache and skips calibration (legacy implicit INT8:
+    `config.set_flag(trt.BuilderFlag.INT8); config.int8_calibrator = cache_calibrator(trt, p)`).
+
+    `trt` is the imported `tensorrt` module (TensorRT 10; TensorRT 11 removed these classes).
+    The calibrator class matches the cache's algorithm, since TensorRT ignores a cache written
+    by another algorithm. Written against TensorRT's documented Python API; not run here.
+    """
+    cache = read_cache(path)
+    bases = {
+        "EntropyCalibration2": "IInt8EntropyCalibrator2",
+        "EntropyCalibration": "IInt8EntropyCalibrator",
+        "MinMaxCalibration": "IInt8MinMaxCalibrator",
+        "LegacyCalibration": "IInt8LegacyCalibrator",
+    }
+    base = getattr(trt, bases[cache.algorithm], None)
+    if base is None:
+        raise CalibrationCacheError(
+            f"this TensorRT ({getattr(trt, '__version__', '?')}) has no {bases[cache.algorithm]}: "
+            "implicit INT8 calibration caches need TensorRT 10 or older; use the Q/DQ graph"
+        )
+    payload = Path(path).read_bytes()
+
+    class CacheCalibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)  # TensorRT's bindings need the base constructor called
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):  # no data: everything comes from the cache
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return payload
+
+        def write_calibration_cache(self, cache) -> None:
+            return None
+
+    return CacheCalibrator()
