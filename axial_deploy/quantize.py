@@ -315,11 +315,12 @@ class AccuracyReport:
         return asdict(self)
 
     def summary(self) -> str:
+        width = max([5, *(len(label) for label in self.candidates)])
         lines = [
             f"reference {self.reference} on {self.inputs} ({self.batches} batch(es)), "
             f"task {self.task or 'unknown'}",
-            f"  {'model':<10} {'output':<10} {'max abs':>10} {'mean abs':>10} {'max rel':>10}"
-            f"  agreement",
+            f"  {'model':<{width}} {'output':<10} {'max abs':>10} {'mean abs':>10} "
+            f"{'max rel':>10}  agreement",
         ]
         for label, result in self.candidates.items():
             agreement = ""
@@ -329,7 +330,7 @@ class AccuracyReport:
                 agreement = f"pixels {result.pixel_agreement:.1%}, mIoU {result.miou:.3f}"
             for number, (name, error) in enumerate(result.outputs.items()):
                 lines.append(
-                    f"  {label:<10} {name:<10} {error.max_abs:>10.2e} {error.mean_abs:>10.2e} "
+                    f"  {label:<{width}} {name:<10} {error.max_abs:>10.2e} {error.mean_abs:>10.2e} "
                     f"{error.max_rel:>10.2e}  {agreement if number == 0 else ''}"
                 )
         return "\n".join(lines)
