@@ -95,6 +95,7 @@ def test_fp16_graph_is_strongly_typed_fp16(classifier):
 def test_int8_graph_places_qdq_where_tensorrt_fuses(classifier):
     model = onnx.load(classifier["int8"])
     onnx.checker.check_model(model)
+    assert check_strongly_typed(model) == []
     made_by = producers(model)
     initializers = {init.name: init for init in model.graph.initializer}
     types = float_tensor_types(model)
