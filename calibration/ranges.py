@@ -30,6 +30,7 @@ HISTOGRAM_BINS = 2048
 QUANTIZED_LEVELS = 128  # |x| maps onto 0..127: symmetric INT8
 DEFAULT_PERCENTILE = 99.99
 KEEP_BYTES = 1 << 30  # activations of the first pass kept for the second up to this size
+CHUNK_BYTES = 2 << 30  # tensors probed by one session: their outputs of one batch, at most
 
 
 @dataclass
@@ -149,14 +150,12 @@ def collect_ranges(
     percentile: float = DEFAULT_PERCENTILE,
     names: Sequence[str] | None = None,
     progress: bool = False,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, TensorRange]:
     """Run the FP32 `model` on `batches` (arrays for its single input) and measure every
     activation tensor (or only `names`); returns {tensor: TensorRange} with `amax` set by
-    `method` ("entropy" | "percentile" | "minmax")."""
-    from tqdm import tqdm
-
-    from axial_deploy.ort_ops import create_session
-
+    `method` ("entropy" | "percentile" | "minmax"). Tensors are probed in groups whose
+    outputs for one batch fit in `chunk_bytes` (one model run per batch and group)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
     inputs = [i.name for i in model.graph.input if i.name not in _initializer_names(model)]
@@ -166,11 +165,57 @@ def collect_ranges(
     if not batches:
         raise ValueError("calibration needs at least one batch of inputs")
     names = list(names) if names is not None else activation_names(model)
+    ranges: dict[str, TensorRange] = {}
+    chunks = tensor_chunks(model, names, len(batches[0]), chunk_bytes)
+    for number, chunk in enumerate(chunks, start=1):
+        label = f" ({number}/{len(chunks)})" if len(chunks) > 1 else ""
+        ranges.update(
+            _collect_chunk(model, chunk, inputs[0], batches, method, percentile, progress, label)
+        )
+    return ranges
+
+
+def tensor_chunks(
+    model: onnx.ModelProto, names: Sequence[str], batch: int, budget: int = CHUNK_BYTES
+) -> list[list[str]]:
+    """`names` split into groups whose float32 outputs for one batch fit in `budget` bytes
+    (sizes from shape inference; unknown dims count as 1), so that calibrating a large model
+    at full resolution never holds every activation at once."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:
+        inferred = model.graph
+    sizes = {}
+    for info in [*inferred.input, *inferred.value_info, *inferred.output]:
+        dims = info.type.tensor_type.shape.dim
+        count = 1
+        for position, dim in enumerate(dims):
+            count *= dim.dim_value if dim.HasField("dim_value") else (batch if position == 0 else 1)
+        sizes[info.name] = 4 * count
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for name in names:
+        size = sizes.get(name, 0)
+        if chunks[-1] and used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(name)
+        used += size
+    return chunks
+
+
+def _collect_chunk(model, names, input_name, batches, method, percentile, progress, label):
+    """collect_ranges for one group of tensors (one ONNX Runtime session)."""
+    from tqdm import tqdm
+
+    from axial_deploy.ort_ops import create_session
+
     session = create_session(_probe_model(model, names))
 
-    def runs(label: str):
-        for batch in tqdm(batches, desc=label, unit="batch", disable=not progress, leave=False):
-            yield session.run(names, {inputs[0]: batch})
+    def runs(text: str):
+        desc = text + label
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+            yield session.run(names, {input_name: batch})
 
     low = {name: np.inf for name in names}
     high = {name: -np.inf for name in names}

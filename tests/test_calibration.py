@@ -24,6 +24,7 @@ from axial_deploy.calibration.ranges import (
     collect_ranges,
     entropy_threshold,
     percentile_threshold,
+    tensor_chunks,
     weight_scales,
 )
 from axial_deploy.models.preprocess import preprocess_for
@@ -185,6 +186,22 @@ def test_fp16_keeps_overflowing_and_sensitive_ops_in_fp32():
     ]
     ranges = collect_ranges(model, batches, method="minmax")
     assert ranges["huge"].absmax > 6e4  # relu reaches > 2, times 3e4
+    # Probing one tensor per session (as large models do, in groups) measures the same.
+    for method in ("minmax", "entropy"):
+        whole = collect_ranges(model, batches, method=method)
+        split = collect_ranges(model, batches, method=method, chunk_bytes=1)
+        assert {n: (r.min, r.max, r.amax) for n, r in whole.items()} == {
+            n: (r.min, r.max, r.amax) for n, r in split.items()
+        }
+    # Groups by float32 size of one batch: x 768 B, conv / relu / huge 1 KiB, mean 4 B, up /
+    # exp 4 KiB.
+    assert tensor_chunks(model, list(ranges), batch=1, budget=2048) == [
+        ["x", "conv"],
+        ["relu", "huge"],
+        ["mean"],
+        ["up"],
+        ["exp"],
+    ]
     result = convert_to_fp16(model, ranges)
     converted = result.model
     onnx.checker.check_model(converted)
