@@ -52,11 +52,12 @@ KEEP_FP32_OPS = frozenset(
     }
 )
 # Ops whose inputs carry no compute type (they read shapes or any type).
-TYPELESS_OPS = frozenset({"Shape", "Size", "Cast", "CastLike"})
+TYPELESS_OPS = frozenset({"Shape", "Size", "Cast"})
 # Input positions that must hold the op's compute type; absent ops: every input.
 TYPED_INPUTS: dict[str, tuple[int, ...]] = {
     "Resize": (0,),
     "Upsample": (0,),
+    "CastLike": (1,),  # its output takes the type of input 1
     "Reshape": (0,),
     "Slice": (0,),
     "Gather": (0,),

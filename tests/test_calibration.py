@@ -231,7 +231,10 @@ def test_fp16_keeps_overflowing_and_sensitive_ops_in_fp32():
 
 @pytest.mark.tensorrt
 def test_tensorrt_reads_the_cache_through_the_calibrator(tmp_path):
-    trt = pytest.importorskip("tensorrt", reason="TensorRT 10 is not installed here")
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as error:  # the bindings wheel imports only with the libs
+        pytest.skip(f"TensorRT is not usable here: {error}")
     from axial_deploy.calibration.cache import cache_calibrator
 
     if not hasattr(trt, "IInt8EntropyCalibrator2"):
