@@ -19,6 +19,10 @@ examples:
   axial-deploy rewrite out/s.onnx -o out/s.axial.onnx --report out/s.rewrite.json
   axial-deploy verify out/s.onnx out/s.axial.onnx
   axial-deploy verify out/s.onnx out/s.axial.onnx --batch 2
+  axial-deploy quantize out/s.axial.onnx --precision fp16 -o out/s.fp16.onnx
+  axial-deploy quantize out/s.axial.onnx --precision int8 --calib data/calib_images \
+      --method entropy --batches 32 -o out/s.int8.onnx      (also writes out/s.int8.calib)
+  axial-deploy compare out/s.axial.onnx out/s.fp16.onnx out/s.int8.onnx --json out/acc.json
 """
 
 
@@ -166,7 +170,151 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail (writing nothing) when any attention-like layer is left intact",
     )
     rewrite.set_defaults(func=cmd_rewrite)
+
+    quantize = sub.add_parser(
+        "quantize",
+        help="FP32 graph -> strongly typed FP16 graph or explicit INT8 (Q/DQ) graph",
+        description="Measure activation ranges of the FP32 graph in ONNX Runtime on "
+        "calibration inputs, then write a strongly typed FP16 graph (ops that overflow FP16 "
+        "or are precision-sensitive stay FP32 behind Casts) or an INT8 graph with "
+        "QuantizeLinear/DequantizeLinear where TensorRT fuses them (Conv/Gemm/MatMul inputs, "
+        "per-channel symmetric weights, residual Adds; AxialAttention stays FP16/FP32). For "
+        "INT8 it also writes TensorRT's calibration cache (text, TensorRT 10 implicit INT8) "
+        "from the same ranges. Check the result with `axial-deploy compare`.",
+    )
+    quantize.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
+    quantize.add_argument("-o", "--output", required=True, help="path of the output .onnx")
+    quantize.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    quantize.add_argument(
+        "--calib",
+        metavar="SRC",
+        help="calibration inputs: a folder of images (preprocessed as the model expects), a "
+        ".npy/.npz file or folder of preprocessed NCHW tensors, or 'synthetic' (random "
+        "images, for smoke runs only; the default)",
+    )
+    quantize.add_argument(
+        "--method",
+        choices=["entropy", "percentile", "minmax"],
+        default="entropy",
+        help="INT8 activation thresholds: KL-divergence (entropy, default), 99.99th "
+        "percentile, or max |x| (fp16 always uses max |x| to find overflows)",
+    )
+    quantize.add_argument(
+        "--batches", type=int, default=8, help="calibration batches to use (default: 8)"
+    )
+    quantize.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
+    quantize.add_argument("--seed", type=int, default=0, help="seed of synthetic inputs")
+    quantize.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="TensorRT calibration cache to write (default for int8: OUT with suffix .calib)",
+    )
+    quantize.add_argument(
+        "--io-fp16",
+        action="store_true",
+        help="fp16: make graph inputs/outputs FP16 too (default: they stay FP32)",
+    )
+    quantize.add_argument(
+        "--attention-precision",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="int8: I/O type of the AxialAttention nodes (default: fp16)",
+    )
+    quantize.add_argument(
+        "--quantizer",
+        choices=["native", "modelopt"],
+        default="native",
+        help="native (default, needs nothing extra) or NVIDIA ModelOpt (int8; must be installed)",
+    )
+    quantize.add_argument("--report", help="write the quantization report as JSON to this path")
+    quantize.set_defaults(func=cmd_quantize)
+
+    compare = sub.add_parser(
+        "compare",
+        help="accuracy of FP16 / INT8 graphs against the FP32 graph in ONNX Runtime",
+        description="Run the reference graph and each candidate on the same held-out inputs "
+        "in ONNX Runtime and print, per output, max / mean abs and max rel error, plus task "
+        "agreement: top-1 agreement for classifiers, pixel agreement and mIoU between the "
+        "argmax predictions of the semantic output for panoptic models. The default inputs "
+        "are synthetic with seed 1, which calibration (seed 0) never saw.",
+    )
+    compare.add_argument("reference", metavar="REF.onnx", help="FP32 graph")
+    compare.add_argument(
+        "candidates",
+        metavar="[LABEL=]CAND.onnx",
+        nargs="+",
+        help="graphs to compare (label defaults to the file name)",
+    )
+    compare.add_argument(
+        "--inputs",
+        metavar="SRC",
+        help="held-out inputs, as --calib of quantize (default: synthetic)",
+    )
+    compare.add_argument("--batches", type=int, default=4, help="batches to run (default: 4)")
+    compare.add_argument(
+        "--seed", type=int, default=1, help="seed of synthetic inputs (default: 1)"
+    )
+    compare.add_argument(
+        "--task",
+        choices=["classification", "panoptic"],
+        help="task metric (default: panoptic if the graph has a 'semantic' output)",
+    )
+    compare.add_argument("--json", help="write the report as JSON to this path")
+    compare.set_defaults(func=cmd_compare)
     return parser
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from axial_deploy.quantize import quantize_file, write_json
+
+    print(f"quantizing {args.model} to {args.precision} ...", flush=True)
+    report = quantize_file(
+        args.model,
+        args.output,
+        precision=args.precision,
+        calib=args.calib,
+        method=args.method,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_path=args.cache,
+        keep_io_fp32=not args.io_fp16,
+        attention_precision=args.attention_precision,
+        quantizer=args.quantizer,
+        progress=True,
+    )
+    print(report.summary())
+    if args.report:
+        write_json(report, args.report)
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from axial_deploy.quantize import accuracy_report, write_json
+
+    candidates = {}
+    for text in args.candidates:
+        label, sep, path = text.partition("=")
+        if not sep:
+            label, path = Path(text).name, text
+        candidates[label] = path
+    report = accuracy_report(
+        args.reference,
+        candidates,
+        inputs=args.inputs,
+        batches=args.batches,
+        seed=args.seed,
+        task=args.task,
+        progress=True,
+    )
+    print(report.summary())
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:

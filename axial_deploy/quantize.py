@@ -1,0 +1,445 @@
+"""The precision stage: FP32 graph -> strongly typed FP16 graph or explicit-INT8 (Q/DQ) graph.
+
+    quantize_file(IN.onnx, OUT.onnx, precision="fp16" | "int8", calib=SRC, method=...)
+
+1. reads calibration batches (`calibration.sources`: images with the model's preprocessing,
+   .npy/.npz tensors, or synthetic inputs for smoke runs);
+2. measures every activation's range on the FP32 graph in ONNX Runtime (`calibration.ranges`;
+   AxialAttention nodes run through the reference op);
+3. writes the FP16 graph (`calibration.fp16`) or the Q/DQ graph (`calibration.qdq`), atomically;
+4. for INT8 also writes TensorRT's calibration cache (`calibration.cache`) from the same ranges,
+   for the legacy implicit-INT8 build of the FP32 graph on TensorRT 10 (JetPack 6).
+
+`accuracy_report` then compares FP32 with its FP16 / INT8 versions on held-out inputs.
+NVIDIA ModelOpt, when installed, is an alternative INT8 quantizer (`quantizer="modelopt"`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from axial_deploy.artifacts import atomic_output
+from axial_deploy.calibration.cache import METHOD_ALGORITHM, scales_from_amax, write_cache
+from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
+from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
+from axial_deploy.calibration.ranges import METHODS, collect_ranges
+from axial_deploy.calibration.sources import open_source
+
+PRECISIONS = ("fp16", "int8")
+QUANTIZERS = ("native", "modelopt")
+MODELOPT_MISSING = (
+    "--quantizer modelopt needs NVIDIA ModelOpt: pip install 'nvidia-modelopt[onnx]' "
+    "(or use the default --quantizer native, which needs nothing extra)"
+)
+
+
+class QuantizeError(ValueError):
+    """A model or option the precision stage cannot work with."""
+
+
+@dataclass
+class QuantizeReport:
+    source: str
+    output: str
+    precision: str
+    quantizer: str
+    method: str
+    calibration: str
+    batches: int
+    batch_size: int
+    seconds: float = 0.0
+    ops: dict[str, int] = field(default_factory=dict)
+    fp16_nodes: int = 0
+    kept_fp32: dict[str, str] = field(default_factory=dict)
+    casts: int = 0
+    int8_nodes: int = 0
+    int8_weights: int = 0
+    int8_activations: int = 0
+    residual_adds: int = 0
+    attention_precision: str | None = None
+    cache: str | None = None
+    cache_tensors: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source} -> {self.output}: {self.precision} ({self.quantizer} quantizer) in "
+            f"{self.seconds:.1f} s",
+            f"  calibration: {self.calibration}, {self.batches} batch(es) of {self.batch_size}, "
+            f"method {self.method}",
+        ]
+        if self.precision == "fp16":
+            lines.append(
+                f"  {self.fp16_nodes} nodes in FP16, {len(self.kept_fp32)} kept in FP32, "
+                f"{self.casts} Casts"
+            )
+            lines += [f"    kept FP32: {node}: {why}" for node, why in self.kept_fp32.items()]
+        else:
+            lines.append(
+                f"  {self.int8_nodes} Conv/Gemm/MatMul with INT8 inputs, {self.int8_weights} "
+                f"per-channel weights, {self.int8_activations} quantized activations "
+                f"({self.residual_adds} residual Add inputs); AxialAttention in "
+                f"{self.attention_precision or 'the quantizer default'}"
+            )
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items()))
+        lines.append(f"  ops: {ops}")
+        if self.cache:
+            lines.append(
+                f"  TensorRT calibration cache: {self.cache} ({self.cache_tensors} tensors)"
+            )
+        return "\n".join(lines)
+
+
+def _load(path: str | os.PathLike, label: str = "model") -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise QuantizeError(f"{label} {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:
+        raise QuantizeError(f"{path} is not a readable ONNX model: {error}") from error
+    if not model.graph.node:
+        raise QuantizeError(f"{path} holds no graph nodes")
+    return model
+
+
+def _single_input(model: onnx.ModelProto, path) -> onnx.ValueInfoProto:
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise QuantizeError(f"{path}: expected one image input, the graph has {names}")
+    return inputs[0]
+
+
+def input_shape(info: onnx.ValueInfoProto) -> tuple:
+    """NCHW shape of a graph input; symbolic dims become their names (strings)."""
+    dims = info.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+
+
+def detect_task(model: onnx.ModelProto) -> str:
+    """'panoptic' when the graph has a semantic output (Axial-DeepLab), else 'classification'."""
+    names = {o.name for o in model.graph.output}
+    return "panoptic" if "semantic" in names else "classification"
+
+
+def _check_fp32(model: onnx.ModelProto, path) -> None:
+    ops = {node.op_type for node in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"}:
+        raise QuantizeError(
+            f"{path} is already quantized (it holds Q/DQ nodes): pass the FP32 graph"
+        )
+    elem = _single_input(model, path).type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        raise QuantizeError(
+            f"{path}: input type is {onnx.TensorProto.DataType.Name(elem)}, expected FLOAT: "
+            "pass the FP32 graph (from axial-deploy export / rewrite)"
+        )
+
+
+def _calibration_batches(model, path, calib, batches, batch_size, seed):
+    if batches < 1:
+        raise QuantizeError(f"--batches must be >= 1, got {batches}")
+    info = _single_input(model, path)
+    shape = input_shape(info)
+    if len(shape) == 4 and isinstance(shape[0], int) and shape[0] != batch_size:
+        raise QuantizeError(
+            f"{path} has a static batch of {shape[0]}: use --batch-size {shape[0]} "
+            "(or export with --dynamic batch)"
+        )
+    source = open_source(
+        calib,
+        shape,
+        task=detect_task(model),
+        seed=seed,
+        batch_size=batch_size,
+        samples=batches * batch_size,
+    )
+    return source, source.take(batches), info.name
+
+
+def quantize_file(
+    model_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    precision: str,
+    calib: str | None = None,
+    method: str = "entropy",
+    batches: int = 8,
+    batch_size: int = 1,
+    seed: int = 0,
+    cache_path: str | os.PathLike | None = None,
+    keep_io_fp32: bool = True,
+    attention_precision: str = "fp16",
+    quantizer: str = "native",
+    progress: bool = False,
+) -> QuantizeReport:
+    """Write the FP16 or INT8 version of the FP32 graph at `model_path` to `output_path`
+    (atomically) and, for INT8 or when `cache_path` is given, TensorRT's calibration cache
+    (default: OUT with suffix .calib). See the module doc."""
+    start = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise QuantizeError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if method not in METHODS:
+        raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    if quantizer not in QUANTIZERS:
+        raise QuantizeError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
+    if attention_precision not in ATTENTION_PRECISIONS:
+        raise QuantizeError(f"attention precision must be one of {ATTENTION_PRECISIONS}")
+    model = _load(model_path)
+    _check_fp32(model, model_path)
+    source, batch_list, input_name = _calibration_batches(
+        model, model_path, calib, batches, batch_size, seed
+    )
+    report = QuantizeReport(
+        source=str(model_path),
+        output=str(output_path),
+        precision=precision,
+        quantizer=quantizer,
+        method=method if precision == "int8" else "minmax",
+        calibration=source.description,
+        batches=len(batch_list),
+        batch_size=batch_size,
+    )
+    if quantizer == "modelopt":
+        result = _quantize_modelopt(
+            model_path, precision, method, batch_list, input_name, attention_precision
+        )
+        ranges = None
+    else:
+        # FP16 only needs to know what would overflow: plain min/max.
+        range_method = method if precision == "int8" else "minmax"
+        ranges = collect_ranges(model, batch_list, method=range_method, progress=progress)
+        if precision == "fp16":
+            converted = convert_to_fp16(model, ranges, keep_io_fp32=keep_io_fp32)
+            problems = check_strongly_typed(converted.model)
+            if problems:  # a bug of ours, never the user's: refuse to write a broken graph
+                raise QuantizeError("FP16 conversion left mixed types: " + "; ".join(problems))
+            result = converted.model
+            report.fp16_nodes, report.kept_fp32 = converted.fp16_nodes, converted.kept_fp32
+            report.casts = converted.casts
+        else:
+            quantized = quantize_int8(model, ranges, attention_precision=attention_precision)
+            result = quantized.model
+            report.int8_nodes = len(quantized.quantized_nodes)
+            report.int8_weights = quantized.weights
+            report.int8_activations = len(quantized.activation_scales)
+            report.residual_adds = quantized.residual_adds
+            report.attention_precision = attention_precision
+    try:
+        onnx.checker.check_model(result)
+    except onnx.checker.ValidationError as error:
+        raise QuantizeError(f"the {precision} graph is not valid ONNX: {error}") from error
+    with atomic_output(output_path) as tmp:
+        onnx.save(result, str(tmp))
+    report.ops = dict(collections.Counter(node.op_type for node in result.graph.node))
+
+    if ranges is not None and (precision == "int8" or cache_path is not None):
+        cache_path = Path(cache_path) if cache_path else Path(output_path).with_suffix(".calib")
+        scales = scales_from_amax({name: r.amax for name, r in ranges.items()})
+        write_cache(cache_path, scales, algorithm=METHOD_ALGORITHM[report.method])
+        report.cache, report.cache_tensors = str(cache_path), len(scales)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _quantize_modelopt(
+    model_path, precision, method, batch_list, input_name, attention_precision
+) -> onnx.ModelProto:
+    """INT8 Q/DQ by NVIDIA ModelOpt (`modelopt.onnx.quantization.quantize`, its documented
+    API). Graphs with AxialAttention nodes need ModelOpt to run the plugin during calibration
+    (its trt_plugins option / TensorRT execution provider): we do not emulate that."""
+    if precision != "int8":
+        raise QuantizeError("--quantizer modelopt supports --precision int8 only")
+    try:
+        from modelopt.onnx.quantization import quantize as modelopt_quantize
+    except ImportError as error:
+        raise QuantizeError(MODELOPT_MISSING) from error
+    modelopt_methods = {"entropy": "entropy", "minmax": "max"}
+    if method not in modelopt_methods:
+        raise QuantizeError(f"ModelOpt calibrates with entropy or minmax, not {method}")
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "modelopt.onnx"
+        modelopt_quantize(
+            onnx_path=str(model_path),
+            quantize_mode="int8",
+            calibration_data={input_name: np.concatenate(batch_list)},
+            calibration_method=modelopt_methods[method],
+            high_precision_dtype=attention_precision,
+            output_path=str(output),
+        )
+        return onnx.load(str(output))
+
+
+# ---------------------------------------------------------------------------- accuracy report
+
+
+@dataclass
+class OutputError:
+    max_abs: float = 0.0
+    mean_abs: float = 0.0
+    max_rel: float = 0.0  # max abs / max |reference|
+
+
+@dataclass
+class CandidateAccuracy:
+    path: str
+    outputs: dict[str, OutputError] = field(default_factory=dict)
+    top1_agreement: float | None = None  # classification
+    pixel_agreement: float | None = None  # segmentation: argmax over classes, per pixel
+    miou: float | None = None  # IoU between the two predictions, averaged over classes
+
+
+@dataclass
+class AccuracyReport:
+    reference: str
+    inputs: str
+    batches: int
+    task: str | None
+    candidates: dict[str, CandidateAccuracy] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        width = max([5, *(len(label) for label in self.candidates)])
+        lines = [
+            f"reference {self.reference} on {self.inputs} ({self.batches} batch(es)), "
+            f"task {self.task or 'unknown'}",
+            f"  {'model':<{width}} {'output':<10} {'max abs':>10} {'mean abs':>10} "
+            f"{'max rel':>10}  agreement",
+        ]
+        for label, result in self.candidates.items():
+            agreement = ""
+            if result.top1_agreement is not None:
+                agreement = f"top-1 {result.top1_agreement:.1%}"
+            elif result.pixel_agreement is not None:
+                agreement = f"pixels {result.pixel_agreement:.1%}, mIoU {result.miou:.3f}"
+            for number, (name, error) in enumerate(result.outputs.items()):
+                lines.append(
+                    f"  {label:<{width}} {name:<10} {error.max_abs:>10.2e} {error.mean_abs:>10.2e} "
+                    f"{error.max_rel:>10.2e}  {agreement if number == 0 else ''}"
+                )
+        return "\n".join(lines)
+
+
+def _feed_type(session) -> np.dtype:
+    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+
+def accuracy_report(
+    reference_path: str | os.PathLike,
+    candidates: Mapping[str, str | os.PathLike],
+    *,
+    inputs: str | None = None,
+    batches: int = 4,
+    seed: int = 1,
+    task: str | None = None,
+    batch_size: int = 1,
+    progress: bool = False,
+) -> AccuracyReport:
+    """Compare each candidate graph with the reference in ONNX Runtime on the same inputs
+    (`inputs`: a calibration-source spec; default synthetic with `seed`, which the default
+    calibration seed 0 never saw). Per output: max / mean abs error and max rel error; per
+    task: top-1 agreement (classification) or pixel agreement and mIoU between the argmax
+    predictions of the `semantic` output (panoptic / segmentation)."""
+    from tqdm import tqdm
+
+    from axial_deploy.ort_ops import create_session
+
+    reference = _load(reference_path, "reference")
+    task = task or detect_task(reference)
+    if task not in ("classification", "panoptic", "segmentation"):
+        raise QuantizeError(f"task must be classification, panoptic or segmentation, got {task}")
+    source, batch_list, input_name = _calibration_batches(
+        reference, reference_path, inputs, batches, batch_size, seed
+    )
+    report = AccuracyReport(str(reference_path), source.description, len(batch_list), task)
+    ref_session = create_session(reference)
+    names = [o.name for o in ref_session.get_outputs()]
+    ref_outputs = [
+        ref_session.run(names, {input_name: batch})
+        for batch in tqdm(batch_list, desc="reference", disable=not progress, leave=False)
+    ]
+    for label, path in candidates.items():
+        _load(path, f"candidate {label}")
+        session = create_session(str(path))
+        cand_names = [o.name for o in session.get_outputs()]
+        # Outputs match by name, or by position when the names differ but the counts agree.
+        if set(cand_names) == set(names):
+            mapping = {name: name for name in names}
+        elif len(cand_names) == len(names):
+            mapping = dict(zip(names, cand_names, strict=True))
+        else:
+            raise QuantizeError(f"{path}: outputs {cand_names} do not match {names}")
+        feed_type = _feed_type(session)
+        result = CandidateAccuracy(str(path))
+        errors = {name: [0.0, 0.0, 0, 0.0] for name in names}  # max, sum, count, ref max
+        agree = total = 0
+        confusion = None
+        for batch, expected in zip(batch_list, ref_outputs, strict=True):
+            actual = session.run(
+                [mapping[n] for n in names], {session.get_inputs()[0].name: batch.astype(feed_type)}
+            )
+            for name, want, got in zip(names, expected, actual, strict=True):
+                diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+                entry = errors[name]
+                entry[0] = max(entry[0], float(diff.max(initial=0)))
+                entry[1] += float(diff.sum())
+                entry[2] += diff.size
+                entry[3] = max(entry[3], float(np.abs(want).max(initial=0)))
+            want_out, got_out = _task_output(task, names, expected, actual)
+            want_pred, got_pred = want_out.argmax(axis=1), got_out.argmax(axis=1)
+            agree += int((want_pred == got_pred).sum())
+            total += want_pred.size
+            if task != "classification":
+                classes = want_out.shape[1]
+                pairs = want_pred.reshape(-1) * classes + got_pred.reshape(-1)
+                counts = np.bincount(pairs, minlength=classes * classes)
+                counts = counts.reshape(classes, classes)
+                confusion = counts if confusion is None else confusion + counts
+        for name, (max_abs, sum_abs, count, ref_max) in errors.items():
+            result.outputs[name] = OutputError(
+                max_abs, sum_abs / max(count, 1), max_abs / max(ref_max, 1e-30)
+            )
+        if task == "classification":
+            result.top1_agreement = agree / max(total, 1)
+        else:
+            result.pixel_agreement = agree / max(total, 1)
+            result.miou = _miou(confusion)
+        report.candidates[label] = result
+    return report
+
+
+def _task_output(task, names, expected, actual):
+    """The output whose argmax over axis 1 is the prediction: logits, or semantic scores."""
+    index = names.index("semantic") if task != "classification" and "semantic" in names else 0
+    return expected[index], actual[index]
+
+
+def _miou(confusion: np.ndarray) -> float:
+    """Mean IoU between two label maps over the classes either one predicts."""
+    hits = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
+    present = union > 0
+    return float((hits[present] / union[present]).mean()) if present.any() else 1.0
+
+
+def write_json(report, path: str | os.PathLike) -> Path:
+    """Write a report's to_json() atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return Path(path)

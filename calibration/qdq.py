@@ -1,0 +1,291 @@
+"""Explicit INT8: QuantizeLinear / DequantizeLinear pairs placed where TensorRT fuses them.
+
+TensorRT builds Q/DQ graphs as strongly typed networks and fuses a DQ feeding a Conv / Gemm /
+MatMul, and a Q after it, into an INT8 kernel. Following its placement recommendations:
+
+- every activation input of Conv, Gemm and MatMul gets a Q/DQ pair (per-tensor scale amax/127,
+  zero point 0: symmetric INT8); a tensor read by several such ops gets one shared pair;
+- weights are per output channel (Conv: axis 0; Gemm: axis 0 with transB, else 1; MatMul: 1)
+  and stored pre-quantized: an INT8 initializer feeding a DequantizeLinear. TensorRT accepts
+  this and FP32 weights + Q/DQ alike (it quantizes FP32 weights with the Q scale at build
+  time); INT8 initializers make the file 4x smaller and fix the rounding in the artifact;
+- no bias is quantized (TensorRT folds it in high precision), and no Conv output either;
+- residual Add: TensorRT fuses `Conv -> Add` into the Conv's epilogue when the Add's other input
+  is INT8. Rule: for an Add of two activations, if one is the sole-consumer output of a Conv,
+  the other input gets a Q/DQ pair (when both are, the second one does); an Add with no Conv
+  input is left in float.
+- AxialAttention (a plugin with FP32/FP16 I/O, no INT8) stays in float: with
+  `attention_precision="fp16"` its qkv is cast to FP16 and its output back to FP32, so the
+  plugin runs with FP16 I/O; "fp32" leaves it as is.
+
+Everything else runs in FP32, as the FP32 graph said: a strongly typed network needs no flag.
+The result still runs in ONNX Runtime (QuantizeLinear/DequantizeLinear are standard ops).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from axial_deploy.op_spec import OP_TYPE
+
+from .fp16 import constants_to_initializers
+from .ranges import TensorRange, weight_scales
+
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+MIN_OPSET = 13  # per-channel DequantizeLinear (axis attribute)
+ATTENTION_PRECISIONS = ("fp16", "fp32")
+
+
+class QuantizationError(ValueError):
+    """A graph or a set of ranges that cannot be quantized as asked."""
+
+
+@dataclass
+class QdqResult:
+    model: onnx.ModelProto
+    quantized_nodes: list[str] = field(default_factory=list)  # Conv/Gemm/MatMul with INT8 inputs
+    activation_scales: dict[str, float] = field(default_factory=dict)  # tensor -> scale
+    weights: int = 0
+    residual_adds: int = 0
+    attention_casts: int = 0
+
+
+def _attribute(node: onnx.NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def _weight_axis(node: onnx.NodeProto, position: int, rank: int) -> int | None:
+    """The output-channel axis of a weight input, or None when the input is not a weight."""
+    if node.op_type == "Conv" and position == 1:
+        return 0
+    if node.op_type == "Gemm" and position == 1 and rank == 2:
+        return 0 if _attribute(node, "transB", 0) else 1
+    if node.op_type == "MatMul" and position == 1 and rank == 2:
+        return 1
+    return None
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), 0)
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, TensorRange],
+    *,
+    attention_precision: str = "fp16",
+    skip_nodes: Iterable[str] = (),
+) -> QdqResult:
+    """An explicit-INT8 copy of the FP32 `model` with Q/DQ placed by the rules of the module doc;
+    `ranges` are the calibrated activation ranges (amax set); `skip_nodes` stay in float."""
+    if attention_precision not in ATTENTION_PRECISIONS:
+        raise QuantizationError(
+            f"attention precision must be one of {ATTENTION_PRECISIONS}, "
+            f"got {attention_precision!r}"
+        )
+    if _opset(model) < MIN_OPSET:
+        raise QuantizationError(
+            f"explicit INT8 needs default-domain opset >= {MIN_OPSET} (per-channel "
+            f"DequantizeLinear); this model imports {_opset(model)}: re-export it"
+        )
+    quantized = onnx.ModelProto()
+    quantized.CopyFrom(model)
+    graph = quantized.graph
+    constants_to_initializers(quantized)
+    initializers = {init.name: init for init in graph.initializer}
+    skip = set(skip_nodes)
+    result = QdqResult(quantized)
+    producer = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
+
+    # 1. Which (node, input position) pairs read INT8: activations and weights.
+    activation_uses: list[tuple[onnx.NodeProto, int]] = []
+    weight_uses: list[tuple[onnx.NodeProto, int, int]] = []
+    for node in graph.node:
+        if node.op_type not in WEIGHTED_OPS or _label(node) in skip:
+            continue
+        activations, weights = [], []
+        for position in (0, 1):
+            name = node.input[position]
+            if name in initializers:
+                axis = _weight_axis(node, position, len(initializers[name].dims))
+                if axis is None:  # a constant we cannot quantize per channel: node stays float
+                    break
+                weights.append((node, position, axis))
+            else:
+                activations.append((node, position))
+        else:
+            activation_uses.extend(activations)
+            weight_uses.extend(weights)
+            result.quantized_nodes.append(_label(node))
+
+    def fusable_conv_output(name: str) -> bool:
+        node = producer.get(name)
+        return (
+            node is not None
+            and node.op_type == "Conv"
+            and len(consumers[name]) == 1
+            and name not in graph_outputs
+        )
+
+    for node in graph.node:
+        if node.op_type != "Add" or _label(node) in skip or len(node.input) != 2:
+            continue
+        if any(name in initializers or not name for name in node.input):
+            continue
+        conv_inputs = [fusable_conv_output(name) for name in node.input]
+        if not any(conv_inputs):
+            continue
+        other = 1 if conv_inputs[0] else 0  # both Conv outputs: the second one is read as INT8
+        activation_uses.append((node, other))
+        result.residual_adds += 1
+
+    # 2. One Q/DQ pair per activation tensor, shared by all its INT8 uses.
+    taken = {n for node in graph.node for n in [node.name, *node.input, *node.output]}
+    taken |= set(initializers) | {i.name for i in [*graph.input, *graph.output]}
+
+    def unique(base: str) -> str:
+        name, number = base, 1
+        while name in taken:
+            name, number = f"{base}_{number}", number + 1
+        taken.add(name)
+        return name
+
+    inserted_before: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    node_index = {id(node): index for index, node in enumerate(graph.node)}
+    dequantized: dict[str, str] = {}
+    for node, position in activation_uses:
+        name = node.input[position]
+        if name not in dequantized:
+            if name not in ranges:
+                raise QuantizationError(
+                    f"no calibrated range for tensor {name} (input of {_label(node)}): were "
+                    "the ranges collected on this graph?"
+                )
+            scale = float(ranges[name].scale)
+            result.activation_scales[name] = scale
+            scale_name, zero_name = unique(f"{name}/scale"), unique(f"{name}/zero_point")
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.array(scale, np.float32), scale_name),
+                    numpy_helper.from_array(np.array(0, np.int8), zero_name),
+                ]
+            )
+            q_out, dq_out = unique(f"{name}/quantized"), unique(f"{name}/dequantized")
+            first_use = min(node_index[id(user)] for user, _ in _uses_of(name, activation_uses))
+            inserted_before[first_use].extend(
+                [
+                    onnx.helper.make_node(
+                        "QuantizeLinear",
+                        [name, scale_name, zero_name],
+                        [q_out],
+                        name=unique(f"{name}/QuantizeLinear"),
+                    ),
+                    onnx.helper.make_node(
+                        "DequantizeLinear",
+                        [q_out, scale_name, zero_name],
+                        [dq_out],
+                        name=unique(f"{name}/DequantizeLinear"),
+                    ),
+                ]
+            )
+            dequantized[name] = dq_out
+        node.input[position] = dequantized[name]
+
+    # 3. Weights: INT8 initializer -> per-channel DequantizeLinear.
+    weight_outputs: dict[str, str] = {}
+    for node, position, axis in weight_uses:
+        name = node.input[position]
+        if name not in weight_outputs:
+            weight = numpy_helper.to_array(initializers[name]).astype(np.float32)
+            scales = weight_scales(weight, axis)
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            values = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
+            int8_name, scale_name = unique(f"{name}_int8"), unique(f"{name}/scale")
+            zero_name, dq_out = unique(f"{name}/zero_point"), unique(f"{name}/dequantized")
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(values, int8_name),
+                    numpy_helper.from_array(scales, scale_name),
+                    numpy_helper.from_array(np.zeros(len(scales), np.int8), zero_name),
+                ]
+            )
+            inserted_before[node_index[id(node)]].append(
+                onnx.helper.make_node(
+                    "DequantizeLinear",
+                    [int8_name, scale_name, zero_name],
+                    [dq_out],
+                    name=unique(f"{name}/DequantizeLinear"),
+                    axis=axis,
+                )
+            )
+            weight_outputs[name] = dq_out
+            result.weights += 1
+        node.input[position] = weight_outputs[name]
+
+    # 4. AxialAttention keeps float I/O: FP16 through Casts, or FP32 as written.
+    appended_after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    if attention_precision == "fp16":
+        for index, node in enumerate(graph.node):
+            if node.op_type != OP_TYPE:
+                continue
+            qkv, y = node.input[0], node.output[0]
+            qkv16, y16 = unique(f"{qkv}/fp16"), unique(f"{y}/fp16")
+            inserted_before[index].append(
+                onnx.helper.make_node(
+                    "Cast", [qkv], [qkv16], name=unique(f"{qkv}/Cast_fp16"), to=TensorProto.FLOAT16
+                )
+            )
+            node.input[0], node.output[0] = qkv16, y16
+            appended_after[index].append(
+                onnx.helper.make_node(
+                    "Cast", [y16], [y], name=unique(f"{y}/Cast_fp32"), to=TensorProto.FLOAT
+                )
+            )
+            result.attention_casts += 2
+            # Type the node's new FP16 tensors (ONNX cannot infer a custom op's output).
+            known = {info.name: info for info in graph.value_info}
+            for original, renamed in ((qkv, qkv16), (y, y16)):
+                info = onnx.ValueInfoProto()
+                if original in known:
+                    info.CopyFrom(known[original])
+                else:
+                    info.type.tensor_type.SetInParent()
+                info.name = renamed
+                info.type.tensor_type.elem_type = TensorProto.FLOAT16
+                graph.value_info.append(info)
+
+    nodes = []
+    for index, node in enumerate(graph.node):
+        nodes.extend(inserted_before[index])
+        nodes.append(node)
+        nodes.extend(appended_after[index])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    remaining = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(remaining)
+    return result
+
+
+def _uses_of(name: str, uses: list[tuple[onnx.NodeProto, int]]):
+    return [(node, position) for node, position in uses if node.input[position] == name]
