@@ -162,7 +162,7 @@ def describe_precision(model: onnx.ModelProto, fp16: bool, int8: bool) -> str:
     elem_types = {init.data_type for init in model.graph.initializer}
     if "QuantizeLinear" in ops:
         kind = "int8 q/dq"
-    elif onnx.TensorProto.FLOAT16 in elem_types or "Cast" in ops and _casts_to_fp16(model):
+    elif onnx.TensorProto.FLOAT16 in elem_types or ("Cast" in ops and _casts_to_fp16(model)):
         kind = "fp16"
     else:
         kind = "fp32"
