@@ -281,7 +281,13 @@ def _parse(trt: ModuleType, parser, model_path: Path) -> None:
         if hasattr(error, "node_name") and error.node_name():
             where = f" at node {error.node_name()!r} ({error.node_operator()})"
         errors.append(f"{error.desc()}{where}")
-    raise BuildError(f"the ONNX parser rejects {model_path}:\n  " + "\n  ".join(errors))
+    hint = ""
+    if any("Plugin not found" in e for e in errors):
+        hint = (
+            f"\n{trt.__name__} has no layer or plugin for the node(s) above: re-export with "
+            "a supported opset, or (AxialAttention) build with TensorRT and --plugins"
+        )
+    raise BuildError(f"the ONNX parser rejects {model_path}:\n  " + "\n  ".join(errors) + hint)
 
 
 def build_engine(
@@ -343,9 +349,17 @@ def build_engine(
     if plugin and nodes and options.serialize_plugin:
         config.plugins_to_serialize = [str(Path(plugin).resolve())]
     cache_path = Path(options.timing_cache) if options.timing_cache else None
-    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    extra = {}
+    if cache_path is not None and options.backend == "tensorrt-rtx":
+        extra["timing_cache"] = (
+            f"{cache_path} not used: TensorRT-RTX has no timing cache (it picks kernels when "
+            "the engine loads on the GPU)"
+        )
+        cache_path = None
+    if cache_path is not None:  # reuse earlier builds' tactic timings; updated after the build
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
 
     trt_profile = builder.create_optimization_profile()
     for name, (low, opt, high) in profile.items():
@@ -384,6 +398,7 @@ def build_engine(
         plugin_sha256=sha256_file(plugin) if plugin and nodes else None,
         plugin_serialized=bool(plugin and nodes and options.serialize_plugin),
         build_seconds=round(seconds, 3),
+        extra=extra,
     )
     write_manifest(manifest, output)
     return manifest

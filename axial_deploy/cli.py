@@ -305,6 +305,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     for name, (low, opt, high) in manifest.profiles[0].items():
         print(f"  profile {name}: min {low} opt {opt} max {high}")
+    for key, note in manifest.extra.items():
+        print(f"  note ({key}): {note}")
     return 0
 
 
