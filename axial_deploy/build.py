@@ -220,14 +220,14 @@ def cuda_device_info() -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
 
-def load_plugin_library(trt: ModuleType, builder, path: str | os.PathLike) -> None:
+def load_plugin_library(trt: ModuleType, path: str | os.PathLike) -> None:
     """Registers the library's plugin creators (so the ONNX parser maps AxialAttention nodes)."""
     path = Path(path)
     if not path.is_file():
         raise BuildError(f"plugin library {path} not found: build it with `make plugins`")
     try:
         ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
-        builder.get_plugin_registry().load_library(str(path.resolve()))
+        trt.get_plugin_registry().load_library(str(path.resolve()))
     except (OSError, RuntimeError) as error:
         raise BuildError(f"cannot load plugin library {path}: {error}") from error
     if hasattr(trt, "init_libnvinfer_plugins"):
@@ -332,7 +332,7 @@ def build_engine(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if plugin and nodes:
-        load_plugin_library(trt, builder, plugin)
+        load_plugin_library(trt, plugin)
     flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

@@ -28,7 +28,15 @@ def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
         return Check(
             label, False, f"not importable ({type(error).__name__}: {error})", fix, required
         )
-    return Check(label, True, getattr(module, "__version__", "installed"), required=required)
+    version = getattr(module, "__version__", None)
+    if version is None:  # e.g. cuda.bindings: the distribution knows its version
+        from importlib import metadata
+
+        try:
+            version = metadata.version(name.split(".")[0] + "-python")
+        except metadata.PackageNotFoundError:
+            version = "installed"
+    return Check(label, True, version, required=required)
 
 
 def _library(label: str, path: Path, fix: str) -> Check:

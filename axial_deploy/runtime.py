@@ -19,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.build import import_backend, load_plugin_library, running_environment
+from axial_deploy.build import (
+    cuda_device_info,
+    import_backend,
+    load_plugin_library,
+    running_environment,
+)
 from axial_deploy.manifest import check_manifest, read_manifest
 
 CUDA_LIBRARIES = ("cuda-python", "pycuda")
@@ -357,10 +362,15 @@ class _TrtRunner:
             environment = running_environment(manifest.backend, trt, plugin)
             check_manifest(manifest, environment, engine_path=path)
         self.cuda = _CudaPython() if cuda == "cuda-python" else _PyCuda()
+        if cuda == "cuda-python" and cuda_device_info()[1] is None:
+            raise EngineError(
+                f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
+                "model instead (ONNX Runtime), see `axial-deploy doctor`"
+            )
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
-            load_plugin_library(trt, trt.Builder(logger), plugin)
+            load_plugin_library(trt, plugin)
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise EngineError(f"{manifest.backend} cannot deserialize {path} (see messages above)")

@@ -139,17 +139,20 @@ def test_onnxruntime_engine_runs_numpy_and_torch(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_tensorrt_engine_matches_onnxruntime(tmp_path):
-    trt = pytest.importorskip("tensorrt", reason="TensorRT not installed")
+@pytest.mark.parametrize(
+    ("backend", "module"), [("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx")]
+)
+def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module):
+    pytest.importorskip(module, reason=f"{backend} not installed")
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed")
     from axial_deploy.build import cuda_device_info
 
     if cuda_device_info()[1] is None:
         pytest.skip("no CUDA GPU")
     model = conv_net(tmp_path / "net.onnx")
-    build_engine(model, tmp_path / "net.engine", BuildOptions("tensorrt"))
+    build_engine(model, tmp_path / "net.engine", BuildOptions(backend))
     engine, reference = Engine(tmp_path / "net.engine"), Engine(model)
-    assert engine.backend == "tensorrt" and trt.__version__
+    assert engine.backend == backend
     for batch in (1, 3):
         feed = reference.random_inputs(batch=batch, seed=batch)
         np.testing.assert_allclose(
@@ -165,3 +168,40 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path):
     )
     layers = engine.profile_layers(feed, runs=3)
     assert layers and all(len(times) == 3 for times in layers.values())
+
+
+def test_cli_run_on_an_array_and_an_image(tmp_path, capsys):
+    from PIL import Image
+
+    from axial_deploy.cli import main
+    from axial_deploy.models.preprocess import preprocess_for
+
+    model = conv_net(tmp_path / "net.onnx", batch=1)
+    array = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", array)
+    assert (
+        main(["run", str(model), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "a.npz")])
+        == 0
+    )
+    expected = Engine(model).infer({"input": array})["logits"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["logits"], expected)
+
+    pixels = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    args = [
+        "run",
+        str(model),
+        "--input",
+        str(tmp_path / "image.png"),
+        "-o",
+        str(tmp_path / "b.npz"),
+    ]
+    assert main(args) == 0
+    image = preprocess_for("classification", (16, 16)).load(tmp_path / "image.png")[None]
+    expected = Engine(model).infer({"input": image})["logits"]
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["logits"], expected)
+    assert "logits       [1, 4, 16, 16] float32" in capsys.readouterr().out
+
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["run", str(model), "--input", str(tmp_path / "bad.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
