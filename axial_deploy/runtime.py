@@ -342,13 +342,13 @@ class _PyCuda:
         return stream.handle
 
     def begin_capture(self, stream) -> None:
-        stream.begin_capture()
+        raise EngineError("CUDA-graph capture runs through cuda-python: use cuda='cuda-python'")
 
     def end_capture(self, stream):
-        return stream.end_capture().instance()
+        raise NotImplementedError  # unreachable: begin_capture refuses
 
     def launch(self, graph, stream) -> None:
-        graph.launch(stream)
+        raise NotImplementedError  # unreachable: no graph is ever captured with pycuda
 
 
 class _TrtRunner:
