@@ -145,14 +145,7 @@ class Engine:
     def infer(self, feed: dict) -> dict:
         """name -> array (numpy or torch) in; name -> numpy array out (torch tensors when the
         feed was torch)."""
-        arrays, torch_in = {}, False
-        for name, value in feed.items():
-            arrays[name], was_torch = _to_numpy(value)
-            torch_in |= was_torch
-        check_feed({k: v.shape for k, v in arrays.items()}, self.inputs)
-        for meta in self.inputs:
-            if arrays[meta.name].dtype != meta.dtype:
-                arrays[meta.name] = arrays[meta.name].astype(meta.dtype)
+        arrays, torch_in = self._prepare(feed)
         start = time.perf_counter()
         outputs = self._impl.infer(arrays)
         self.last_inference_time = time.perf_counter() - start
@@ -162,6 +155,18 @@ class Engine:
 
             return {k: torch.from_numpy(v) for k, v in outputs.items()}
         return outputs
+
+    def _prepare(self, feed: dict) -> tuple[dict[str, np.ndarray], bool]:
+        """Checked numpy arrays of the inputs' dtypes, and whether the feed was torch."""
+        arrays, torch_in = {}, False
+        for name, value in feed.items():
+            arrays[name], was_torch = _to_numpy(value)
+            torch_in |= was_torch
+        check_feed({k: v.shape for k, v in arrays.items()}, self.inputs)
+        for meta in self.inputs:
+            if arrays[meta.name].dtype != meta.dtype:
+                arrays[meta.name] = arrays[meta.name].astype(meta.dtype)
+        return arrays, torch_in
 
     def random_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """N(0, 1) inputs: dynamic axis 0 = `batch`, other dynamic axes at the profile's opt."""
@@ -195,15 +200,13 @@ class Engine:
         calls at the same shapes (fewer launch overheads for small batches)."""
         if not isinstance(self._impl, _TrtRunner):
             raise EngineError("CUDA graphs need a TensorRT engine; ONNX models run on the CPU")
-        arrays = {k: _to_numpy(v)[0] for k, v in feed.items()}
-        check_feed({k: v.shape for k, v in arrays.items()}, self.inputs)
-        self._impl.capture_graph(arrays)
+        self._impl.capture_graph(self._prepare(feed)[0])
 
     def profile_layers(self, feed: dict, runs: int = 10) -> dict[str, list[float]]:
         """TensorRT only: per-layer times (ms) over `runs` inferences, via trt.IProfiler."""
         if not isinstance(self._impl, _TrtRunner):
             raise EngineError("per-layer times need a TensorRT engine")
-        return self._impl.profile_layers(feed, runs)
+        return self._impl.profile_layers(self._prepare(feed)[0], runs)
 
 
 class _OrtRunner:
@@ -458,7 +461,7 @@ class _TrtRunner:
         self.context.profiler = profiler
         try:
             for _ in range(runs):
-                self.infer({k: _to_numpy(v)[0] for k, v in feed.items()})
+                self.infer(feed)
         finally:
             self.graph = graph
             # bindings that refuse None keep the profiler attached
