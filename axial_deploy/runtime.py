@@ -371,7 +371,8 @@ class _TrtRunner:
                 "model instead (ONNX Runtime), see `axial-deploy doctor`"
             )
         logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
+        # kept: an ICudaEngine must not outlive the runtime that deserialized it
+        self.runtime = runtime = trt.Runtime(logger)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
             load_plugin_library(trt, plugin)
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
