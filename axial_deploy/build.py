@@ -258,6 +258,33 @@ class _CacheCalibrator:
         return Calibrator()
 
 
+def make_progress_monitor(trt: ModuleType):
+    """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
+    large models take minutes)."""
+    from tqdm import tqdm
+
+    class ProgressMonitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, tqdm] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:  # nested phases would flood the terminal
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False)
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.bars:
+                self.bars[phase_name].update(1)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return ProgressMonitor()
+
+
 @dataclass
 class BuildOptions:
     backend: str = "tensorrt"
@@ -269,6 +296,7 @@ class BuildOptions:
     fp16: bool = False  # legacy, TensorRT 10 only
     int8: bool = False  # legacy, TensorRT 10 only
     calib_cache: str | os.PathLike | None = None
+    progress: bool = False  # tqdm bars for the builder's phases
 
 
 def _parse(trt: ModuleType, parser, model_path: Path) -> None:
@@ -339,6 +367,8 @@ def build_engine(
     _parse(trt, parser, model_path)
 
     config = builder.create_builder_config()
+    if options.progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = make_progress_monitor(trt)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if options.fp16:

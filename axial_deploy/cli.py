@@ -295,6 +295,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         int8=args.int8,
         calib_cache=args.calib_cache,
+        progress=True,
     )
     print(f"building {args.model} with {args.backend} ...", flush=True)
     manifest = build_engine(args.model, args.output, options)
