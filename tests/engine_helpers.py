@@ -12,15 +12,19 @@ from onnx import TensorProto, helper, numpy_helper
 from axial_deploy import op_spec
 
 
-def conv_net(path: Path, *, batch: int | str = "N", seed: int = 0) -> Path:
+def conv_net(
+    path: Path, *, batch: int | str = "N", seed: int = 0, dtype: type = np.float32
+) -> Path:
     """input [batch, 3, 16, 16] -> Conv 3x3 (8) -> Relu -> Conv 1x1 (4) -> logits; names carry
-    the exporters' scope paths (/stem/..., /head/...) so layers attribute to blocks."""
+    the exporters' scope paths (/stem/..., /head/...) so layers attribute to blocks. `dtype`
+    float16 makes a strongly typed FP16 graph (FP16 weights, inputs and outputs)."""
     rng = np.random.default_rng(seed)
     weights = [
-        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(dtype), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(dtype), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(dtype), "w2"),
     ]
+    elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["h"], "/stem/conv/Conv", pads=[1] * 4),
         helper.make_node("Relu", ["h"], ["r"], "/stem/relu/Relu"),
@@ -29,8 +33,8 @@ def conv_net(path: Path, *, batch: int | str = "N", seed: int = 0) -> Path:
     graph = helper.make_graph(
         nodes,
         "conv_net",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4, 16, 16])],
+        [helper.make_tensor_value_info("input", elem_type, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", elem_type, [batch, 4, 16, 16])],
         weights,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from engine_helpers import axial_net, conv_net
@@ -110,3 +111,10 @@ def test_legacy_flags_are_refused_on_rtx(tmp_path):
     model = conv_net(tmp_path / "net.onnx")
     with pytest.raises(BuildError, match="TensorRT-RTX is strongly typed"):
         build_engine(model, tmp_path / "e.engine", BuildOptions("tensorrt-rtx", fp16=True))
+
+
+def test_rtx_build_of_an_fp16_graph_keeps_its_types(tmp_path):
+    model = conv_net(tmp_path / "half.onnx", dtype=np.float16)
+    manifest = build_engine(model, tmp_path / "half.engine", BuildOptions("tensorrt-rtx"))
+    assert manifest.precision == "strongly-typed fp16"
+    assert [t.dtype for t in manifest.inputs + manifest.outputs] == ["float16", "float16"]

@@ -100,6 +100,18 @@ def test_rtx_engine_manifest_is_checked_before_loading(tmp_path):
         Engine(engine)
 
 
+def test_engine_without_a_gpu_says_so(tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
+    from axial_deploy.build import cuda_device_info
+
+    if cuda_device_info()[1] is not None:
+        pytest.skip("a GPU is present: the engine runs (test_engine_on_a_gpu_...)")
+    engine = tmp_path / "net.engine"
+    build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
+    with pytest.raises(EngineError, match=r"cuda-python is not installed|no CUDA GPU found"):
+        Engine(engine)
+
+
 PROFILED = TensorMeta(
     "input", np.dtype(np.float32), (-1, 3, -1, 16), ((1, 3, 8, 16), (2, 3, 16, 16), (4, 3, 32, 16))
 )
