@@ -154,6 +154,29 @@ def axial_attention_nodes(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def rewritten_layer_blocks(model: onnx.ModelProto) -> dict[str, str]:
+    """'axial_attention_<n>' -> the model block it replaced ('layer1'), for per-layer profiles.
+
+    The rewriter names its nodes by number; the block is the scope ('/layer1/...') of the
+    nearest exporter-named node upstream of the AxialAttention node.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    blocks = {}
+    for node in model.graph.node:
+        if node.op_type != OP_TYPE or not node.name:
+            continue
+        current = node
+        for _ in range(64):  # a few hops reach the block's own layers
+            if not current.input or current.input[0] not in producer:
+                break
+            current = producer[current.input[0]]
+            parts = [p for p in current.name.split("/") if p]
+            if current.name.startswith("/") and len(parts) > 1:
+                blocks[node.name] = parts[0]
+                break
+    return blocks
+
+
 def describe_precision(model: onnx.ModelProto, fp16: bool, int8: bool) -> str:
     """What decides the engine's types: the graph (strongly typed) or the legacy flags."""
     if fp16 or int8:
@@ -379,7 +402,9 @@ def build_engine(
     if plugin and nodes and options.serialize_plugin:
         config.plugins_to_serialize = [str(Path(plugin).resolve())]
     cache_path = Path(options.timing_cache) if options.timing_cache else None
-    extra = {}
+    extra: dict = {}
+    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
+        extra["layer_blocks"] = layer_blocks
     if cache_path is not None and options.backend == "tensorrt-rtx":
         extra["timing_cache"] = (
             f"{cache_path} not used: TensorRT-RTX has no timing cache (it picks kernels when "

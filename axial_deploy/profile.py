@@ -59,19 +59,22 @@ def latency_stats(latencies_ms, batch: int = 1) -> LatencyStats:
     )
 
 
-def block_of(layer_name: str) -> str:
+def block_of(layer_name: str, layer_blocks: dict[str, str] | None = None) -> str:
     """The model block a TensorRT layer (or ONNX node) belongs to, from its name.
 
-    AxialAttention plugin layers -> 'AxialAttention'; '/layer1/layer1.0/conv1/Conv' (the
-    exporters' scope paths) -> 'layer1'; fused 'A + B' layers go by their first part; TensorRT's
-    own reformatting layers -> '(reformat)'.
+    '/layer1/layer1.0/conv1/Conv' (the exporters' scope paths) -> 'layer1'; fused 'A + B'
+    layers go by their first part; the rewriter's 'axial_attention_<n>[/...]' layers go to
+    `layer_blocks[name]` (recorded at build time from the graph), else to 'AxialAttention';
+    TensorRT's own reformatting layers -> '(reformat)'.
     """
-    if is_plugin_layer(layer_name):
-        return "AxialAttention"
     first = layer_name.split(" + ")[0].strip()
+    parts = [p for p in first.split("/") if p]
+    if layer_blocks and parts and parts[0] in layer_blocks:
+        return layer_blocks[parts[0]]
+    if is_plugin_layer(layer_name) or (parts and re.fullmatch(r"axial_attention_\d+", parts[0])):
+        return "AxialAttention"
     if first.lower().startswith(("reformatting", "copynode", "[")):
         return "(reformat)"
-    parts = [p for p in first.split("/") if p]
     if len(parts) > 1:
         return parts[0]
     return parts[0].split(".")[0].split("_")[0] if parts else "(unnamed)"
@@ -95,13 +98,16 @@ class LayerTable:
         return self.axial_attention_ms / self.total_ms if self.total_ms > 0 else 0.0
 
 
-def layer_table(layer_times_ms: dict[str, list[float]]) -> LayerTable:
-    """From layer -> per-run times (ms) to the layer and block tables."""
+def layer_table(
+    layer_times_ms: dict[str, list[float]], layer_blocks: dict[str, str] | None = None
+) -> LayerTable:
+    """From layer -> per-run times (ms) to the layer and block tables; the AxialAttention
+    plugin layers' time counts in their block and, separately, as the plugin's share."""
     means = {name: float(np.mean(times)) for name, times in layer_times_ms.items() if times}
     total = sum(means.values())
     per_block: dict[str, float] = defaultdict(float)
     for name, ms in means.items():
-        per_block[block_of(name)] += ms
+        per_block[block_of(name, layer_blocks)] += ms
     blocks = sorted(
         ((b, ms, ms / total if total else 0.0) for b, ms in per_block.items()),
         key=lambda row: -row[1],
@@ -110,7 +116,7 @@ def layer_table(layer_times_ms: dict[str, list[float]]) -> LayerTable:
         layers=sorted(means.items(), key=lambda row: -row[1]),
         blocks=blocks,
         total_ms=total,
-        axial_attention_ms=per_block.get("AxialAttention", 0.0),
+        axial_attention_ms=sum(ms for name, ms in means.items() if is_plugin_layer(name)),
     )
 
 
@@ -193,7 +199,7 @@ def profile_engine(
         split_ms={key: float(np.mean(values)) for key, values in splits.items()},
     )
     if engine.supports_layer_profiling:
-        result.layers = layer_table(engine.profile_layers(feed, runs=10))
+        result.layers = layer_table(engine.profile_layers(feed, runs=10), engine.layer_blocks)
     else:
         result.notes.append(f"{engine.backend}: no per-layer times (TensorRT engines only)")
     return result

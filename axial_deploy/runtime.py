@@ -139,6 +139,11 @@ class Engine:
         return self._impl.outputs
 
     @property
+    def layer_blocks(self) -> dict[str, str]:
+        """Rewritten layer name -> model block (from the engine's manifest), for profiles."""
+        return getattr(self._impl, "layer_blocks", {})
+
+    @property
     def supports_layer_profiling(self) -> bool:
         return isinstance(self._impl, _TrtRunner)
 
@@ -358,6 +363,7 @@ class _TrtRunner:
     def __init__(self, path: Path, *, cuda: str, plugins, check: bool):
         manifest = read_manifest(path)
         self.backend = manifest.backend
+        self.layer_blocks = dict(manifest.extra.get("layer_blocks", {}))
         trt = import_backend(manifest.backend)
         self.trt = trt
         plugin = plugins or manifest.plugin_library

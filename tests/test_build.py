@@ -16,6 +16,7 @@ from axial_deploy.build import (
     build_engine,
     parse_shape_spec,
     resolve_profile,
+    rewritten_layer_blocks,
 )
 from axial_deploy.cli import main
 from axial_deploy.manifest import manifest_path, read_manifest, sha256_file
@@ -118,3 +119,12 @@ def test_rtx_build_of_an_fp16_graph_keeps_its_types(tmp_path):
     manifest = build_engine(model, tmp_path / "half.engine", BuildOptions("tensorrt-rtx"))
     assert manifest.precision == "strongly-typed fp16"
     assert [t.dtype for t in manifest.inputs + manifest.outputs] == ["float16", "float16"]
+
+
+def test_rewritten_layers_map_to_their_blocks(tmp_path):
+    model = onnx.load(axial_net(tmp_path / "axial.onnx"))
+    graph = model.graph
+    graph.input[0].name = "x"
+    graph.node.insert(0, onnx.helper.make_node("Relu", ["x"], ["r"], "/layer3/layer3.1/relu/Relu"))
+    graph.node.insert(1, onnx.helper.make_node("Relu", ["r"], ["qkv"], "axial_attention_0/qkv"))
+    assert rewritten_layer_blocks(model) == {"axial_attention_0": "layer3"}

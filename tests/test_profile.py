@@ -57,6 +57,25 @@ def test_layers_attribute_to_blocks():
     assert table.layers[0] == ("axial_attention_0", 4.0)
 
 
+def test_plugin_layers_count_in_their_block_and_as_the_plugin_share():
+    blocks = {"axial_attention_0": "layer1", "axial_attention_1": "layer2"}
+    assert block_of("axial_attention_0", blocks) == "layer1"
+    assert block_of("axial_attention_1/qkv_conv", blocks) == "layer2"
+    assert block_of("axial_attention_7/qkv_conv") == "AxialAttention"
+    table = layer_table(
+        {
+            "/layer1/conv/Conv": [1.0],
+            "axial_attention_0/qkv_conv": [0.5],
+            "axial_attention_0": [2.0],
+            "axial_attention_1": [4.0],
+            "/fc/Gemm": [0.5],
+        },
+        blocks,
+    )
+    assert dict((b, ms) for b, ms, _ in table.blocks) == {"layer1": 3.5, "layer2": 4.0, "fc": 0.5}
+    assert table.axial_attention_ms == 6.0 and table.axial_attention_share == 0.75
+
+
 def test_html_report_has_both_charts():
     result = ProfileResult(
         "m.engine", "tensorrt", latency_stats([1.0, 2.0, 2.5]), [1.0, 2.0, 2.5], 1.0
