@@ -382,7 +382,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"{'block':<24} {'ms':>9} {'share':>7}")
         for block, ms, share in layers.blocks:
             print(f"{block:<24} {ms:>9.4f} {100 * share:>6.1f}%")
-        print(f"AxialAttention share: {100 * layers.axial_attention_share:.1f}%")
+        print(f"AxialAttention plugin share: {100 * layers.axial_attention_share:.1f}%")
+        print("slowest layers:")
+        for layer, ms in layers.layers[:10]:
+            print(f"  {ms:>9.4f} ms  {layer}")
     for note in result.notes:
         print(f"note: {note}")
     if args.report:
