@@ -20,9 +20,8 @@ examples:
   axial-deploy verify out/s.onnx out/s.axial.onnx
   axial-deploy verify out/s.onnx out/s.axial.onnx --batch 2
   axial-deploy build out/axial26s.onnx --backend tensorrt-rtx -o out/axial26s.engine
-  axial-deploy build out/s.axial.onnx --plugins build/lib/libaxial_attention_plugin.so \
-      --shapes input:1x3x513x1025/1x3x513x1025/2x3x513x1025 --timing-cache out/tc.bin \
-      -o out/s.engine
+  axial-deploy build out/s.axial.onnx --timing-cache out/tc.bin -o out/s.engine
+  axial-deploy build out/a.onnx --shapes images:1x3x224x224/4x3x224x224/8x3x224x224 -o a.engine
   axial-deploy run out/s.engine --input street.png
   axial-deploy profile out/s.engine --iterations 200 --cuda-graph --report out/s.profile
   axial-deploy profile out/axial26s.onnx --duration 5 --batch 4
