@@ -23,6 +23,13 @@ examples:
   axial-deploy quantize out/s.axial.onnx --precision int8 --calib data/calib_images \
       --method entropy --batches 32 -o out/s.int8.onnx      (also writes out/s.int8.calib)
   axial-deploy compare out/s.axial.onnx out/s.fp16.onnx out/s.int8.onnx --json out/acc.json
+  axial-deploy build out/axial26s.onnx --backend tensorrt-rtx -o out/axial26s.engine
+  axial-deploy build out/s.axial.onnx --timing-cache out/tc.bin -o out/s.engine
+  axial-deploy build out/a.onnx --shapes images:1x3x224x224/4x3x224x224/8x3x224x224 -o a.engine
+  axial-deploy run out/s.engine --input street.png
+  axial-deploy profile out/s.engine --iterations 200 --cuda-graph --report out/s.profile
+  axial-deploy profile out/axial26s.onnx --duration 5 --batch 4
+  axial-deploy doctor
 """
 
 
@@ -261,6 +268,100 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--json", help="write the report as JSON to this path")
     compare.set_defaults(func=cmd_compare)
+    build = sub.add_parser(
+        "build",
+        help="build a TensorRT / TensorRT-RTX engine from an ONNX graph",
+        description="Build an engine from an ONNX graph with TensorRT 10/11 (strongly typed: "
+        "the graph's types from the precision stage decide) or TensorRT-RTX (ahead of time, "
+        "also on CPU-only machines; no plugins, so only graphs without AxialAttention nodes). "
+        "One optimization profile: from --shapes, else from the graph (a dynamic batch axis "
+        "gets 1/1/8). Writes ENGINE and ENGINE.json (versions, GPU, profiles, I/O, sha256s).",
+    )
+    build.add_argument("model", metavar="MODEL.onnx", help="graph to build")
+    build.add_argument("-o", "--output", required=True, help="path of the engine")
+    build.add_argument(
+        "--backend",
+        choices=["tensorrt", "tensorrt-rtx"],
+        default="tensorrt",
+        help="tensorrt (default; GPU, plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
+    )
+    build.add_argument(
+        "--plugins",
+        metavar="LIB",
+        help="AxialAttention plugin library (default: build/lib/libaxial_attention_plugin.so "
+        "when it exists)",
+    )
+    build.add_argument(
+        "--serialize-plugin",
+        action="store_true",
+        help="embed the plugin library in the engine (no library needed where it runs)",
+    )
+    build.add_argument(
+        "--shapes",
+        nargs="+",
+        default=[],
+        metavar="NAME:MIN/OPT/MAX",
+        help="profile shapes per input, e.g. input:1x3x224x224/4x3x224x224/8x3x224x224",
+    )
+    build.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit")
+    build.add_argument(
+        "--timing-cache", metavar="FILE", help="read (when it exists) and update this cache"
+    )
+    build.add_argument(
+        "--fp16", action="store_true", help="TensorRT 10 only, legacy weakly typed FP16"
+    )
+    build.add_argument(
+        "--int8", action="store_true", help="TensorRT 10 only, legacy INT8 (needs --calib-cache)"
+    )
+    build.add_argument("--calib-cache", metavar="FILE", help="INT8 calibration cache (legacy)")
+    build.set_defaults(func=cmd_build)
+
+    run = sub.add_parser(
+        "run",
+        help="run an engine or ONNX model on a .npy array or an image",
+        description="Run ENGINE (TensorRT, manifest-checked) or ONNX (ONNX Runtime) on one "
+        "input: a .npy array, or an image preprocessed as the model expects (resized to the "
+        "model's input size; panoptic models are recognized by their semantic/center/offset "
+        "outputs). Prints each output's shape and range; --output saves them as .npz.",
+    )
+    run.add_argument("model", metavar="ENGINE|ONNX")
+    run.add_argument("--input", required=True, metavar="FILE.npy|IMAGE")
+    run.add_argument("-o", "--output", metavar="FILE.npz", help="save the outputs here")
+    run.add_argument(
+        "--cuda", choices=["cuda-python", "pycuda"], default="cuda-python", help="CUDA binding"
+    )
+    run.set_defaults(func=cmd_run)
+
+    profile = sub.add_parser(
+        "profile",
+        help="latency statistics, throughput and per-layer times",
+        description="Time ENGINE or ONNX on random inputs: warm-up, then --iterations runs "
+        "(or --duration seconds); prints min / mean / median / p90 / p95 / p99 latency and "
+        "throughput; for engines also the H2D / compute / D2H split and the time per model "
+        "block (TensorRT's profiler) with the AxialAttention plugin's share. --report writes "
+        "REPORT.json and REPORT.html (latency histogram, per-block bar chart).",
+    )
+    profile.add_argument("model", metavar="ENGINE|ONNX")
+    profile.add_argument("--warmup", type=float, default=1.0, metavar="S", help="default 1 s")
+    length = profile.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=int, metavar="N", help="timed runs (default 100)")
+    length.add_argument("--duration", type=float, metavar="S", help="time for S seconds")
+    profile.add_argument("--batch", type=int, default=1, help="size of a dynamic batch axis")
+    profile.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
+    profile.add_argument(
+        "--cuda", choices=["cuda-python", "pycuda"], default="cuda-python", help="CUDA binding"
+    )
+    profile.add_argument("--report", metavar="PREFIX", help="write PREFIX.json and PREFIX.html")
+    profile.set_defaults(func=cmd_profile)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check torch, ONNX Runtime, TensorRT, CUDA, GPU and the plugin library",
+        description="Report what this machine has for each stage and what to do for what is "
+        "missing. Exits with status 1 when something the CPU flow needs is missing.",
+    )
+    doctor.add_argument("--plugins", metavar="LIB", help="plugin library to check")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -315,6 +416,137 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from axial_deploy.build import (
+        DEFAULT_PLUGIN_LIBRARY,
+        BuildOptions,
+        build_engine,
+        parse_shape_spec,
+    )
+
+    plugins = args.plugins
+    if plugins is None and args.backend == "tensorrt" and DEFAULT_PLUGIN_LIBRARY.is_file():
+        plugins = str(DEFAULT_PLUGIN_LIBRARY)
+    options = BuildOptions(
+        backend=args.backend,
+        plugin_library=plugins,
+        serialize_plugin=args.serialize_plugin,
+        shapes=dict(parse_shape_spec(spec) for spec in args.shapes),
+        workspace_mb=args.workspace,
+        timing_cache=args.timing_cache,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib_cache=args.calib_cache,
+        progress=True,
+    )
+    print(f"building {args.model} with {args.backend} ...", flush=True)
+    manifest = build_engine(args.model, args.output, options)
+    size_mb = Path(args.output).stat().st_size / 2**20
+    print(
+        f"wrote {args.output} ({size_mb:.1f} MiB, {manifest.precision}, built in "
+        f"{manifest.build_seconds:.1f} s) and {args.output}.json"
+    )
+    for name, (low, opt, high) in manifest.profiles[0].items():
+        print(f"  profile {name}: min {low} opt {opt} max {high}")
+    for key, note in manifest.extra.items():
+        print(f"  note ({key}): {note}")
+    return 0
+
+
+def _task_of(output_names: list[str]) -> str:
+    return "panoptic" if {"semantic", "center", "offset"} & set(output_names) else "classification"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from axial_deploy.models.preprocess import preprocess_for
+    from axial_deploy.runtime import Engine
+
+    engine = Engine(args.model, cuda=args.cuda)
+    if len(engine.inputs) != 1:
+        raise ValueError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
+    meta = engine.inputs[0]
+    path = Path(args.input)
+    if path.suffix == ".npy":
+        array = np.load(path)
+    else:
+        if len(meta.shape) != 4 or min(meta.shape[2:]) < 0:
+            raise ValueError(
+                f"{args.model}: input {meta.name!r} {list(meta.shape)} has no fixed height and "
+                "width to resize an image to; feed a .npy array instead"
+            )
+        task = _task_of([m.name for m in engine.outputs])
+        array = preprocess_for(task, tuple(meta.shape[2:])).load(path)[None]
+    outputs = engine.infer({meta.name: array})
+    print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
+    for name, value in outputs.items():
+        print(
+            f"  {name:<12} {list(value.shape)} {value.dtype} "
+            f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
+        )
+    if args.output:
+        from axial_deploy.artifacts import atomic_output
+
+        with atomic_output(args.output) as tmp, open(tmp, "wb") as stream:
+            np.savez(stream, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from axial_deploy.profile import profile_engine
+    from axial_deploy.report import write_html, write_json
+    from axial_deploy.runtime import Engine
+
+    engine = Engine(args.model, cuda=args.cuda)
+    result = profile_engine(
+        engine,
+        batch=args.batch,
+        warmup_s=args.warmup,
+        iterations=args.iterations,
+        duration_s=args.duration,
+        cuda_graph=args.cuda_graph,
+    )
+    s = result.latency
+    print(f"{engine.backend}, batch {s.batch}, {s.count} runs")
+    print(
+        f"latency ms: min {s.min_ms:.3f} mean {s.mean_ms:.3f} median {s.median_ms:.3f} "
+        f"p90 {s.p90_ms:.3f} p95 {s.p95_ms:.3f} p99 {s.p99_ms:.3f}"
+    )
+    print(f"throughput: {s.throughput_per_s:.1f} samples/s")
+    if result.split_ms:
+        print("split ms: " + ", ".join(f"{k} {v:.3f}" for k, v in result.split_ms.items()))
+    if result.layers is not None:
+        layers = result.layers
+        print(f"{'block':<24} {'ms':>9} {'share':>7}")
+        for block, ms, share in layers.blocks:
+            print(f"{block:<24} {ms:>9.4f} {100 * share:>6.1f}%")
+        print(f"AxialAttention plugin share: {100 * layers.axial_attention_share:.1f}%")
+        print("slowest layers:")
+        for layer, ms in layers.layers[:10]:
+            print(f"  {ms:>9.4f} ms  {layer}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.report:
+        json_path = write_json(result, f"{args.report}.json")
+        html_path = write_html(result, f"{args.report}.html")
+        print(f"wrote {json_path} and {html_path}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from axial_deploy.doctor import format_checks, run_checks
+
+    checks = run_checks(args.plugins)
+    print(format_checks(checks))
+    return 1 if any(c.required and not c.ok for c in checks) else 0
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:

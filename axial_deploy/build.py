@@ -1,0 +1,470 @@
+"""ONNX -> TensorRT engine: one code path for TensorRT 10/11 and TensorRT-RTX.
+
+The network is strongly typed by default: the precision stage already fixed every tensor's
+type (FP16 casts, INT8 Q/DQ pairs), so the builder must not re-decide them. On TensorRT 10 the
+legacy weakly typed flags (`fp16`, `int8` + a calibration cache) remain available.
+
+TensorRT-RTX compiles ahead of time on a CPU-only machine (kernels are specialized on the GPU
+at load time) and has no plugin layer: graphs with AxialAttention nodes need full TensorRT and
+the plugin library. Beside the engine goes `<engine>.json` (see `manifest.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import onnx
+
+from axial_deploy.artifacts import atomic_output
+from axial_deploy.manifest import (
+    Environment,
+    Manifest,
+    TensorInfo,
+    sha256_file,
+    write_manifest,
+)
+from axial_deploy.op_spec import OP_TYPE
+
+BACKENDS = ("tensorrt", "tensorrt-rtx")
+DEFAULT_PLUGIN_LIBRARY = Path("build/lib/libaxial_attention_plugin.so")
+# A symbolic batch axis without --shapes: build for 1..DEFAULT_MAX_BATCH, tuned at 1.
+DEFAULT_MAX_BATCH = 8
+
+Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+class BuildError(ValueError):
+    """An engine that cannot be built from the given graph and options (says why and the fix)."""
+
+
+def import_backend(backend: str) -> ModuleType:
+    """The TensorRT Python module of `backend`, or a BuildError naming the pip package."""
+    if backend not in BACKENDS:
+        raise BuildError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    try:
+        if backend == "tensorrt":
+            import tensorrt as trt
+        else:
+            import tensorrt_rtx as trt
+    except ImportError as error:
+        fix = (
+            "pip install tensorrt (needs an NVIDIA GPU driver), or build with "
+            "--backend tensorrt-rtx for plugin-free graphs"
+            if backend == "tensorrt"
+            else "pip install 'axial-deploy[rtx]' (tensorrt-rtx-cu13)"
+        )
+        raise BuildError(f"{backend} is not installed ({error}): {fix}") from error
+    return trt
+
+
+def parse_shape_spec(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
+    """'input:1x3x224x224/4x3x224x224/8x3x224x224' -> (name, (min, opt, max)).
+
+    A single shape ('input:1x3x224x224') means min = opt = max.
+    """
+    name, sep, dims = text.rpartition(":")
+    parts = dims.split("/") if sep else []
+    try:
+        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in parts)
+    except ValueError:
+        shapes = ()
+    if not name or len(shapes) not in (1, 3) or any(d <= 0 for s in shapes for d in s):
+        raise BuildError(
+            f"shape spec {text!r} must be NAME:MIN/OPT/MAX (or NAME:SHAPE) with positive "
+            "dimensions, e.g. input:1x3x224x224/4x3x224x224/8x3x224x224"
+        )
+    if len(shapes) == 1:
+        shapes = shapes * 3
+    if len({len(s) for s in shapes}) != 1:
+        raise BuildError(f"shape spec {text!r}: min, opt and max must have the same rank")
+    low, opt, high = shapes
+    if not all(a <= b <= c for a, b, c in zip(low, opt, high, strict=True)):
+        raise BuildError(f"shape spec {text!r}: needs min <= opt <= max in every dimension")
+    return name, shapes  # type: ignore[return-value]
+
+
+def graph_input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """name -> dims (int, or the symbol / '?' of a dynamic axis) of the graph's real inputs."""
+    initializers = {init.name for init in model.graph.initializer}
+    dims = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shape = value.type.tensor_type.shape.dim
+        dims[value.name] = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape
+        ]
+    return dims
+
+
+def resolve_profile(model: onnx.ModelProto, shapes: Shapes | None = None) -> Shapes:
+    """One optimization profile for every input: from `shapes`, else from the graph.
+
+    A dynamic axis 0 (batch) defaults to 1 / 1 / DEFAULT_MAX_BATCH; any other dynamic axis has
+    no sensible default and must be given with --shapes.
+    """
+    shapes = dict(shapes or {})
+    inputs = graph_input_dims(model)
+    unknown = set(shapes) - set(inputs)
+    if unknown:
+        raise BuildError(
+            f"--shapes names {sorted(unknown)}, not inputs of the graph: its inputs are "
+            f"{sorted(inputs)}"
+        )
+    profile: Shapes = {}
+    for name, dims in inputs.items():
+        if name in shapes:
+            low, opt, high = shapes[name]
+            if len(low) != len(dims):
+                raise BuildError(
+                    f"--shapes {name}: rank {len(low)}, but the graph's input has rank {len(dims)}"
+                )
+            for axis, dim in enumerate(dims):
+                if isinstance(dim, int) and not low[axis] == opt[axis] == high[axis] == dim:
+                    raise BuildError(
+                        f"--shapes {name}: axis {axis} is fixed to {dim} in the graph; "
+                        "re-export the model with that axis dynamic to vary it"
+                    )
+            profile[name] = (low, opt, high)
+            continue
+        low, opt, high = [], [], []
+        for axis, dim in enumerate(dims):
+            if isinstance(dim, int):
+                low.append(dim), opt.append(dim), high.append(dim)
+            elif axis == 0:
+                low.append(1), opt.append(1), high.append(DEFAULT_MAX_BATCH)
+            else:
+                raise BuildError(
+                    f"input {name!r} has dynamic axis {axis} ({dim!r}) with no default range: "
+                    f"give it with --shapes {name}:MIN/OPT/MAX, e.g. "
+                    f"{name}:1x3x256x256/1x3x512x512/1x3x1024x1024"
+                )
+        profile[name] = (tuple(low), tuple(opt), tuple(high))
+    return profile
+
+
+def axial_attention_nodes(model: onnx.ModelProto) -> list[str]:
+    return [
+        node.name or f"#{i}" for i, node in enumerate(model.graph.node) if node.op_type == OP_TYPE
+    ]
+
+
+def rewritten_layer_blocks(model: onnx.ModelProto) -> dict[str, str]:
+    """'axial_attention_<n>' -> the model block it replaced ('layer1'), for per-layer profiles.
+
+    The rewriter names its nodes by number; the block is the scope ('/layer1/...') of the
+    nearest exporter-named node upstream of the AxialAttention node.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    blocks = {}
+    for node in model.graph.node:
+        if node.op_type != OP_TYPE or not node.name:
+            continue
+        current = node
+        for _ in range(64):  # a few hops reach the block's own layers
+            if not current.input or current.input[0] not in producer:
+                break
+            current = producer[current.input[0]]
+            parts = [p for p in current.name.split("/") if p]
+            if current.name.startswith("/") and len(parts) > 1:
+                blocks[node.name] = parts[0]
+                break
+    return blocks
+
+
+def describe_precision(model: onnx.ModelProto, fp16: bool, int8: bool) -> str:
+    """What decides the engine's types: the graph (strongly typed) or the legacy flags."""
+    if fp16 or int8:
+        return "int8" if int8 else "fp16"
+    ops = {node.op_type for node in model.graph.node}
+    elem_types = {init.data_type for init in model.graph.initializer}
+    if "QuantizeLinear" in ops:
+        kind = "int8 q/dq"
+    elif onnx.TensorProto.FLOAT16 in elem_types or ("Cast" in ops and _casts_to_fp16(model)):
+        kind = "fp16"
+    else:
+        kind = "fp32"
+    return f"strongly-typed {kind}"
+
+
+def _casts_to_fp16(model: onnx.ModelProto) -> bool:
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT16:
+                    return True
+    return False
+
+
+def running_environment(
+    backend: str, trt: ModuleType | None = None, plugin_library: str | os.PathLike | None = None
+) -> Environment:
+    """This machine's TensorRT version, CUDA runtime, GPU and plugin library, as far as known."""
+    if trt is None:
+        try:
+            trt = import_backend(backend)
+        except BuildError:
+            trt = None
+    cuda_version, gpu_name, sm = cuda_device_info()
+    plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
+    return Environment(
+        backend=backend,
+        tensorrt_version=getattr(trt, "__version__", None),
+        cuda_version=cuda_version,
+        gpu_name=gpu_name,
+        sm=sm,
+        plugin_sha256=sha256_file(plugin) if plugin.is_file() else None,
+    )
+
+
+def cuda_device_info() -> tuple[str | None, str | None, str | None]:
+    """(CUDA runtime version, GPU 0 name, 'major.minor') through cuda-python; None where unknown."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return None, None, None
+    try:
+        err, version = cudart.cudaRuntimeGetVersion()
+        cuda = f"{version // 1000}.{version % 1000 // 10}" if err == 0 else None
+        err, count = cudart.cudaGetDeviceCount()
+        if err != 0 or count == 0:
+            return cuda, None, None
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if err != 0:
+            return cuda, None, None
+        name = props.name.decode(errors="replace").rstrip("\0")
+        return cuda, name, f"{props.major}.{props.minor}"
+    except Exception:  # a missing driver surfaces as assorted runtime errors
+        return None, None, None
+
+
+def load_plugin_library(trt: ModuleType, path: str | os.PathLike) -> None:
+    """Registers the library's plugin creators (so the ONNX parser maps AxialAttention nodes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BuildError(f"plugin library {path} not found: build it with `make plugins`")
+    try:
+        ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
+        trt.get_plugin_registry().load_library(str(path.resolve()))
+    except (OSError, RuntimeError) as error:
+        raise BuildError(f"cannot load plugin library {path}: {error}") from error
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(None, "")
+
+
+class _CacheCalibrator:
+    """TensorRT 10's legacy INT8 calibration from a calibration cache only (no batches)."""
+
+    @staticmethod
+    def create(trt: ModuleType, cache: Path):
+        class Calibrator(trt.IInt8EntropyCalibrator2):
+            def __init__(self):
+                super().__init__()
+
+            def get_batch_size(self):
+                return 1
+
+            def get_batch(self, names):
+                return None  # no data: the cache must cover every tensor
+
+            def read_calibration_cache(self):
+                return cache.read_bytes()
+
+            def write_calibration_cache(self, data):
+                pass
+
+        return Calibrator()
+
+
+def make_progress_monitor(trt: ModuleType):
+    """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
+    large models take minutes)."""
+    from tqdm import tqdm
+
+    class ProgressMonitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, tqdm] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:  # nested phases would flood the terminal
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False)
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.bars:
+                self.bars[phase_name].update(1)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return ProgressMonitor()
+
+
+@dataclass
+class BuildOptions:
+    backend: str = "tensorrt"
+    plugin_library: str | os.PathLike | None = None
+    serialize_plugin: bool = False
+    shapes: Shapes = field(default_factory=dict)
+    workspace_mb: int | None = None
+    timing_cache: str | os.PathLike | None = None
+    fp16: bool = False  # legacy, TensorRT 10 only
+    int8: bool = False  # legacy, TensorRT 10 only
+    calib_cache: str | os.PathLike | None = None
+    progress: bool = False  # tqdm bars for the builder's phases
+
+
+def _parse(trt: ModuleType, parser, model_path: Path) -> None:
+    if parser.parse_from_file(str(model_path)):
+        return
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        where = ""
+        if hasattr(error, "node_name") and error.node_name():
+            where = f" at node {error.node_name()!r} ({error.node_operator()})"
+        errors.append(f"{error.desc()}{where}")
+    hint = ""
+    if any("Plugin not found" in e for e in errors):
+        hint = (
+            f"\n{trt.__name__} has no layer or plugin for the node(s) above: re-export with "
+            "a supported opset, or (AxialAttention) build with TensorRT and --plugins"
+        )
+    raise BuildError(f"the ONNX parser rejects {model_path}:\n  " + "\n  ".join(errors) + hint)
+
+
+def build_engine(
+    model_path: str | os.PathLike, output: str | os.PathLike, options: BuildOptions | None = None
+) -> Manifest:
+    """Builds `output` (and `output.json`) from an ONNX file; returns the manifest written."""
+    options = options or BuildOptions()
+    model_path, output = Path(model_path), Path(output)
+    if not model_path.is_file():
+        raise BuildError(f"model {model_path} not found")
+    model = onnx.load(model_path, load_external_data=False)
+    nodes = axial_attention_nodes(model)
+    plugin = options.plugin_library
+    if nodes and options.backend == "tensorrt-rtx":
+        raise BuildError(
+            f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}"
+            f"{', ...' if len(nodes) > 5 else ''}) and TensorRT-RTX has no plugin layer: build "
+            "it with --backend tensorrt --plugins build/lib/libaxial_attention_plugin.so, or "
+            "build the graph from before `axial-deploy rewrite` with tensorrt-rtx"
+        )
+    if nodes and not plugin:
+        raise BuildError(
+            f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}) and no "
+            "plugin library is given: build it with `make plugins` and pass --plugins "
+            "build/lib/libaxial_attention_plugin.so"
+        )
+    if (options.fp16 or options.int8) and options.backend != "tensorrt":
+        raise BuildError("--fp16 / --int8 are TensorRT 10 flags: TensorRT-RTX is strongly typed")
+    if options.int8 and not options.calib_cache:
+        raise BuildError(
+            "--int8 needs --calib-cache (or a Q/DQ graph from `axial-deploy precision`)"
+        )
+    profile = resolve_profile(model, options.shapes)
+
+    trt = import_backend(options.backend)
+    legacy = options.fp16 or options.int8
+    if legacy and int(trt.__version__.split(".")[0]) >= 11:
+        raise BuildError(
+            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
+            "with `axial-deploy precision` and build it strongly typed"
+        )
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if plugin and nodes:
+        load_plugin_library(trt, plugin)
+    flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    _parse(trt, parser, model_path)
+
+    config = builder.create_builder_config()
+    if options.progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = make_progress_monitor(trt)
+    if options.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if options.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _CacheCalibrator.create(trt, Path(options.calib_cache))
+    if plugin and nodes and options.serialize_plugin:
+        config.plugins_to_serialize = [str(Path(plugin).resolve())]
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    extra: dict = {}
+    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
+        extra["layer_blocks"] = layer_blocks
+    if cache_path is not None and options.backend == "tensorrt-rtx":
+        extra["timing_cache"] = (
+            f"{cache_path} not used: TensorRT-RTX has no timing cache (it picks kernels when "
+            "the engine loads on the GPU)"
+        )
+        cache_path = None
+    if cache_path is not None:  # reuse earlier builds' tactic timings; updated after the build
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+    trt_profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile.items():
+        trt_profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(trt_profile)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise BuildError(
+            f"{options.backend} failed to build {model_path} (see the messages above); try a "
+            "larger --workspace or narrower --shapes"
+        )
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    if cache_path is not None:
+        with atomic_output(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+
+    environment = running_environment(options.backend, trt, plugin)
+    sm = environment.sm if options.backend == "tensorrt" else None  # RTX engines are portable
+    manifest = Manifest(
+        backend=options.backend,
+        tensorrt_version=trt.__version__,
+        cuda_version=environment.cuda_version,
+        gpu_name=environment.gpu_name if options.backend == "tensorrt" else None,
+        sm=sm,
+        precision=describe_precision(model, options.fp16, options.int8),
+        profiles=[{name: [list(s) for s in shapes] for name, shapes in profile.items()}],
+        inputs=_tensors(trt, network, "input"),
+        outputs=_tensors(trt, network, "output"),
+        onnx_sha256=sha256_file(model_path),
+        engine_sha256=sha256_file(output),
+        plugin_library=str(plugin) if plugin and nodes else None,
+        plugin_sha256=sha256_file(plugin) if plugin and nodes else None,
+        plugin_serialized=bool(plugin and nodes and options.serialize_plugin),
+        build_seconds=round(seconds, 3),
+        extra=extra,
+    )
+    write_manifest(manifest, output)
+    return manifest
+
+
+def _tensors(trt: ModuleType, network, mode: str) -> list[TensorInfo]:
+    count = network.num_inputs if mode == "input" else network.num_outputs
+    get = network.get_input if mode == "input" else network.get_output
+    tensors = []
+    for i in range(count):
+        tensor = get(i)
+        dtype = trt.nptype(tensor.dtype).__name__
+        tensors.append(TensorInfo(tensor.name, dtype, list(tensor.shape), mode))
+    return tensors

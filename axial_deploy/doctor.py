@@ -1,0 +1,113 @@
+"""`axial-deploy doctor`: what this machine can do, and what to install for the rest."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY, cuda_device_info
+
+KERNEL_LIBRARY = Path("build/lib/libaxial_attention_capi.so")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str  # version / what was found
+    fix: str = ""  # what to do when not ok
+    required: bool = False  # the CPU flow (export, rewrite, verify, ONNX Runtime) needs it
+
+
+def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
+    try:
+        module = importlib.import_module(name)
+    except Exception as error:  # ImportError, or a broken install's OSError
+        return Check(
+            label, False, f"not importable ({type(error).__name__}: {error})", fix, required
+        )
+    version = getattr(module, "__version__", None)
+    if version is None:  # e.g. cuda.bindings: the distribution knows its version
+        from importlib import metadata
+
+        try:
+            version = metadata.version(name.split(".")[0] + "-python")
+        except metadata.PackageNotFoundError:
+            version = "installed"
+    return Check(label, True, version, required=required)
+
+
+def _library(label: str, path: Path, fix: str) -> Check:
+    if not path.is_file():
+        return Check(label, False, f"{path} not built", fix)
+    try:
+        ctypes.CDLL(str(path.resolve()))
+    except OSError as error:
+        return Check(label, False, f"{path} does not load: {error}", fix)
+    return Check(label, True, f"{path} loads")
+
+
+def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
+    checks = [
+        _module("torch", "torch", "pip install -e . (torch is pinned in pyproject.toml)", True),
+        _module("onnxruntime", "ONNX Runtime", "pip install onnxruntime", True),
+        _module(
+            "onnxruntime_extensions",
+            "onnxruntime-extensions",
+            "pip install onnxruntime-extensions (runs AxialAttention nodes in ONNX Runtime)",
+            True,
+        ),
+        _module(
+            "tensorrt",
+            "TensorRT",
+            "pip install tensorrt on a machine with an NVIDIA driver (engines with the "
+            "AxialAttention plugin need it)",
+        ),
+        _module(
+            "tensorrt_rtx",
+            "TensorRT-RTX",
+            "pip install 'axial-deploy[rtx]' (builds plugin-free engines, also on CPU-only hosts)",
+        ),
+        _module("cuda.bindings.runtime", "cuda-python", "pip install 'axial-deploy[gpu]'"),
+    ]
+    cuda, gpu, sm = cuda_device_info()
+    checks.append(
+        Check(
+            "CUDA runtime",
+            cuda is not None,
+            f"CUDA {cuda}" if cuda else "unknown",
+            "install cuda-python and an NVIDIA driver",
+        )
+    )
+    checks.append(
+        Check(
+            "GPU",
+            gpu is not None,
+            f"{gpu} (SM {sm})" if gpu else "none found",
+            "engines run on an NVIDIA GPU; on this machine use .onnx models (ONNX Runtime) or "
+            "build engines ahead of time with --backend tensorrt-rtx",
+        )
+    )
+    checks.append(
+        _library("kernel library", KERNEL_LIBRARY, "make plugins (needs CMake >= 3.25 and nvcc)")
+    )
+    checks.append(
+        _library(
+            "plugin library",
+            Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY,
+            "make plugins on a machine with nvcc and TensorRT",
+        )
+    )
+    return checks
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "--  ")
+        lines.append(f"[{mark}] {check.name:<24} {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"       {'':<24} -> {check.fix}")
+    return "\n".join(lines)

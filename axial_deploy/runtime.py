@@ -1,0 +1,477 @@
+"""`Engine(path)`: one runner for TensorRT engines and ONNX models.
+
+A small polygraphy-like interface: `inputs` / `outputs` metadata, `infer(feed) -> dict`,
+`last_inference_time` (seconds). `.onnx` files run in ONNX Runtime (AxialAttention nodes
+through the reference op), so everything above the runner is tested on CPU; `.engine` files run
+in TensorRT / TensorRT-RTX with `execute_async_v3` on one CUDA stream, device buffers allocated
+once (at the profile's maximum shapes) and pinned host buffers, optionally replayed as a CUDA
+graph. Before deserializing, the engine's manifest is checked against this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from axial_deploy.build import (
+    cuda_device_info,
+    import_backend,
+    load_plugin_library,
+    running_environment,
+)
+from axial_deploy.manifest import check_manifest, read_manifest
+
+CUDA_LIBRARIES = ("cuda-python", "pycuda")
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class EngineError(ValueError):
+    """An engine or model that cannot be opened or fed as asked (says why and the fix)."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # -1: dynamic
+    # (min, opt, max) of the optimization profile; None where the model gives no bounds
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+
+
+def check_feed(feed_shapes: dict[str, tuple[int, ...]], inputs: list[TensorMeta]) -> None:
+    """Raises EngineError unless every input is fed once, at a shape the model accepts.
+
+    Pure: used by both backends before any run, so errors name the input, the axis and the
+    allowed range instead of surfacing as a backend's failure.
+    """
+    names = {meta.name for meta in inputs}
+    missing = names - set(feed_shapes)
+    unknown = set(feed_shapes) - names
+    if missing or unknown:
+        raise EngineError(
+            f"inputs {sorted(missing)} missing, {sorted(unknown)} unknown: the model's inputs are "
+            + ", ".join(f"{m.name} {list(m.shape)}" for m in inputs)
+        )
+    for meta in inputs:
+        shape = tuple(feed_shapes[meta.name])
+        if len(shape) != len(meta.shape):
+            raise EngineError(
+                f"input {meta.name!r}: got rank {len(shape)} {list(shape)}, the model takes "
+                f"rank {len(meta.shape)} {list(meta.shape)}"
+            )
+        for axis, (got, fixed) in enumerate(zip(shape, meta.shape, strict=True)):
+            if fixed >= 0 and got != fixed:
+                raise EngineError(
+                    f"input {meta.name!r} shape {list(shape)}: axis {axis} must be {fixed} "
+                    f"(the model's shape is {list(meta.shape)}); export or build the model with "
+                    "that axis dynamic to feed other sizes"
+                )
+        if meta.profile is not None:
+            low, _, high = meta.profile
+            for axis, got in enumerate(shape):
+                if not low[axis] <= got <= high[axis]:
+                    raise EngineError(
+                        f"input {meta.name!r} shape {list(shape)} is outside the engine's "
+                        f"optimization profile: axis {axis} is {got}, allowed "
+                        f"{low[axis]}..{high[axis]} (profile min {list(low)}, max {list(high)}); "
+                        f"rebuild with --shapes {meta.name}:MIN/OPT/MAX covering it"
+                    )
+
+
+def _to_numpy(value) -> tuple[np.ndarray, bool]:
+    """(array, was_torch): accepts numpy arrays and torch tensors (any device)."""
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy(), True
+    return np.asarray(value), False
+
+
+class Engine:
+    """Runs a `.engine` (TensorRT / TensorRT-RTX, manifest-checked) or an `.onnx` model.
+
+    `cuda` picks the CUDA binding for engines: 'cuda-python' (default) or 'pycuda'.
+    `plugins` is the AxialAttention plugin library for engines that need it (default: the
+    manifest's path). `check=False` skips the manifest check (not recommended).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        cuda: str = "cuda-python",
+        plugins: str | os.PathLike | None = None,
+        check: bool = True,
+    ):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EngineError(f"{self.path} not found")
+        if cuda not in CUDA_LIBRARIES:
+            raise EngineError(f"cuda={cuda!r}: expected one of {', '.join(CUDA_LIBRARIES)}")
+        self.last_inference_time: float | None = None
+        self.last_split_ms: dict[str, float] = {}
+        if self.path.suffix == ".onnx":
+            self._impl = _OrtRunner(self.path)
+        else:
+            self._impl = _TrtRunner(self.path, cuda=cuda, plugins=plugins, check=check)
+        self.backend: str = self._impl.backend
+
+    @property
+    def inputs(self) -> list[TensorMeta]:
+        return self._impl.inputs
+
+    @property
+    def outputs(self) -> list[TensorMeta]:
+        return self._impl.outputs
+
+    @property
+    def layer_blocks(self) -> dict[str, str]:
+        """Rewritten layer name -> model block (from the engine's manifest), for profiles."""
+        return getattr(self._impl, "layer_blocks", {})
+
+    @property
+    def supports_layer_profiling(self) -> bool:
+        return isinstance(self._impl, _TrtRunner)
+
+    def infer(self, feed: dict) -> dict:
+        """name -> array (numpy or torch) in; name -> numpy array out (torch tensors when the
+        feed was torch)."""
+        arrays, torch_in = self._prepare(feed)
+        start = time.perf_counter()
+        outputs = self._impl.infer(arrays)
+        self.last_inference_time = time.perf_counter() - start
+        self.last_split_ms = dict(getattr(self._impl, "last_split_ms", {}))
+        if torch_in:
+            import torch
+
+            return {k: torch.from_numpy(v) for k, v in outputs.items()}
+        return outputs
+
+    def _prepare(self, feed: dict) -> tuple[dict[str, np.ndarray], bool]:
+        """Checked numpy arrays of the inputs' dtypes, and whether the feed was torch."""
+        arrays, torch_in = {}, False
+        for name, value in feed.items():
+            arrays[name], was_torch = _to_numpy(value)
+            torch_in |= was_torch
+        check_feed({k: v.shape for k, v in arrays.items()}, self.inputs)
+        for meta in self.inputs:
+            if arrays[meta.name].dtype != meta.dtype:
+                arrays[meta.name] = arrays[meta.name].astype(meta.dtype)
+        return arrays, torch_in
+
+    def random_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """N(0, 1) inputs: dynamic axis 0 = `batch`, other dynamic axes at the profile's opt."""
+        generator = np.random.default_rng(seed)
+        feed = {}
+        for meta in self.inputs:
+            shape = []
+            for axis, dim in enumerate(meta.shape):
+                if dim >= 0:
+                    shape.append(dim)
+                elif axis == 0:
+                    shape.append(batch)
+                elif meta.profile is not None:
+                    shape.append(meta.profile[1][axis])
+                else:
+                    raise EngineError(
+                        f"input {meta.name!r} has dynamic axis {axis} and no profile to size it: "
+                        "feed inputs explicitly or export the model at a fixed size"
+                    )
+            if batch != 1 and meta.shape and meta.shape[0] >= 0 and meta.shape[0] != batch:
+                raise EngineError(
+                    f"--batch {batch}: input {meta.name!r} has a fixed batch of {meta.shape[0]}; "
+                    "export the model with --dynamic batch"
+                )
+            values = generator.standard_normal(shape)
+            feed[meta.name] = values.astype(meta.dtype)
+        return feed
+
+    def enable_cuda_graph(self, feed: dict) -> None:
+        """Captures one inference at `feed`'s shapes as a CUDA graph, replayed by later `infer`
+        calls at the same shapes (fewer launch overheads for small batches)."""
+        if not isinstance(self._impl, _TrtRunner):
+            raise EngineError("CUDA graphs need a TensorRT engine; ONNX models run on the CPU")
+        self._impl.capture_graph(self._prepare(feed)[0])
+
+    def profile_layers(self, feed: dict, runs: int = 10) -> dict[str, list[float]]:
+        """TensorRT only: per-layer times (ms) over `runs` inferences, via trt.IProfiler."""
+        if not isinstance(self._impl, _TrtRunner):
+            raise EngineError("per-layer times need a TensorRT engine")
+        return self._impl.profile_layers(self._prepare(feed)[0], runs)
+
+
+class _OrtRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path):
+        from axial_deploy.ort_ops import create_session
+
+        try:
+            self.session = create_session(path)
+        except (ImportError, ValueError) as error:
+            raise EngineError(f"{path}: {error}") from error
+        except Exception as error:  # ORT's own exceptions derive from Exception only
+            raise EngineError(f"ONNX Runtime cannot load {path}: {error}") from error
+        self.inputs = [self._meta(m) for m in self.session.get_inputs()]
+        self.outputs = [self._meta(m) for m in self.session.get_outputs()]
+
+    @staticmethod
+    def _meta(meta) -> TensorMeta:
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in meta.shape)
+        dtype = np.dtype(_ORT_TYPES.get(meta.type, np.float32))
+        return TensorMeta(meta.name, dtype, shape)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [m.name for m in self.outputs]
+        return dict(zip(names, self.session.run(names, feed), strict=True))
+
+
+class _CudaPython:
+    """The few CUDA runtime calls the runner needs, through cuda-python (cuda.bindings)."""
+
+    def __init__(self):
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError as error:
+            raise EngineError(
+                f"cuda-python is not installed ({error}): pip install 'axial-deploy[gpu]'"
+            ) from error
+        self.rt = cudart
+
+    def _ok(self, result):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            _, name = self.rt.cudaGetErrorName(err)
+            raise EngineError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        return rest[0] if len(rest) == 1 else rest
+
+    def stream(self):
+        return self._ok(self.rt.cudaStreamCreate())
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._ok(self.rt.cudaMalloc(max(nbytes, 1))))
+
+    def host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        pointer = int(self._ok(self.rt.cudaMallocHost(max(nbytes, 1))))
+        raw = (ctypes.c_byte * max(nbytes, 1)).from_address(pointer)
+        return np.frombuffer(raw, dtype=np.uint8)[:nbytes].view(dtype)
+
+    def h2d(self, device: int, host: np.ndarray, nbytes: int, stream) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._ok(self.rt.cudaMemcpyAsync(device, host.ctypes.data, nbytes, kind, stream))
+
+    def d2h(self, host: np.ndarray, device: int, nbytes: int, stream) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, device, nbytes, kind, stream))
+
+    def event(self):
+        return self._ok(self.rt.cudaEventCreate())
+
+    def record(self, event, stream) -> None:
+        self._ok(self.rt.cudaEventRecord(event, stream))
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(self._ok(self.rt.cudaEventElapsedTime(start, end)))
+
+    def sync(self, stream) -> None:
+        self._ok(self.rt.cudaStreamSynchronize(stream))
+
+    def handle(self, stream) -> int:
+        return int(stream)
+
+    def begin_capture(self, stream) -> None:
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+        self._ok(self.rt.cudaStreamBeginCapture(stream, mode))
+
+    def end_capture(self, stream):
+        graph = self._ok(self.rt.cudaStreamEndCapture(stream))
+        return self._ok(self.rt.cudaGraphInstantiate(graph, 0))
+
+    def launch(self, graph, stream) -> None:
+        self._ok(self.rt.cudaGraphLaunch(graph, stream))
+
+
+class _PyCuda:
+    """The same calls through pycuda (the user's pick)."""
+
+    def __init__(self):
+        try:
+            import pycuda.autoinit  # noqa: F401  (creates the context)
+            import pycuda.driver as driver
+        except ImportError as error:
+            raise EngineError(f"pycuda is not installed ({error}): pip install pycuda") from error
+        self.driver = driver
+        self._keep = []  # device allocations live as long as the runner
+
+    def stream(self):
+        return self.driver.Stream()
+
+    def malloc(self, nbytes: int) -> int:
+        allocation = self.driver.mem_alloc(max(nbytes, 1))
+        self._keep.append(allocation)
+        return int(allocation)
+
+    def host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        return self.driver.pagelocked_empty(nbytes // dtype.itemsize, dtype)
+
+    def h2d(self, device: int, host: np.ndarray, nbytes: int, stream) -> None:
+        self.driver.memcpy_htod_async(device, host.reshape(-1)[: nbytes // host.itemsize], stream)
+
+    def d2h(self, host: np.ndarray, device: int, nbytes: int, stream) -> None:
+        self.driver.memcpy_dtoh_async(host.reshape(-1)[: nbytes // host.itemsize], device, stream)
+
+    def event(self):
+        return self.driver.Event()
+
+    def record(self, event, stream) -> None:
+        event.record(stream)
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(end.time_since(start))
+
+    def sync(self, stream) -> None:
+        stream.synchronize()
+
+    def handle(self, stream) -> int:
+        return stream.handle
+
+    def begin_capture(self, stream) -> None:
+        raise EngineError("CUDA-graph capture runs through cuda-python: use cuda='cuda-python'")
+
+    def end_capture(self, stream):
+        raise NotImplementedError  # unreachable: begin_capture refuses
+
+    def launch(self, graph, stream) -> None:
+        raise NotImplementedError  # unreachable: no graph is ever captured with pycuda
+
+
+class _TrtRunner:
+    def __init__(self, path: Path, *, cuda: str, plugins, check: bool):
+        manifest = read_manifest(path)
+        self.backend = manifest.backend
+        self.layer_blocks = dict(manifest.extra.get("layer_blocks", {}))
+        trt = import_backend(manifest.backend)
+        self.trt = trt
+        plugin = plugins or manifest.plugin_library
+        if check:
+            environment = running_environment(manifest.backend, trt, plugin)
+            check_manifest(manifest, environment, engine_path=path)
+        self.cuda = _CudaPython() if cuda == "cuda-python" else _PyCuda()
+        if cuda == "cuda-python" and cuda_device_info()[1] is None:
+            raise EngineError(
+                f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
+                "model instead (ONNX Runtime), see `axial-deploy doctor`"
+            )
+        logger = trt.Logger(trt.Logger.WARNING)
+        # kept: an ICudaEngine must not outlive the runtime that deserialized it
+        self.runtime = runtime = trt.Runtime(logger)
+        if plugin and manifest.plugin_library and not manifest.plugin_serialized:
+            load_plugin_library(trt, plugin)
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise EngineError(f"{manifest.backend} cannot deserialize {path} (see messages above)")
+        self.context = self.engine.create_execution_context()
+        self.stream = self.cuda.stream()
+        self.events = [self.cuda.event() for _ in range(4)]
+        self.inputs, self.outputs = [], []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                low, opt, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
+                self.inputs.append(TensorMeta(name, dtype, shape, (low, opt, high)))
+            else:
+                self.outputs.append(TensorMeta(name, dtype, shape))
+        self._allocate()
+        self.graph = None
+        self.graph_shapes: dict[str, tuple[int, ...]] | None = None
+        self.last_split_ms: dict[str, float] = {}
+
+    def _allocate(self) -> None:
+        """Device and pinned host buffers, once, at the profile's maximum shapes."""
+        for meta in self.inputs:
+            self.context.set_input_shape(meta.name, meta.profile[2])
+        self.device, self.host = {}, {}
+        for meta in [*self.inputs, *self.outputs]:
+            shape = tuple(self.context.get_tensor_shape(meta.name))
+            nbytes = int(np.prod(shape)) * meta.dtype.itemsize
+            self.device[meta.name] = self.cuda.malloc(nbytes)
+            self.host[meta.name] = self.cuda.host(nbytes, meta.dtype)
+            self.context.set_tensor_address(meta.name, self.device[meta.name])
+
+    def _enqueue(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        for name, shape in shapes.items():
+            self.context.set_input_shape(name, shape)
+        if not self.context.execute_async_v3(self.cuda.handle(self.stream)):
+            raise EngineError("execute_async_v3 failed (see TensorRT's messages above)")
+        return {m.name: tuple(self.context.get_tensor_shape(m.name)) for m in self.outputs}
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cuda, stream, events = self.cuda, self.stream, self.events
+        shapes = {name: array.shape for name, array in feed.items()}
+        cuda.record(events[0], stream)
+        for name, array in feed.items():
+            host = self.host[name][: array.size]
+            np.copyto(host, array.reshape(-1))
+            cuda.h2d(self.device[name], host, array.nbytes, stream)
+        cuda.record(events[1], stream)
+        if self.graph is not None and shapes == self.graph_shapes:
+            cuda.launch(self.graph, stream)
+            out_shapes = self.graph_out_shapes
+        else:
+            out_shapes = self._enqueue(shapes)
+        cuda.record(events[2], stream)
+        results = {}
+        for meta in self.outputs:
+            size = int(np.prod(out_shapes[meta.name]))
+            host = self.host[meta.name][:size]
+            cuda.d2h(host, self.device[meta.name], host.nbytes, stream)
+            results[meta.name] = host
+        cuda.record(events[3], stream)
+        cuda.sync(stream)
+        self.last_split_ms = {
+            "h2d": cuda.elapsed_ms(events[0], events[1]),
+            "compute": cuda.elapsed_ms(events[1], events[2]),
+            "d2h": cuda.elapsed_ms(events[2], events[3]),
+        }
+        # Copies: the pinned buffers are reused by the next inference.
+        return {name: host.reshape(out_shapes[name]).copy() for name, host in results.items()}
+
+    def capture_graph(self, feed: dict[str, np.ndarray]) -> None:
+        shapes = {name: array.shape for name, array in feed.items()}
+        self.infer(feed)  # TensorRT needs one enqueue at new shapes before a capture
+        self.cuda.begin_capture(self.stream)
+        self.graph_out_shapes = self._enqueue(shapes)
+        self.graph = self.cuda.end_capture(self.stream)
+        self.graph_shapes = shapes
+
+    def profile_layers(self, feed: dict, runs: int) -> dict[str, list[float]]:
+        from axial_deploy.profile import make_layer_profiler
+
+        profiler = make_layer_profiler(self.trt)
+        graph, self.graph = self.graph, None  # per-layer reports need plain enqueues
+        self.context.profiler = profiler
+        try:
+            for _ in range(runs):
+                self.infer(feed)
+        finally:
+            self.graph = graph
+            # bindings that refuse None keep the profiler attached
+            with contextlib.suppress(TypeError):
+                self.context.profiler = None
+        return dict(profiler.times)

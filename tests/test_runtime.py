@@ -1,0 +1,219 @@
+"""Runtime: manifest checks, profile-shape checks, the ONNX Runtime path; engines on GPUs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from engine_helpers import conv_net
+
+from axial_deploy.build import BuildOptions, build_engine
+from axial_deploy.manifest import (
+    Environment,
+    ManifestError,
+    check_manifest,
+    read_manifest,
+    write_manifest,
+)
+from axial_deploy.runtime import Engine, EngineError, TensorMeta, check_feed
+
+
+def _manifest(**changes):
+    from axial_deploy.manifest import Manifest
+
+    base = Manifest(
+        backend="tensorrt",
+        tensorrt_version="10.13.0.35",
+        cuda_version="12.9",
+        gpu_name="NVIDIA A10",
+        sm="8.6",
+        precision="strongly-typed fp16",
+        profiles=[],
+        inputs=[],
+        outputs=[],
+        onnx_sha256="0" * 64,
+        engine_sha256="1" * 64,
+        plugin_library="build/lib/libaxial_attention_plugin.so",
+        plugin_sha256="2" * 64,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+MATCHING = Environment("tensorrt", "10.13.0.35", "12.9", "NVIDIA A10", "8.6", "2" * 64)
+
+
+def test_matching_environment_passes():
+    check_manifest(_manifest(), MATCHING)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        (dataclasses.replace(MATCHING, tensorrt_version="10.9.0.34"), "running 10.9.0.34"),
+        (dataclasses.replace(MATCHING, tensorrt_version=None), "running none installed"),
+        (dataclasses.replace(MATCHING, sm="9.0", gpu_name="H100"), "SM 8.6 .*is SM 9.0"),
+        (dataclasses.replace(MATCHING, plugin_sha256=None), "none is found: .*make plugins"),
+        (dataclasses.replace(MATCHING, plugin_sha256="3" * 64), "plugin library differs"),
+        (dataclasses.replace(MATCHING, backend="tensorrt-rtx"), "--backend tensorrt-rtx"),
+    ],
+)
+def test_each_mismatch_is_named(environment, message):
+    with pytest.raises(ManifestError, match=message):
+        check_manifest(_manifest(), environment)
+
+
+def test_all_mismatches_are_listed_and_serialized_plugins_need_no_library():
+    other = Environment("tensorrt", "11.0.0", None, "H100", "9.0", None)
+    with pytest.raises(ManifestError) as caught:
+        check_manifest(_manifest(), other)
+    assert str(caught.value).count("\n  - ") == 3
+    check_manifest(_manifest(plugin_serialized=True), dataclasses.replace(MATCHING, sm=None))
+
+
+def test_tampered_engine_is_refused(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine bytes")
+    from axial_deploy.manifest import sha256_file
+
+    write_manifest(_manifest(engine_sha256=sha256_file(engine)), engine)
+    check_manifest(read_manifest(engine), MATCHING, engine_path=engine)
+    engine.write_bytes(b"engine bytes, modified")
+    with pytest.raises(ManifestError, match="engine was modified or replaced"):
+        check_manifest(read_manifest(engine), MATCHING, engine_path=engine)
+
+
+def test_missing_manifest_says_rebuild(tmp_path):
+    (tmp_path / "m.engine").write_bytes(b"x")
+    with pytest.raises(ManifestError, match=r"no manifest .*rebuild"):
+        Engine(tmp_path / "m.engine")
+
+
+def test_rtx_engine_manifest_is_checked_before_loading(tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
+    engine = tmp_path / "net.engine"
+    build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
+    manifest = read_manifest(engine)
+    write_manifest(dataclasses.replace(manifest, tensorrt_version="1.0.0.1"), engine)
+    with pytest.raises(ManifestError, match=r"built with tensorrt-rtx 1\.0\.0\.1, running 1\.7"):
+        Engine(engine)
+
+
+def test_engine_without_a_gpu_says_so(tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
+    from axial_deploy.build import cuda_device_info
+
+    if cuda_device_info()[1] is not None:
+        pytest.skip("a GPU is present: the engine runs (test_engine_on_a_gpu_...)")
+    engine = tmp_path / "net.engine"
+    build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
+    with pytest.raises(EngineError, match=r"cuda-python is not installed|no CUDA GPU found"):
+        Engine(engine)
+
+
+PROFILED = TensorMeta(
+    "input", np.dtype(np.float32), (-1, 3, -1, 16), ((1, 3, 8, 16), (2, 3, 16, 16), (4, 3, 32, 16))
+)
+
+
+def test_feed_checks():
+    check_feed({"input": (4, 3, 32, 16)}, [PROFILED])
+    check_feed({"input": (1, 3, 8, 16)}, [PROFILED])
+    with pytest.raises(EngineError, match=r"outside .*profile: axis 0 is 5, allowed 1\.\.4"):
+        check_feed({"input": (5, 3, 16, 16)}, [PROFILED])
+    with pytest.raises(EngineError, match=r"axis 2 is 33, allowed 8\.\.32.*--shapes input:"):
+        check_feed({"input": (1, 3, 33, 16)}, [PROFILED])
+    with pytest.raises(EngineError, match="axis 3 must be 16"):
+        check_feed({"input": (1, 3, 16, 17)}, [PROFILED])
+    with pytest.raises(EngineError, match="rank 3"):
+        check_feed({"input": (3, 16, 16)}, [PROFILED])
+    with pytest.raises(EngineError, match=r"\['input'\] missing, \['image'\] unknown"):
+        check_feed({"image": (1, 3, 16, 16)}, [PROFILED])
+
+
+def test_onnxruntime_engine_runs_numpy_and_torch(tmp_path):
+    engine = Engine(conv_net(tmp_path / "net.onnx", batch=2))
+    assert [(m.name, m.shape) for m in engine.inputs] == [("input", (2, 3, 16, 16))]
+    assert [(m.name, m.shape) for m in engine.outputs] == [("logits", (2, 4, 16, 16))]
+    feed = engine.random_inputs(batch=2)
+    out = engine.infer(feed)["logits"]
+    assert isinstance(out, np.ndarray) and out.shape == (2, 4, 16, 16) and np.abs(out).max() > 0
+    assert engine.last_inference_time > 0
+    torch_out = engine.infer({"input": torch.from_numpy(feed["input"]).double()})["logits"]
+    assert isinstance(torch_out, torch.Tensor)
+    np.testing.assert_allclose(torch_out.numpy(), out, rtol=1e-6)
+    with pytest.raises(EngineError, match="axis 0 must be 2"):
+        engine.infer({"input": np.zeros((3, 3, 16, 16), np.float32)})
+    with pytest.raises(EngineError, match="CUDA graphs need a TensorRT engine"):
+        engine.enable_cuda_graph(feed)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.parametrize(
+    ("backend", "module"), [("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx")]
+)
+def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module):
+    pytest.importorskip(module, reason=f"{backend} not installed")
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed")
+    from axial_deploy.build import cuda_device_info
+
+    if cuda_device_info()[1] is None:
+        pytest.skip("no CUDA GPU")
+    model = conv_net(tmp_path / "net.onnx")
+    build_engine(model, tmp_path / "net.engine", BuildOptions(backend))
+    engine, reference = Engine(tmp_path / "net.engine"), Engine(model)
+    assert engine.backend == backend
+    for batch in (1, 3):
+        feed = reference.random_inputs(batch=batch, seed=batch)
+        np.testing.assert_allclose(
+            engine.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
+        )
+        assert set(engine.last_split_ms) == {"h2d", "compute", "d2h"}
+    with pytest.raises(EngineError, match="outside the engine's optimization profile"):
+        engine.infer(reference.random_inputs(batch=9))
+    feed = reference.random_inputs(batch=2)
+    engine.enable_cuda_graph(feed)
+    np.testing.assert_allclose(
+        engine.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
+    )
+    layers = engine.profile_layers(feed, runs=3)
+    assert layers and all(len(times) == 3 for times in layers.values())
+
+
+def test_cli_run_on_an_array_and_an_image(tmp_path, capsys):
+    from PIL import Image
+
+    from axial_deploy.cli import main
+    from axial_deploy.models.preprocess import preprocess_for
+
+    model = conv_net(tmp_path / "net.onnx", batch=1)
+    array = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", array)
+    assert (
+        main(["run", str(model), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "a.npz")])
+        == 0
+    )
+    expected = Engine(model).infer({"input": array})["logits"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["logits"], expected)
+
+    pixels = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    args = [
+        "run",
+        str(model),
+        "--input",
+        str(tmp_path / "image.png"),
+        "-o",
+        str(tmp_path / "b.npz"),
+    ]
+    assert main(args) == 0
+    image = preprocess_for("classification", (16, 16)).load(tmp_path / "image.png")[None]
+    expected = Engine(model).infer({"input": image})["logits"]
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["logits"], expected)
+    assert "logits       [1, 4, 16, 16] float32" in capsys.readouterr().out
+
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["run", str(model), "--input", str(tmp_path / "bad.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
