@@ -61,8 +61,9 @@ if(_axial_nvinfer AND TARGET axial_attention_kernels)
     add_library(axial_attention_plugin SHARED ${_axial_plugin_sources})
     target_include_directories(axial_attention_plugin PRIVATE "${_axial_plugin_dir}")
     target_include_directories(axial_attention_plugin SYSTEM PRIVATE "${_axial_trt_include}")
-    target_link_libraries(axial_attention_plugin PRIVATE axial_attention_kernels "${_axial_nvinfer}"
-        CUDA::cudart)
+    # The kernels target brings the CUDA runtime (PUBLIC CUDA::cudart_static); linking the shared
+    # cudart here as well would put two runtimes in one process, so it is not added again.
+    target_link_libraries(axial_attention_plugin PRIVATE axial_attention_kernels "${_axial_nvinfer}")
     target_compile_features(axial_attention_plugin PRIVATE cxx_std_17)
     set_target_properties(axial_attention_plugin PROPERTIES
         LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/lib")
