@@ -409,8 +409,8 @@ def _draw_classification(rng: np.random.Generator, label: int, height: int, widt
 def generate_classification(
     out: str | Path,
     seed: int = 0,
-    train: int = 1000,
-    val: int = 250,
+    train: int = 4000,
+    val: int = 500,
     size: tuple[int, int] = (64, 64),
     command: str | None = None,
     progress: bool = True,
