@@ -308,7 +308,7 @@ def evaluate_classification(model: nn.Module, data: ClassificationData, batch_si
     top1 = TopKAccuracy(1)
     for start in range(0, len(data.images), batch_size):
         top1.update(
-            model(data.images[start : start + batch_size]), data.labels[start:][:batch_size]
+            model(data.images[start : start + batch_size]), data.labels[start : start + batch_size]
         )
     return {"top1": round(100 * top1.compute(), 2), "images": len(data.images)}
 
