@@ -30,6 +30,8 @@ examples:
   axial-deploy profile out/s.engine --iterations 200 --cuda-graph --report out/s.profile
   axial-deploy profile out/axial26s.onnx --duration 5 --batch 4
   axial-deploy doctor
+  axial-deploy dataset panoptic --out data/synthetic_panoptic --seed 0
+  axial-deploy train --model axial_deeplab_tiny --data data/synthetic_panoptic -o out/tiny.pt
 """
 
 
@@ -362,6 +364,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--plugins", metavar="LIB", help="plugin library to check")
     doctor.set_defaults(func=cmd_doctor)
+
+    dataset = sub.add_parser(
+        "dataset",
+        help="generate a synthetic panoptic or classification dataset (deterministic by seed)",
+        description="Generate a synthetic dataset (numpy + PIL, seconds): 'panoptic' writes "
+        "scenes of stuff (sky, wall, ground) and thing instances (disc, box, triangle, ring) "
+        "in the COCO panoptic format (DIR/panoptic_SPLIT.json, DIR/panoptic_SPLIT/*.png, "
+        "DIR/images/SPLIT/*.png) plus semantic and instance maps; 'classification' writes one "
+        "shape (5 classes) per image as DIR/SPLIT/CLASS/*.png. The same seed gives "
+        "byte-identical files; DIR/dataset.json records the seed, sizes, counts and command.",
+    )
+    dataset.add_argument("kind", choices=["panoptic", "classification"])
+    dataset.add_argument("--out", required=True, help="output directory")
+    dataset.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    dataset.add_argument(
+        "--train", type=int, help="training images (default: 500 panoptic, 4000 classification)"
+    )
+    dataset.add_argument(
+        "--val", type=int, help="validation images (default: 100 panoptic, 500 classification)"
+    )
+    dataset.add_argument(
+        "--size",
+        type=parse_size,
+        help="HxW of the images (default: 129x129 panoptic, 64x64 classification)",
+    )
+    dataset.set_defaults(func=cmd_dataset)
+
+    train = sub.add_parser(
+        "train",
+        help="train a small zoo model on a (synthetic) dataset on CPU",
+        description="Train a zoo model on a dataset written by `axial-deploy dataset` (or any "
+        "dataset in the same layout): panoptic models with the Panoptic-DeepLab targets and "
+        "losses (bootstrapped cross-entropy, center heatmap MSE, offset L1), classifiers with "
+        "cross-entropy; Adam with a poly schedule, horizontal flips. Saves CKPT (fp16 "
+        "state_dict) and CKPT.json (command, seed, dataset record, losses, train time and the "
+        "val PQ/SQ/RQ/mIoU or top-1 of the saved weights).",
+    )
+    train.add_argument(
+        "--model", required=True, choices=list_models(), metavar="NAME", help="zoo model"
+    )
+    train.add_argument("--data", required=True, help="dataset directory (with dataset.json)")
+    train.add_argument(
+        "--epochs", type=int, help="passes over the train split (default: 16 panoptic, 6 cls)"
+    )
+    train.add_argument(
+        "--batch-size", type=int, help="images per step (default: 8 panoptic, 32 cls)"
+    )
+    train.add_argument(
+        "--lr", type=float, help="Adam learning rate (default: 1e-3 panoptic, 2e-3 cls)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="seed of init and order (default: 0)")
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    train.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -549,6 +605,56 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.required and not c.ok for c in checks) else 0
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 2 or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 129x129")
+    return dims  # type: ignore[return-value]
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from axial_deploy.synthetic import generate_classification, generate_panoptic
+
+    generate = generate_panoptic if args.kind == "panoptic" else generate_classification
+    options = {
+        key: value
+        for key, value in (("train", args.train), ("val", args.val), ("size", args.size))
+        if value is not None
+    }
+    start = time.perf_counter()
+    record = generate(args.out, seed=args.seed, **options)
+    counts = ", ".join(f"{split}: {c['images']} images" for split, c in record["counts"].items())
+    print(f"wrote {args.kind} dataset {args.out} ({counts}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from axial_deploy.models import model_task
+    from axial_deploy.train import TrainSettings, train
+
+    panoptic = model_task(args.model) == "panoptic"
+    settings = TrainSettings(
+        model=args.model,
+        data=args.data,
+        epochs=args.epochs or (16 if panoptic else 6),
+        batch_size=args.batch_size or (8 if panoptic else 32),
+        lr=args.lr or (1e-3 if panoptic else 2e-3),
+        seed=args.seed,
+        threads=args.threads,
+    )
+    command = " ".join(shlex.quote(a) for a in ["axial-deploy", *args.argv])
+    record = train(settings, args.output, command=command)
+    print(f"trained in {record['train_time_s']:.0f} s; val: {record['val_metrics']}")
+    print(f"wrote {args.output} and {Path(args.output).with_suffix('.json')}")
+    return 0
+
+
 def cmd_rewrite(args: argparse.Namespace) -> int:
     from axial_deploy.rewrite import rewrite_file
 
@@ -665,6 +771,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `train`
     from axial_deploy.export import ExportError
     from axial_deploy.models import CheckpointError
 
