@@ -356,9 +356,12 @@ def _engine_target(path: Path) -> _Target:
 
 
 def _zoo_target(
-    name: str, num_classes: int, checkpoint: str | Path | None, pretrained: bool
+    name: str, task: str, num_classes: int, checkpoint: str | Path | None, pretrained: bool
 ) -> _Target:
-    from axial_deploy.models import create_model, load_checkpoint
+    from axial_deploy.models import create_model, load_checkpoint, model_task
+
+    if model_task(name) != task:
+        raise EvaluationError(f"{name} is a {model_task(name)} model but the dataset is {task}")
 
     if checkpoint is None and not pretrained:
         raise EvaluationError(
@@ -380,6 +383,7 @@ def _zoo_target(
 
 def _resolve_target(
     target: str | Path | torch.nn.Module,
+    task: str,
     num_classes: int,
     checkpoint: str | Path | None,
     pretrained: bool,
@@ -399,7 +403,7 @@ def _resolve_target(
             raise EvaluationError(f"engine file {path} does not exist")
         return _engine_target(path)
     if text in list_models():
-        return _zoo_target(text, num_classes, checkpoint, pretrained)
+        return _zoo_target(text, task, num_classes, checkpoint, pretrained)
     raise EvaluationError(
         f"unknown target {text!r}: give a zoo model name ({', '.join(list_models())}), "
         "a .onnx file or a .engine file"
@@ -510,17 +514,6 @@ def evaluate(
     )  # fmt: skip
 
 
-def _check_task(target: _Target, task: str) -> None:
-    if target.zoo_name is None:
-        return
-    from axial_deploy.models import model_task
-
-    if model_task(target.zoo_name) != task:
-        raise EvaluationError(
-            f"{target.zoo_name} is a {model_task(target.zoo_name)} model but the dataset is {task}"
-        )
-
-
 def _evaluate_classification(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw, progress
 ) -> EvaluationResult:
@@ -528,8 +521,7 @@ def _evaluate_classification(
 
     classes, samples = classification_samples(data_dir, split)
     samples = samples[:limit] if limit else samples
-    resolved = _resolve_target(target, len(classes), checkpoint, pretrained)
-    _check_task(resolved, "classification")
+    resolved = _resolve_target(target, "classification", len(classes), checkpoint, pretrained)
     hw = resolved.input_hw or input_hw or (224, 224)
     if input_hw and resolved.input_hw and input_hw != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
@@ -612,8 +604,7 @@ def _evaluate_panoptic(
     if not annotations:
         raise EvaluationError(f"{json_path} has no annotations")
     images_by_id = {image["id"]: image for image in gt.data.get("images", [])}
-    resolved = _resolve_target(target, len(categories), checkpoint, pretrained)
-    _check_task(resolved, "panoptic")
+    resolved = _resolve_target(target, "panoptic", len(categories), checkpoint, pretrained)
     if input_hw and resolved.input_hw and tuple(input_hw) != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
     fixed_hw = resolved.input_hw or (tuple(input_hw) if input_hw else None)

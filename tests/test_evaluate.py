@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from axial_deploy.coco_panoptic import id_to_rgb, read_segment_png, write_segment_png
+from axial_deploy.coco_panoptic import read_segment_png, write_segment_png
 from axial_deploy.evaluate import (
     EvaluationError,
     EvaluationResult,
@@ -352,3 +352,172 @@ def test_gate_trips_on_damaged_predictions_scored_from_files(tmp_path):
     assert results["fp32"].metrics["PQ"] == 100.0
     report = accuracy_gate(results)
     assert not report.passed and report.rows[1].flagged
+
+
+# ---------------------------------------------------------------- end to end on models
+
+STUFF_CATEGORIES = [
+    {"id": 1, "name": "red", "isthing": 0, "color": [200, 0, 0], "supercategory": "s"},
+    {"id": 2, "name": "green", "isthing": 0, "color": [0, 200, 0], "supercategory": "s"},
+    {"id": 3, "name": "thing", "isthing": 1, "color": [0, 0, 200], "supercategory": "t"},
+]
+
+
+def make_color_dataset(root: Path, count: int = 3, hw=(24, 32)) -> Path:
+    """Images whose pixel color is the class (red / green stuff), blocky random layouts."""
+    rng = np.random.default_rng(0)
+    annotations, images = [], []
+    for i in range(count):
+        coarse = rng.integers(0, 2, size=(-(-hw[0] // 8), -(-hw[1] // 8)))
+        coarse[0, 0], coarse[-1, -1] = 0, 1  # both classes in every image
+        classes = np.kron(coarse, np.ones((8, 8), np.int64))[: hw[0], : hw[1]]
+        rgb = np.zeros((*hw, 3), np.uint8)
+        rgb[classes == 0] = (255, 0, 0)
+        rgb[classes == 1] = (0, 255, 0)
+        name = f"im{i}"
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / "images" / "val" / f"{name}.png")
+        ids = classes + 10  # segment ids 10 (red) and 11 (green)
+        write_segment_png(root / "panoptic_val" / f"{name}.png", ids)
+        segments = segments_of(ids, {10: 1, 11: 2})
+        annotations.append({"image_id": i, "file_name": f"{name}.png", "segments_info": segments})
+        images.append({"id": i, "file_name": f"{name}.png", "height": hw[0], "width": hw[1]})
+    data = {"images": images, "annotations": annotations, "categories": STUFF_CATEGORIES}
+    (root / "panoptic_val.json").write_text(json.dumps(data))
+    return root
+
+
+class ColorModel(torch.nn.Module):
+    """A hand-set 'trained' panoptic model: red / green pixels -> class 0 / 1 (exact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.semantic = torch.nn.Conv2d(3, 3, 1)
+        self.aux = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.semantic.weight.zero_()
+            self.semantic.weight[0, 0] = 1.0  # normalised R
+            self.semantic.weight[1, 1] = 1.0  # normalised G
+            self.semantic.bias.copy_(torch.tensor([0.0, 0.0, -10.0]))
+            self.aux.weight.zero_()
+            self.aux.bias.zero_()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        aux = self.aux(images)
+        return {"semantic": self.semantic(images), "center": aux[:, :1], "offset": aux[:, 1:]}
+
+
+@pytest.fixture(scope="module")
+def color_setup(tmp_path_factory):
+    import onnx
+    from onnx import numpy_helper
+
+    from axial_deploy.export import export_onnx
+
+    root = make_color_dataset(tmp_path_factory.mktemp("data"))
+    good = export_onnx(ColorModel(), (1, 3, 24, 32), root / "model.onnx")
+    model = onnx.load(good)
+    weight = next(i for i in model.graph.initializer if i.name == "semantic.weight")
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+    damaged = root / "damaged.onnx"
+    onnx.save(model, damaged)
+    return root, good, damaged
+
+
+def test_evaluate_pytorch_and_onnx_agree_and_gate_trips_on_damage(color_setup, tmp_path):
+    from axial_deploy.evaluate import evaluate_many
+
+    root, good, damaged = color_setup
+    results = evaluate_many(
+        {"pytorch": ColorModel(), "fp32": good, "damaged": damaged},
+        root,
+        predictions_root=tmp_path / "pred",
+        progress=False,
+    )
+    assert results["pytorch"].metrics == results["fp32"].metrics
+    assert results["fp32"].metrics["PQ"] == 100.0 and results["fp32"].metrics["mIoU"] == 100.0
+    assert results["damaged"].metrics["PQ"] < 50.0
+    assert all(np.isfinite(v) for r in results.values() for v in r.metrics.values())
+    report = accuracy_gate(results, reference="fp32")
+    assert not report.passed
+    assert [row.flagged for row in report.rows] == [False, False, True]
+    assert json.loads(json.dumps(results["fp32"].to_json()))["primary"] == "PQ"
+    # The predictions written are valid COCO panoptic files that score the same.
+    again = pq_compute_files(
+        root / "panoptic_val.json", None, tmp_path / "pred" / "fp32" / "panoptic_pred.json", None
+    )
+    assert again["all"]["pq"] == 1.0
+
+
+def test_panels_have_one_tile_per_target(color_setup, tmp_path):
+    from axial_deploy.evaluate import evaluate_many
+    from axial_deploy.panels import CAPTION_HEIGHT, panels_html, render_panels
+
+    root, good, damaged = color_setup
+    evaluate_many(
+        {"fp32": good, "int8": damaged}, root, predictions_root=tmp_path / "p", progress=False
+    )
+    paths = render_panels(
+        root, {"fp32": tmp_path / "p" / "fp32", "int8": tmp_path / "p" / "int8"},
+        tmp_path / "panels", count=2,
+    )  # fmt: skip
+    assert len(paths) == 2
+    with Image.open(paths[0]) as panel:
+        assert panel.size == (4 * 32, 24 + CAPTION_HEIGHT)
+        pixels = np.asarray(panel.convert("RGB"))
+    tiles = [pixels[CAPTION_HEIGHT:, i * 32 : (i + 1) * 32] for i in range(4)]
+    assert np.array_equal(tiles[1], tiles[2])  # a perfect prediction looks like the truth
+    assert not np.array_equal(tiles[1], tiles[3])  # the damaged one does not
+    page = panels_html(paths)
+    assert page.count("data:image/png;base64,") == 2
+
+
+def test_zoo_model_from_checkpoint(tmp_path):
+    from axial_deploy.models import create_model
+
+    root = make_color_dataset(tmp_path / "data", count=1, hw=(33, 33))
+    model = create_model("axial_deeplab_s", num_classes=3)
+    checkpoint = tmp_path / "s.pt"
+    torch.save(model.state_dict(), checkpoint)
+    with pytest.raises(EvaluationError, match="--checkpoint"):
+        evaluate("axial_deeplab_s", root, progress=False)
+    with pytest.raises(EvaluationError, match="classification model"):
+        evaluate("axial26s", root, checkpoint=checkpoint, progress=False)
+    result = evaluate("axial_deeplab_s", root, checkpoint=checkpoint, progress=False)
+    assert result.primary == "PQ" and result.images == 1
+    assert all(np.isfinite(v) and 0 <= v <= 100 for v in result.metrics.values())
+
+
+def test_classification_top1(tmp_path):
+    for index, color in enumerate([(255, 0, 0), (0, 255, 0)]):
+        folder = tmp_path / "val" / f"class{index}"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), color).save(folder / f"{i}.png")
+
+    class Classifier(torch.nn.Module):
+        def forward(self, images):
+            return images.mean(dim=(2, 3))[:, :2]  # red -> class 0, green -> class 1
+
+    result = evaluate(Classifier(), tmp_path, input_hw=(32, 32), progress=False)
+    assert result.primary == "top1" and result.metrics == {"top1": 100.0}
+    swapped = evaluate(lambda_model(), tmp_path, input_hw=(32, 32), progress=False)
+    assert swapped.metrics["top1"] == 0.0
+
+
+def lambda_model():
+    class Swapped(torch.nn.Module):
+        def forward(self, images):
+            return images.mean(dim=(2, 3))[:, [1, 0]]
+
+    return Swapped()
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(EvaluationError, match="holds no split"):
+        evaluate("axial26s", tmp_path)
+    make_color_dataset(tmp_path, count=1)
+    with pytest.raises(EvaluationError, match="unknown target"):
+        evaluate("nope", tmp_path)
+    with pytest.raises(EvaluationError, match="does not exist"):
+        evaluate(tmp_path / "missing.onnx", tmp_path)
