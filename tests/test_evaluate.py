@@ -521,3 +521,24 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         evaluate("nope", tmp_path)
     with pytest.raises(EvaluationError, match="does not exist"):
         evaluate(tmp_path / "missing.onnx", tmp_path)
+
+
+def test_cli_strict_gate_json_and_panels(color_setup, tmp_path, capsys):
+    from axial_deploy.cli import main
+
+    root, good, damaged = color_setup
+    out = tmp_path / "acc.json"
+    args = ["evaluate", str(good), str(damaged), "--labels", "fp32", "int8", "--data", str(root)]
+    extra = ["--json", str(out), "--panels", str(tmp_path / "panels"), "--panel-count", "2"]
+    assert main([*args, *extra]) == 0  # flagged but not --strict
+    printed = capsys.readouterr().out
+    assert "FLAGGED" in printed and "PQ" in printed
+    document = json.loads(out.read_text())
+    assert document["gate"]["passed"] is False
+    assert document["results"]["fp32"]["metrics"]["PQ"] == 100.0
+    assert len(list((tmp_path / "panels").glob("panel_*.png"))) == 2
+    assert "base64" in (tmp_path / "panels" / "index.html").read_text()
+    assert main([*args, "--strict"]) == 1
+    assert main(["evaluate", str(good), "--data", str(root), "--strict"]) == 0
+    assert main(["evaluate", "nope", "--data", str(root)]) == 2
+    assert "unknown target" in capsys.readouterr().err
