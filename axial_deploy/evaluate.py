@@ -674,10 +674,12 @@ def _evaluate_panoptic(
         "PQ": 100 * pq["all"]["pq"],
         "SQ": 100 * pq["all"]["sq"],
         "RQ": 100 * pq["all"]["rq"],
-        "PQ_th": 100 * pq["things"]["pq"],
-        "PQ_st": 100 * pq["stuff"]["pq"],
-        "mIoU": 100 * miou["miou"],
     }
+    # Things / stuff PQ only where such categories occur (0 would read as a total failure).
+    for key, split_name in (("PQ_th", "things"), ("PQ_st", "stuff")):
+        if pq[split_name]["n"]:
+            metrics[key] = 100 * pq[split_name]["pq"]
+    metrics["mIoU"] = 100 * miou["miou"]
     details = {"pq": {k: pq[k] for k in ("all", "things", "stuff")}, "miou": miou}
     return EvaluationResult(
         resolved.name,
