@@ -349,7 +349,8 @@ def _engine_target(path: Path) -> _Target:
     meta = engine.inputs[0]
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = engine.infer({meta.name: images})
+        dtype = getattr(meta, "dtype", np.float32)  # FP16-input engines take half
+        outputs = engine.infer({meta.name: images.astype(dtype)})
         return {k: np.asarray(v, np.float32) for k, v in outputs.items()}
 
     return _Target(str(path), run, _static_hw(list(getattr(meta, "shape", []))))
@@ -567,24 +568,31 @@ def panoptic_to_coco(
     panoptic: np.ndarray, categories: list[dict], label_divisor: int
 ) -> tuple[np.ndarray, list[dict]]:
     """A `class * label_divisor + instance` map (negative = void) -> COCO segment ids
-    (1, 2, ... ; 0 = void) and their segments_info."""
-    ids = np.zeros(panoptic.shape, np.int64)
-    segments = []
-    values = np.unique(panoptic)
-    for segment_id, value in enumerate(values[values >= 0], start=1):
-        mask = panoptic == value
-        ys, xs = np.nonzero(mask)
-        ids[mask] = segment_id
-        x0, y0 = int(xs.min()), int(ys.min())
-        segments.append(
-            {
-                "id": segment_id,
-                "category_id": int(categories[int(value) // label_divisor]["id"]),
-                "area": int(mask.sum()),
-                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-                "iscrowd": 0,
-            }
-        )
+    (1, 2, ... in id order; 0 = void) and their segments_info."""
+    values, inverse, area = np.unique(panoptic, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(panoptic.shape)
+    segment_of_value = np.cumsum(values >= 0) * (values >= 0)  # 0 for void values
+    ids = segment_of_value[inverse]
+    # Bounding boxes by scattering each pixel's row / column into its segment's min / max.
+    rows, cols = np.indices(panoptic.shape)
+    n = values.size
+    y0, x0 = np.full(n, panoptic.shape[0]), np.full(n, panoptic.shape[1])
+    y1, x1 = np.full(n, -1), np.full(n, -1)
+    np.minimum.at(y0, inverse.ravel(), rows.ravel())
+    np.minimum.at(x0, inverse.ravel(), cols.ravel())
+    np.maximum.at(y1, inverse.ravel(), rows.ravel())
+    np.maximum.at(x1, inverse.ravel(), cols.ravel())
+    segments = [
+        {
+            "id": int(segment_of_value[i]),
+            "category_id": int(categories[int(values[i]) // label_divisor]["id"]),
+            "area": int(area[i]),
+            "bbox": [int(x0[i]), int(y0[i]), int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1)],
+            "iscrowd": 0,
+        }
+        for i in range(n)
+        if values[i] >= 0
+    ]
     return ids, segments
 
 

@@ -542,3 +542,16 @@ def test_cli_strict_gate_json_and_panels(color_setup, tmp_path, capsys):
     assert main(["evaluate", str(good), "--data", str(root), "--strict"]) == 0
     assert main(["evaluate", "nope", "--data", str(root)]) == 2
     assert "unknown target" in capsys.readouterr().err
+
+
+def test_panoptic_to_coco_segments():
+    from axial_deploy.evaluate import panoptic_to_coco
+
+    panoptic = np.array([[-1, 1001, 1001], [0, 0, 2003], [0, 2003, 2003]])
+    ids, segments = panoptic_to_coco(panoptic, CATEGORIES, 1000)
+    assert ids.tolist() == [[0, 2, 2], [1, 1, 3], [1, 3, 3]]
+    assert segments == [
+        {"id": 1, "category_id": 7, "area": 3, "bbox": [0, 1, 2, 2], "iscrowd": 0},
+        {"id": 2, "category_id": 3, "area": 2, "bbox": [1, 0, 2, 1], "iscrowd": 0},
+        {"id": 3, "category_id": 11, "area": 3, "bbox": [1, 1, 2, 2], "iscrowd": 0},
+    ]
