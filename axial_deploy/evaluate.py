@@ -451,12 +451,17 @@ def classification_samples(data_dir: str | Path, split: str) -> tuple[list[str],
     return classes, samples
 
 
-def _progress(items, desc: str, show: bool):
+def _progress(batches: list[list], desc: str, show: bool):
+    """Yields the batches, with a progress bar counting images."""
     if not show:
-        return items
+        yield from batches
+        return
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="img", leave=False)
+    with tqdm(total=sum(len(b) for b in batches), desc=desc, unit="img", leave=False) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
 
 
 def _batches(items: list, size: int):
