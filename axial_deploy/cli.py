@@ -32,6 +32,9 @@ examples:
   axial-deploy doctor
   axial-deploy dataset panoptic --out data/synthetic_panoptic --seed 0
   axial-deploy train --model axial_deeplab_tiny --data data/synthetic_panoptic -o out/tiny.pt
+  axial-deploy evaluate axial_deeplab_s --checkpoint s.pt --data data/synth --input-size 257x513
+  axial-deploy evaluate out/s.onnx out/s.fp16.onnx out/s.int8.onnx --labels fp32 fp16 int8 \
+      --data data/synth --strict --panels out/panels --json out/accuracy.json
 """
 
 
@@ -44,6 +47,16 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
         raise argparse.ArgumentTypeError(
             f"input shape {text!r} must be NxCxHxW with positive sizes and C = 3, e.g. 1x3x224x224"
         )
+    return dims  # type: ignore[return-value]
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 2 or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 257x513")
     return dims  # type: ignore[return-value]
 
 
@@ -418,6 +431,65 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     train.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
     train.set_defaults(func=cmd_train)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="task accuracy (PQ / mIoU or top-1) of models, ONNX graphs and engines",
+        description="Evaluate each TARGET on a dataset split and print the metrics side by "
+        "side: panoptic PQ / SQ / RQ (COCO panoptic API rules), PQ things / stuff and mIoU, "
+        "or top-1 / top-5 for classifiers. With several targets, the accuracy gate compares "
+        "each with the reference (--reference) and flags drops above --max-drop points.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="data layouts: panoptic DIR/panoptic_SPLIT.json + DIR/panoptic_SPLIT/*.png + "
+        "DIR/images/SPLIT/*.png (COCO panoptic);\nclassification DIR/SPLIT/CLASS/*.png "
+        "(class order: DIR/dataset.json 'classes', else sorted folders).",
+    )
+    evaluate.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="zoo model name (with --checkpoint / --pretrained), .onnx file or .engine file",
+    )
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    evaluate.add_argument("--split", default="val", help="dataset split (default: val)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.add_argument("--checkpoint", help="weights for zoo-model targets")
+    evaluate.add_argument(
+        "--pretrained", action="store_true", help="use the zoo's shipped weights for zoo models"
+    )
+    evaluate.add_argument(
+        "--input-size",
+        type=parse_hw,
+        metavar="HxW",
+        help="resize inputs to HxW (default: a graph's fixed size, else each image's size)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=1, help="images per run (default 1)")
+    evaluate.add_argument(
+        "--labels", nargs="+", help="a label per target (default: fp32 for the first "
+        "target, then the file stems)"
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--reference", help="label the gate compares with (default: the first target)"
+    )
+    evaluate.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="largest allowed drop of the primary metric, in points (PQ 0-100 / top-1 %%; "
+        "default 1.0)",
+    )
+    evaluate.add_argument(
+        "--strict", action="store_true", help="exit 1 when the accuracy gate flags a target"
+    )
+    evaluate.add_argument("--json", metavar="OUT", help="write results and gate as JSON")
+    evaluate.add_argument(
+        "--panels",
+        metavar="DIR",
+        help="write input / ground truth / prediction panels (PNG + index.html) here",
+    )
+    evaluate.add_argument(
+        "--panel-count", type=int, default=4, help="images shown in the panels (default 4)"
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -767,6 +839,68 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     return 0 if report.passed else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.evaluate import (
+        EvaluationError,
+        accuracy_gate,
+        comparison_table,
+        dataset_task,
+        evaluate_many,
+    )
+
+    labels = args.labels or ["fp32" if i == 0 else Path(t).stem for i, t in enumerate(args.targets)]
+    if len(labels) != len(args.targets) or len(set(labels)) != len(labels):
+        raise EvaluationError("--labels needs one distinct label per TARGET")
+    targets = dict(zip(labels, args.targets, strict=True))
+    panoptic = dataset_task(args.data, args.split) == "panoptic"
+    with tempfile.TemporaryDirectory(prefix="axial-eval-") as scratch:
+        root = Path(args.panels) / "predictions" if args.panels and panoptic else Path(scratch)
+        results = evaluate_many(
+            targets,
+            args.data,
+            predictions_root=root,
+            split=args.split,
+            limit=args.limit,
+            checkpoint=args.checkpoint,
+            pretrained=args.pretrained,
+            batch_size=args.batch_size,
+            input_hw=args.input_size,
+        )
+    print(comparison_table(results))
+    gate = None
+    if len(results) > 1:
+        gate = accuracy_gate(results, args.reference or labels[0], args.max_drop)
+        print(gate.summary())
+    if args.panels and panoptic:
+        from axial_deploy.panels import render_panels, write_panels_html
+
+        paths = render_panels(
+            args.data,
+            {label: root / label for label in labels},
+            args.panels,
+            split=args.split,
+            count=args.panel_count,
+        )
+        page = write_panels_html(paths, Path(args.panels) / "index.html", "Predictions")
+        print(f"wrote {len(paths)} panels and {page}")
+    elif args.panels:
+        print("--panels: only panoptic datasets have panels; none written")
+    if args.json:
+        document = {
+            "results": {label: r.to_json() for label, r in results.items()},
+            "gate": gate.to_json() if gate else None,
+        }
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(document, indent=2))
+        print(f"wrote {args.json}")
+    return 1 if args.strict and gate is not None and not gate.passed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

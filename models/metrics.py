@@ -19,6 +19,7 @@ The per-image counting is vectorised numpy: ids are compacted with a lookup tabl
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,89 @@ def _unique_inverse_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     index_of_value = np.zeros(span, np.int64)
     index_of_value[present] = np.arange(present.size)
     return present + low, index_of_value[shifted], counts_by_value[present]
+
+
+@dataclass
+class SegmentTable:
+    """Per-segment attributes of one image's ground truth, indexed like its segment index map.
+
+    `category` is -1 for void and unknown ids. `matchable`: may match a prediction (not
+    void, not crowd); `counts_fn`: a false negative when unmatched; `excuses`: a crowd
+    region whose overlap with an unmatched prediction of its category excuses it.
+    """
+
+    category: np.ndarray
+    area: np.ndarray
+    is_void: np.ndarray
+    matchable: np.ndarray
+    counts_fn: np.ndarray
+    excuses: np.ndarray
+
+
+@dataclass
+class MatchCounts:
+    """Per-class TP / FP / FN counts and the sum of matched IoUs of one image."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    iou_sum: np.ndarray
+
+
+def match_segments(
+    gt_index: np.ndarray,
+    pred_index: np.ndarray,
+    gt: SegmentTable,
+    pred_category: np.ndarray,
+    pred_area: np.ndarray,
+    pred_is_segment: np.ndarray,
+    num_classes: int,
+) -> MatchCounts:
+    """The COCO panoptic matching rules on one image, shared by the in-memory metric and
+    the file-based `pq_compute_files`.
+
+    `gt_index` / `pred_index` are per-pixel indices into the gt table and the prediction
+    arrays. A pair matches when both are segments of the same category, the gt one is
+    matchable and IoU > 0.5 with IoU = inter / (pred area + gt area - inter - the
+    prediction's area on gt void). An unmatched prediction is a false positive unless more
+    than half its area lies on gt void plus the excusing crowd region of its category.
+    """
+    n_pred = pred_area.size
+    pair_ids, _, pair_area = _unique_inverse_counts(gt_index * n_pred + pred_index)
+    pair_gt = pair_ids // n_pred
+    pair_pred = pair_ids % n_pred
+    pair_area = pair_area.astype(np.float64)
+
+    # Area of each predicted segment that lies on ground-truth void.
+    on_void = gt.is_void[pair_gt]
+    void_area = np.bincount(pair_pred[on_void], weights=pair_area[on_void], minlength=n_pred)
+
+    same_class = gt.category[pair_gt] == pred_category[pair_pred]
+    pair_ok = pred_is_segment[pair_pred] & same_class & ~gt.is_void[pair_gt]
+    candidate = pair_ok & gt.matchable[pair_gt]
+    g = pair_gt[candidate]
+    p = pair_pred[candidate]
+    inter = pair_area[candidate]
+    iou = inter / (pred_area[p] + gt.area[g] - inter - void_area[p])
+    is_match = iou > 0.5
+    k = num_classes
+    match_class = gt.category[g[is_match]]
+    tp = np.bincount(match_class, minlength=k)
+    iou_sum = np.bincount(match_class, weights=iou[is_match], minlength=k)
+    gt_matched = np.zeros(gt.category.size, bool)
+    gt_matched[g[is_match]] = True
+    pred_matched = np.zeros(n_pred, bool)
+    pred_matched[p[is_match]] = True
+
+    fn = np.bincount(gt.category[gt.counts_fn & ~gt_matched], minlength=k)
+
+    on_crowd = pair_ok & gt.excuses[pair_gt]
+    crowd_area = np.bincount(pair_pred[on_crowd], weights=pair_area[on_crowd], minlength=n_pred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excused = (void_area + crowd_area) / pred_area > 0.5
+    is_fp = pred_is_segment & ~pred_matched & ~excused
+    fp = np.bincount(pred_category[is_fp], minlength=k)
+    return MatchCounts(tp=tp[:k], fp=fp[:k], fn=fn[:k], iou_sum=iou_sum[:k])
 
 
 class PanopticQuality:
@@ -130,50 +214,35 @@ class PanopticQuality:
         # Void becomes id -1 (sorted first); every other id is a segment.
         gt_ids, gt_index, gt_area = _unique_inverse_counts(np.where(gt_void, -1, gt))
         pred_ids, pred_index, pred_area = _unique_inverse_counts(np.where(pred_void, -1, pred))
-        n_pred = pred_ids.size
-        pair_ids, _, pair_area = _unique_inverse_counts(gt_index * n_pred + pred_index)
-        pair_gt = pair_ids // n_pred  # index into gt_ids
-        pair_pred = pair_ids % n_pred  # index into pred_ids
-
         gt_is_void = gt_ids == -1
-        pred_is_void = pred_ids == -1
-        gt_class = np.where(gt_is_void, -1, gt_ids // self.label_divisor)
-        pred_class = np.where(pred_is_void, -1, pred_ids // self.label_divisor)
         crowd = np.asarray(list(gt_crowd_ids) if gt_crowd_ids is not None else [], np.int64)
         gt_is_crowd = np.isin(gt_ids, crowd) & ~gt_is_void
+        gt = SegmentTable(
+            category=np.where(gt_is_void, -1, gt_ids // self.label_divisor),
+            area=gt_area.astype(np.float64),
+            is_void=gt_is_void,
+            matchable=~gt_is_void & ~gt_is_crowd,
+            counts_fn=~gt_is_void & ~gt_is_crowd,
+            excuses=gt_is_crowd,
+        )
+        pred_is_void = pred_ids == -1
+        counts = match_segments(
+            gt_index,
+            pred_index,
+            gt,
+            np.where(pred_is_void, -1, pred_ids // self.label_divisor),
+            pred_area.astype(np.float64),
+            ~pred_is_void,
+            self.num_classes,
+        )
+        self.add(counts)
 
-        # Area of each predicted segment that lies on ground-truth void.
-        on_void = gt_is_void[pair_gt]
-        void_area = np.bincount(pair_pred[on_void], weights=pair_area[on_void], minlength=n_pred)
-
-        # Matching: same class, non-void, non-crowd, IoU > 0.5 (at most one partner each).
-        same_class = gt_class[pair_gt] == pred_class[pair_pred]
-        pair_ok = ~gt_is_void[pair_gt] & ~pred_is_void[pair_pred] & same_class
-        candidate = pair_ok & ~gt_is_crowd[pair_gt]
-        g = pair_gt[candidate]
-        p = pair_pred[candidate]
-        inter = pair_area[candidate]
-        union = pred_area[p] + gt_area[g] - inter - void_area[p]
-        iou = inter / union
-        is_match = iou > 0.5
-        k = self.num_classes
-        match_class = gt_class[g[is_match]]
-        self.tp += np.bincount(match_class, minlength=k)
-        self.iou_sum += np.bincount(match_class, weights=iou[is_match], minlength=k)
-        gt_matched = np.zeros(gt_ids.size, bool)
-        gt_matched[g[is_match]] = True
-        pred_matched = np.zeros(n_pred, bool)
-        pred_matched[p[is_match]] = True
-
-        is_fn = ~gt_is_void & ~gt_is_crowd & ~gt_matched
-        self.fn += np.bincount(gt_class[is_fn], minlength=k)
-
-        # Unmatched predictions mostly on void or on same-class crowd are not penalised.
-        on_crowd = pair_ok & gt_is_crowd[pair_gt]
-        crowd_area = np.bincount(pair_pred[on_crowd], weights=pair_area[on_crowd], minlength=n_pred)
-        excused = (void_area + crowd_area) / pred_area > 0.5
-        is_fp = ~pred_is_void & ~pred_matched & ~excused
-        self.fp += np.bincount(pred_class[is_fp], minlength=k)
+    def add(self, counts: MatchCounts) -> None:
+        """Adds the per-class counts of one image (from `match_segments`)."""
+        self.tp += counts.tp
+        self.fp += counts.fp
+        self.fn += counts.fn
+        self.iou_sum += counts.iou_sum
 
     def _classes(self) -> list[int]:
         return [c for c in range(self.num_classes) if c != self.ignore_label]
