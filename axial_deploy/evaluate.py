@@ -15,7 +15,6 @@ resampled, so the numbers compare with published ones).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -430,22 +429,22 @@ def dataset_task(data_dir: str | Path, split: str) -> str:
 
 
 def classification_samples(data_dir: str | Path, split: str) -> tuple[list[str], list]:
-    """(class names, [(image path, class index)]) of an ImageFolder split; class order from
-    DIR/dataset.json "classes" when present, else sorted folder names."""
-    data_dir = Path(data_dir)
-    root = data_dir / split
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
-    meta = data_dir / "dataset.json"
-    classes = folders
-    if meta.is_file():
-        classes = list(json.loads(meta.read_text()).get("classes", folders))
+    """(class names, [(image path, class index)]) of an ImageFolder split DIR/SPLIT/CLASS/*.
+
+    Classes in sorted folder-name order (torchvision's ImageFolder rule, and what
+    `axial-deploy train` learns); samples sorted by file name, so a limit takes the same
+    images in training and evaluation."""
+    root = Path(data_dir) / split
+    if not root.is_dir():
+        raise EvaluationError(f"{root} does not exist: expected DIR/{split}/CLASS_NAME/*.png")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise EvaluationError(f"{root} has no class folders")
-    samples = []
-    for index, name in enumerate(classes):
-        for path in sorted((root / name).glob("*")):
-            if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-                samples.append((path, index))
+    samples = sorted(
+        ((path, index) for index, name in enumerate(classes) for path in (root / name).glob("*")
+         if path.suffix.lower() in (".png", ".jpg", ".jpeg")),
+        key=lambda sample: (sample[0].name, sample[1]),
+    )  # fmt: skip
     if not samples:
         raise EvaluationError(f"{root} has no .png/.jpg images in its class folders")
     return classes, samples
@@ -472,15 +471,6 @@ def _batches(items: list, size: int):
 # --------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------
-
-
-def default_postprocess_config(thing_ids: list[int], input_hw: tuple[int, int]):
-    """Panoptic-DeepLab's settings, with the stuff area limit (2048 px at 1025 x 2049)
-    scaled to the input size so small inputs keep their stuff segments."""
-    from axial_deploy.models.postprocess import PanopticConfig
-
-    scale = input_hw[0] * input_hw[1] / (1025 * 2049)
-    return PanopticConfig(thing_ids=tuple(thing_ids), stuff_area_limit=round(2048 * scale))
 
 
 def evaluate(
@@ -523,12 +513,16 @@ def evaluate(
 def _evaluate_classification(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw, progress
 ) -> EvaluationResult:
+    from axial_deploy.models import default_input_shape
     from axial_deploy.models.preprocess import preprocess_for
 
     classes, samples = classification_samples(data_dir, split)
     samples = samples[:limit] if limit else samples
     resolved = _resolve_target(target, "classification", len(classes), checkpoint, pretrained)
-    hw = resolved.input_hw or input_hw or (224, 224)
+    # A classifier's accuracy depends on the size it was trained at: a zoo model runs at its
+    # zoo default (64 x 64 for the shipped tiny one), never at an unrelated fixed size.
+    zoo_hw = default_input_shape(resolved.zoo_name)[2:] if resolved.zoo_name else None
+    hw = resolved.input_hw or input_hw or zoo_hw or (224, 224)
     if input_hw and resolved.input_hw and input_hw != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
     preprocess = preprocess_for("classification", hw)
@@ -601,6 +595,19 @@ def panoptic_to_coco(
     return ids, segments
 
 
+def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[int, int]):
+    """A shipped model's recorded settings (so evaluation reproduces its recorded PQ), else
+    Panoptic-DeepLab's scaled to the input size."""
+    from axial_deploy.models import pretrained_record
+    from axial_deploy.models.postprocess import PanopticConfig, scaled_config
+
+    if pretrained and isinstance(target, str):
+        recorded = pretrained_record(target).get("postprocess")
+        if recorded:
+            return PanopticConfig(**recorded)
+    return scaled_config(things, hw)
+
+
 def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
@@ -655,7 +662,7 @@ def _evaluate_panoptic(
                     f"returns 'semantic', 'center' and 'offset' (it has {sorted(outputs)})"
                 )
             if hw not in postprocessors:
-                config = postprocess or default_postprocess_config(things, hw)
+                config = postprocess or _postprocess_config(target, pretrained, things, hw)
                 postprocessors[hw] = PanopticPostProcessor(len(categories), config)
             post = postprocessors[hw]
             with torch.no_grad():

@@ -36,7 +36,11 @@ from tqdm import tqdm
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.coco_panoptic import load_split, read_segment_png, split_paths
 from axial_deploy.models.metrics import ConfusionMatrix, PanopticQuality, TopKAccuracy
-from axial_deploy.models.postprocess import PanopticConfig, PanopticPostProcessor
+from axial_deploy.models.postprocess import (
+    PanopticConfig,
+    PanopticPostProcessor,
+    scaled_config,
+)
 from axial_deploy.models.preprocess import preprocess_for
 
 VOID = 255
@@ -219,20 +223,9 @@ def _flip(batch: dict[str, Tensor], flip: Tensor) -> dict[str, Tensor]:
 
 
 def postprocess_config(thing_ids: tuple[int, ...], size: tuple[int, int]) -> PanopticConfig:
-    """Post-processing settings scaled from Panoptic-DeepLab's (1025 x 2049) to `size`.
-
-    NMS kernel 7 (13 at full size; our objects are ~10-25 px), stuff segments under 0.1 % of
-    the image (2048 px at full size) become void, at most 50 instances per image.
-    """
-    area_limit = max(1, round(2048 * size[0] * size[1] / (1025 * 2049)))
-    return PanopticConfig(
-        thing_ids=thing_ids,
-        center_threshold=0.1,
-        nms_kernel=7,
-        top_k=50,
-        stuff_area_limit=area_limit,
-        label_divisor=LABEL_DIVISOR,
-    )
+    """Post-processing of the synthetic-data models: Panoptic-DeepLab's, scaled to `size`, with
+    NMS kernel 7 (13 at full size; our objects are ~10-25 px) and at most 50 instances."""
+    return scaled_config(thing_ids, size, nms_kernel=7, top_k=50, label_divisor=LABEL_DIVISOR)
 
 
 @torch.no_grad()
@@ -281,24 +274,14 @@ class ClassificationData:
 def load_image_folder(
     root: str | Path, split: str, size: tuple[int, int], limit: int | None = None
 ) -> ClassificationData:
-    """DIR/split/CLASS/*.png (classes sorted by name, as torchvision's ImageFolder)."""
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise TrainingError(f"{folder} does not exist: expected DIR/{split}/CLASS_NAME/*.png")
-    class_names = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if not class_names:
-        raise TrainingError(f"{folder} has no class folders")
-    files = sorted(
-        (path.name, label, path)
-        for label, name in enumerate(class_names)
-        for path in (folder / name).glob("*.png")
-    )
-    files = files[:limit] if limit is not None else files
-    if not files:
-        raise TrainingError(f"{folder} has no .png images")
+    """DIR/split/CLASS/*.png, read as `axial-deploy evaluate` reads it (one class order)."""
+    from axial_deploy.evaluate import classification_samples
+
+    class_names, samples = classification_samples(root, split)
+    samples = samples[:limit] if limit is not None else samples
     preprocess = preprocess_for("classification", size)
-    images = torch.from_numpy(np.stack([preprocess.load(path) for _, _, path in files]))
-    labels = torch.tensor([label for _, label, _ in files], dtype=torch.int64)
+    images = torch.from_numpy(np.stack([preprocess.load(path) for path, _ in samples]))
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ClassificationData(images, labels, class_names)
 
 

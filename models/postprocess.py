@@ -85,6 +85,17 @@ class PanopticConfig:
             raise ValueError(f"void_label must be negative, got {self.void_label}")
 
 
+def scaled_config(
+    thing_ids: tuple[int, ...], input_hw: tuple[int, int], **overrides
+) -> PanopticConfig:
+    """Panoptic-DeepLab's settings for an input of `input_hw`: its stuff area limit (2048 px at
+    1025 x 2049) scaled with the image area, so small inputs keep their stuff segments;
+    `overrides` replace other fields (e.g. a trained model's recorded NMS kernel)."""
+    area = input_hw[0] * input_hw[1] / (1025 * 2049)
+    limit = max(1, round(PanopticConfig.stuff_area_limit * area))
+    return PanopticConfig(thing_ids=tuple(thing_ids), **{"stuff_area_limit": limit, **overrides})
+
+
 class PanopticPostProcessor(nn.Module):
     """Turns Panoptic-DeepLab head outputs into panoptic, semantic and instance maps.
 
