@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
@@ -24,3 +26,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(written, path.parent / written.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_onnx(
+    path: str | os.PathLike, error: type[ValueError] = ValueError, label: str = "model"
+) -> onnx.ModelProto:
+    """Reads a stage's input ONNX file; a missing, unreadable or empty file raises `error`
+    (the stage's own ValueError subclass) with a message naming the file and its `label`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no such file: {label} {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a corrupt file
+        raise error(f"{path} is not a readable ONNX model: {exc}") from exc
+    if not model.graph.node:
+        raise error(f"{path} is not an ONNX model with a graph (no nodes)")
+    return model

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.calibration.cache import METHOD_ALGORITHM, scales_from_amax, write_cache
 from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
 from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
@@ -103,16 +103,7 @@ class QuantizeReport:
 
 
 def _load(path: str | os.PathLike, label: str = "model") -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise QuantizeError(f"{label} {path} does not exist")
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:
-        raise QuantizeError(f"{path} is not a readable ONNX model: {error}") from error
-    if not model.graph.node:
-        raise QuantizeError(f"{path} holds no graph nodes")
-    return model
+    return load_onnx(path, QuantizeError, label)
 
 
 def _single_input(model: onnx.ModelProto, path) -> onnx.ValueInfoProto:

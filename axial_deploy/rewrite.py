@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, load_onnx
 
 RESHAPE_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 SWAP_HW = [0, 1, 3, 2]
@@ -775,16 +775,7 @@ def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise RewriteError(f"no such file: {path}")
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:
-        raise RewriteError(f"{path} is not a readable ONNX model: {error}") from error
-    if not model.graph.node:
-        raise RewriteError(f"{path} is not an ONNX model with a graph (no nodes)")
-    return model
+    return load_onnx(path, RewriteError)
 
 
 def rewrite(
