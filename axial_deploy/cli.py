@@ -12,6 +12,7 @@ with each stage). Every stage reads and writes files, so you can stop after any 
 inspect the artifact (Netron, polygraphy) and go on elsewhere.
 
 examples:
+  axial-deploy deploy                       (the whole flow on the built-in trained model)
   axial-deploy models
   axial-deploy export --model axial26s -o out/axial26s.onnx
   axial-deploy export --model axial_deeplab_s --input-shape 1x3x513x1025 -o out/s.onnx
@@ -490,7 +491,118 @@ def build_parser() -> argparse.ArgumentParser:
         "--panel-count", type=int, default=4, help="images shown in the panels (default 4)"
     )
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from axial_deploy.deploy import BACKEND_CHOICES, DEFAULT_MODEL
+
+    deploy = sub.add_parser(
+        "deploy",
+        help="the whole pipeline in one command, ending in one HTML + JSON report",
+        description="export -> rewrite -> verify -> precision (FP32/FP16/INT8 of the "
+        "rewritten and the plain graph) -> task accuracy per variant with the accuracy gate "
+        "and prediction panels -> engine build (TensorRT with the plugin where installed, "
+        "else TensorRT-RTX on the plain graphs, else skipped with the reason) -> latency "
+        "profile -> OUT/report.html and OUT/report.json. Without --data, the model's "
+        "synthetic dataset is generated under OUT/data (its held-out val split).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  axial-deploy deploy    (axial_deeplab_tiny with its shipped "
+        "weights)\n  axial-deploy deploy --model axial26_tiny --precision fp32,int8 --out "
+        "out/cls\n  axial-deploy deploy --model axial_deeplab_s --checkpoint s.pt --data "
+        "data/synth --input-size 257x513 --strict",
+    )
+    deploy.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=list_models(),
+        metavar="NAME",
+        help=f"zoo model (default {DEFAULT_MODEL}, which ships trained weights)",
+    )
+    deploy.add_argument("--checkpoint", help="weights to deploy (default: the shipped ones)")
+    deploy.add_argument(
+        "--num-classes", type=int, help="classes of --checkpoint's head (default: the dataset's)"
+    )
+    deploy.add_argument(
+        "--precision",
+        default="fp32,fp16,int8",
+        metavar="LIST",
+        help="comma-separated precisions (default fp32,fp16,int8; fp32 is always the reference)",
+    )
+    deploy.add_argument(
+        "--calib",
+        metavar="SRC",
+        help="INT8 calibration data: image folder, .npy/.npz, or 'synthetic' (default: the "
+        "dataset's train images)",
+    )
+    deploy.add_argument(
+        "--calib-batches", type=int, default=16, help="calibration batches (default 16)"
+    )
+    deploy.add_argument(
+        "--data", metavar="DIR", help="evaluation dataset (default: generate OUT/data)"
+    )
+    deploy.add_argument(
+        "--eval-images", type=int, default=100, help="val images evaluated (default 100)"
+    )
+    deploy.add_argument(
+        "--input-size",
+        type=parse_hw,
+        metavar="HxW",
+        help="input height x width (default: the weights' training size, else the zoo's)",
+    )
+    deploy.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="accuracy gate: largest allowed drop vs FP32 in points (default 1.0)",
+    )
+    deploy.add_argument(
+        "--strict", action="store_true", help="exit 1 when the accuracy gate flags a variant"
+    )
+    deploy.add_argument(
+        "--panels", type=int, default=4, help="prediction panels in the report (default 4)"
+    )
+    deploy.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="engine builder (default auto: TensorRT, else TensorRT-RTX, else none)",
+    )
+    deploy.add_argument("--plugins", metavar="LIB", help="AxialAttention plugin library")
+    deploy.add_argument(
+        "--iterations", type=int, default=50, help="timed runs per variant (default 50)"
+    )
+    deploy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    deploy.add_argument(
+        "--out", default="out/deploy", metavar="DIR", help="output folder (default out/deploy)"
+    )
+    deploy.set_defaults(func=cmd_deploy)
     return parser
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from axial_deploy.deploy import DeploySettings, deploy, parse_precisions
+
+    settings = DeploySettings(
+        model=args.model,
+        out=Path(args.out),
+        checkpoint=args.checkpoint,
+        num_classes=args.num_classes,
+        input_hw=args.input_size,
+        precisions=parse_precisions(args.precision),
+        calib=args.calib,
+        calib_batches=args.calib_batches,
+        data=args.data,
+        eval_images=args.eval_images,
+        max_drop=args.max_drop,
+        panels=args.panels,
+        backend=args.backend,
+        plugin_library=args.plugins,
+        iterations=args.iterations,
+        seed=args.seed,
+    )
+    report = deploy(settings)
+    gate = report.get("accuracy", {}).get("gate")
+    return 1 if args.strict and gate is not None and not gate["passed"] else 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:

@@ -106,9 +106,18 @@ def render_html(result: ProfileResult) -> str:
         ]
     for note in result.notes:
         body.append(f"<p><i>{html.escape(note)}</i></p>")
-    style = "body{font-family:sans-serif;margin:2em}td{padding:2px 12px}"
+    return html_page("axial-deploy profile", body)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """One self-contained HTML page (the profile and deploy reports share its look)."""
+    style = (
+        "body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}table{border-collapse:collapse}"
+        "tr:nth-child(even){background:#f4f4f4}"
+    )
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>axial-deploy profile</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
     )
 
