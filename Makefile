@@ -18,15 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,rtx]'
 	touch $(STAMP)
 
-# Main job (until the full deploy pipeline lands): export the default panoptic model to
-# ONNX (checked against PyTorch), rewrite its attention layers into AxialAttention nodes,
-# and verify the rewritten graph against the exported one in ONNX Runtime.
+# Main job: the whole pipeline on the built-in trained model (axial_deeplab_tiny): export ->
+# rewrite -> verify -> FP32/FP16/INT8 -> PQ per precision with the accuracy gate and panels ->
+# engines (TensorRT where installed, else TensorRT-RTX) -> latency -> out/deploy/report.html.
 demo: $(STAMP)
-	$(BIN)/axial-deploy export --model axial_deeplab_s --input-shape 1x3x129x257 \
-		--live-random-weights -o out/axial_deeplab_s.onnx
-	$(BIN)/axial-deploy rewrite out/axial_deeplab_s.onnx -o out/axial_deeplab_s.axial.onnx \
-		--report out/axial_deeplab_s.rewrite.json
-	$(BIN)/axial-deploy verify out/axial_deeplab_s.onnx out/axial_deeplab_s.axial.onnx
+	$(BIN)/axial-deploy deploy --out out/deploy
 
 # The fused AxialAttention CUDA kernel and its C ABI (build/lib/libaxial_attention_capi.so) and,
 # when TensorRT is found, its plugin. Needs CMake >= 3.25 and nvcc; builds nothing without nvcc.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ def test_deploy_trained_panoptic_model_end_to_end(tmp_path):
         assert report["engine_backend"] == "tensorrt-rtx"
         for label, v in variants.items():
             if label.endswith("-plain"):
-                manifest = json.loads(open(v["engine"]["path"] + ".json").read())
+                manifest = json.loads(Path(v["engine"]["path"] + ".json").read_text())
                 assert manifest["backend"] == "tensorrt-rtx"
                 assert manifest["precision"].startswith(f"strongly-typed {v['precision']}")
                 assert manifest["onnx_sha256"] and manifest["engine_sha256"]
