@@ -379,6 +379,11 @@ def deploy(settings: DeploySettings) -> dict[str, Any]:
     # 4. precision: every precision of both graphs
     stages.begin("precision", f"precision: {', '.join(settings.precisions)}")
     calib = _calibration_source(settings, data, task)
+    if "int8" in settings.precisions and calib is None:
+        notes.append(
+            "INT8 calibrated on synthetic random inputs (no --calib and no train images): "
+            "pass --calib DIR with real images for meaningful INT8 ranges"
+        )
     variants: list[Variant] = []
     for precision in settings.precisions:
         for graph, source in (("axial", axial), ("plain", plain)):
@@ -683,6 +688,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         f"input {shape}; rewrite: {report['rewrite']['rewritten']} AxialAttention layers, "
         f"verify max rel {report['verify']['max_rel']:.1e}; engines: "
         f"{html.escape(str(report['engine_backend'] or 'not built'))}</p>",
+        *(f"<p><b>note:</b> {html.escape(note)}</p>" for note in report["notes"]),
         "<h2>Accuracy and latency per variant</h2>",
         _table_html(*_report_rows(report)),
         "<p>variant: precision of the rewritten graph (AxialAttention nodes, what TensorRT "
@@ -717,5 +723,4 @@ def render_report_html(report: dict[str, Any]) -> str:
     body += ["<h2>Stages</h2>", _table_html(["stage", "seconds"], stage_rows)]
     env_rows = [[k, str(v)] for k, v in env.items()]
     body += ["<h2>Environment</h2>", _table_html(["", ""], env_rows)]
-    body += [f"<p><i>{html.escape(note)}</i></p>" for note in report["notes"]]
     return html_page(f"axial-deploy {report['model']}", body)
