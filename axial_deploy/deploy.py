@@ -17,7 +17,6 @@ engine.
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import os
 import time
@@ -216,38 +215,36 @@ def _calibration_source(settings: DeploySettings, data: Path | None, task: str) 
 
 def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | None, str, str]:
     """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
-    library exists, else the plain one), else TensorRT-RTX (plain graphs), else None."""
-    from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY
+    library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
+    asked for by name must be installed (`build.import_backend`'s error says how)."""
+    from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY, BuildError, import_backend
 
     if requested not in BACKEND_CHOICES:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if requested == "none":
         return None, "", "engine step skipped (--backend none)"
-    has_trt = importlib.util.find_spec("tensorrt") is not None
-    has_rtx = importlib.util.find_spec("tensorrt_rtx") is not None
-    plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
-    if requested == "tensorrt" or (requested == "auto" and has_trt):
-        if not has_trt:
-            raise DeployError(
-                "--backend tensorrt: the tensorrt package is not installed (pip install "
-                "tensorrt on a machine with an NVIDIA driver), or use --backend tensorrt-rtx"
-            )
+    for backend in ("tensorrt", "tensorrt-rtx"):
+        if requested not in ("auto", backend):
+            continue
+        try:
+            import_backend(backend)
+        except BuildError as error:
+            if requested == backend:
+                raise DeployError(f"--backend {backend}: {error}") from error
+            continue
+        if backend == "tensorrt-rtx":
+            return backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+        plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
         if plugin.is_file():
-            return "tensorrt", "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
+            return backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
         return (
-            "tensorrt",
+            backend,
             "plain",
             (
                 f"TensorRT on the plain graphs: {plugin} is not built (run `make plugins` for the "
                 "fused AxialAttention kernel)"
             ),
         )
-    if requested == "tensorrt-rtx" or (requested == "auto" and has_rtx):
-        if not has_rtx:
-            raise DeployError(
-                "--backend tensorrt-rtx: tensorrt_rtx is not installed (pip install '.[rtx]')"
-            )
-        return "tensorrt-rtx", "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
     return (
         None,
         "",
@@ -256,27 +253,6 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
             "tensorrt on a GPU machine, or pip install '.[rtx]')"
         ),
     )
-
-
-def _latency_json(result) -> dict[str, Any]:
-    stats = result.latency
-    return {
-        "backend": result.backend,
-        "mean_ms": stats.mean_ms,
-        "median_ms": stats.median_ms,
-        "p95_ms": stats.p95_ms,
-        "p99_ms": stats.p99_ms,
-        "min_ms": stats.min_ms,
-        "throughput_per_s": stats.throughput_per_s,
-        "runs": stats.count,
-        "latencies_ms": result.latencies_ms,
-        **({"split_ms": result.split_ms} if result.split_ms else {}),
-        **(
-            {"axial_attention_share": result.layers.axial_attention_share}
-            if result.layers is not None
-            else {}
-        ),
-    }
 
 
 # --------------------------------------------------------------------------------------
@@ -574,7 +550,7 @@ def _profile(settings, variants, gpu: str | None) -> None:
             seed=settings.seed,
             progress=False,
         )
-        v.cpu_latency = _latency_json(result)
+        v.cpu_latency = result.to_dict()
         say(f"{v.label:<12} ONNX Runtime CPU mean {result.latency.mean_ms:8.2f} ms")
     engines = [v for v in variants if v.engine.get("path")]
     if engines and gpu is None:
@@ -592,7 +568,7 @@ def _profile(settings, variants, gpu: str | None) -> None:
             v.engine["latency_error"] = str(error)
             say(f"{v.label}: engine not profiled: {error}")
             continue
-        v.engine["latency"] = _latency_json(result)
+        v.engine["latency"] = result.to_dict()
         say(f"{v.label:<12} {v.engine['backend']} on {gpu} mean {result.latency.mean_ms:.3f} ms")
 
 
@@ -645,12 +621,13 @@ def _report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if engine.get("path")
             else ("failed" if engine.get("error") else "-")
         )
-        latency = engine.get("latency", {}).get("mean_ms")
+        latency = engine["latency"]["latency"]["mean_ms"] if "latency" in engine else None
+        cpu = v["cpu_latency"]["latency"]
         gate = "-" if v["drop"] is None else ("FLAGGED" if v["flagged"] else "ok")
         rows.append([
             v["label"], _cell(v["accuracy"].get(primary)), _cell(v["drop"], "{:+.2f}"), gate,
-            _cell(v["max_rel_vs_fp32"], "{:.1e}"), _cell(v["cpu_latency"].get("mean_ms")),
-            _cell(v["cpu_latency"].get("p95_ms")), built,
+            _cell(v["max_rel_vs_fp32"], "{:.1e}"), _cell(cpu["mean_ms"]),
+            _cell(cpu["p95_ms"]), built,
             _cell(engine.get("accuracy", {}).get(primary)), _cell(latency, "{:.3f}"),
         ])  # fmt: skip
     return header, rows
