@@ -29,15 +29,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def load_onnx(
-    path: str | os.PathLike, error: type[ValueError] = ValueError, label: str = "model"
+    path: str | os.PathLike,
+    error: type[ValueError] = ValueError,
+    label: str = "model",
+    load_external_data: bool = True,
 ) -> onnx.ModelProto:
     """Reads a stage's input ONNX file; a missing, unreadable or empty file raises `error`
-    (the stage's own ValueError subclass) with a message naming the file and its `label`."""
+    (the stage's own ValueError subclass) with a message naming the file and its `label`.
+    `load_external_data=False` reads the graph only (weights in external files stay out)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"no such file: {label} {path}")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # protobuf raises several types for a corrupt file
         raise error(f"{path} is not a readable ONNX model: {exc}") from exc
     if not model.graph.node:

@@ -12,6 +12,7 @@ the plugin library. Beside the engine goes `<engine>.json` (see `manifest.py`).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from types import ModuleType
 
 import onnx
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.manifest import (
     Environment,
     Manifest,
@@ -347,9 +348,7 @@ def build_engine(
     """Builds `output` (and `output.json`) from an ONNX file; returns the manifest written."""
     options = options or BuildOptions()
     model_path, output = Path(model_path), Path(output)
-    if not model_path.is_file():
-        raise BuildError(f"model {model_path} not found")
-    model = onnx.load(model_path, load_external_data=False)
+    model = load_onnx(model_path, BuildError, load_external_data=False)
     nodes = axial_attention_nodes(model)
     plugin = options.plugin_library
     if nodes and options.backend == "tensorrt-rtx":
@@ -448,9 +447,9 @@ def build_engine(
         inputs=_tensors(trt, network, "input"),
         outputs=_tensors(trt, network, "output"),
         onnx_sha256=sha256_file(model_path),
-        engine_sha256=sha256_file(output),
+        engine_sha256=hashlib.sha256(memoryview(serialized)).hexdigest(),  # what was written
         plugin_library=str(plugin) if plugin and nodes else None,
-        plugin_sha256=sha256_file(plugin) if plugin and nodes else None,
+        plugin_sha256=environment.plugin_sha256 if plugin and nodes else None,
         plugin_serialized=bool(plugin and nodes and options.serialize_plugin),
         build_seconds=round(seconds, 3),
         extra=extra,

@@ -115,17 +115,18 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
 
 
 def check_manifest(
-    manifest: Manifest, environment: Environment, engine_path: str | os.PathLike | None = None
+    manifest: Manifest, environment: Environment, engine_sha256: str | None = None
 ) -> None:
     """Raises a ManifestError listing every way the engine does not fit `environment`.
 
-    Checked: the engine file's hash (when `engine_path` is given), the backend, the TensorRT
+    Checked: the engine's hash (when `engine_sha256`, the hash of the bytes about to be
+    deserialized, is given), the backend, the TensorRT
     version, the GPU architecture (when both sides know it) and the plugin library (present and
     identical, unless the plugin was serialized into the engine).
     """
     problems: list[str] = []
-    if engine_path is not None:
-        actual = sha256_file(engine_path)
+    if engine_sha256 is not None:
+        actual = engine_sha256
         if actual != manifest.engine_sha256:
             problems.append(
                 f"engine file hash {actual[:12]}... differs from the manifest's "

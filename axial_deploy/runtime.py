@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -367,9 +368,11 @@ class _TrtRunner:
         trt = import_backend(manifest.backend)
         self.trt = trt
         plugin = plugins or manifest.plugin_library
+        serialized = path.read_bytes()  # read once: hashed for the check, then deserialized
         if check:
             environment = running_environment(manifest.backend, trt, plugin)
-            check_manifest(manifest, environment, engine_path=path)
+            engine_sha256 = hashlib.sha256(serialized).hexdigest()
+            check_manifest(manifest, environment, engine_sha256=engine_sha256)
         self.cuda = _CudaPython() if cuda == "cuda-python" else _PyCuda()
         if cuda == "cuda-python" and cuda_device_info()[1] is None:
             raise EngineError(
@@ -381,7 +384,7 @@ class _TrtRunner:
         self.runtime = runtime = trt.Runtime(logger)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
             load_plugin_library(trt, plugin)
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise EngineError(f"{manifest.backend} cannot deserialize {path} (see messages above)")
         self.context = self.engine.create_execution_context()

@@ -89,6 +89,16 @@ def test_parser_errors_are_reported(tmp_path):
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.engine", BuildOptions("tensorrt-rtx"))
 
 
+def test_missing_and_corrupt_models_are_refused(tmp_path):
+    with pytest.raises(BuildError, match="no such file"):
+        build_engine(tmp_path / "none.onnx", tmp_path / "x.engine", BuildOptions("tensorrt-rtx"))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\xff not protobuf")
+    with pytest.raises(BuildError, match="not a readable ONNX model"):
+        build_engine(corrupt, tmp_path / "x.engine", BuildOptions("tensorrt-rtx"))
+    assert not (tmp_path / "x.engine").exists()
+
+
 def test_shape_specs_and_profiles(tmp_path):
     assert parse_shape_spec("input:1x3x8x8/2x3x8x8/4x3x8x8") == (
         "input",

@@ -78,10 +78,10 @@ def test_tampered_engine_is_refused(tmp_path):
     from axial_deploy.manifest import sha256_file
 
     write_manifest(_manifest(engine_sha256=sha256_file(engine)), engine)
-    check_manifest(read_manifest(engine), MATCHING, engine_path=engine)
+    check_manifest(read_manifest(engine), MATCHING, engine_sha256=sha256_file(engine))
     engine.write_bytes(b"engine bytes, modified")
     with pytest.raises(ManifestError, match="engine was modified or replaced"):
-        check_manifest(read_manifest(engine), MATCHING, engine_path=engine)
+        check_manifest(read_manifest(engine), MATCHING, engine_sha256=sha256_file(engine))
 
 
 def test_missing_manifest_says_rebuild(tmp_path):
