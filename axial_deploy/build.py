@@ -358,6 +358,8 @@ def build_engine(
             "it with --backend tensorrt --plugins build/lib/libaxial_attention_plugin.so, or "
             "build the graph from before `axial-deploy rewrite` with tensorrt-rtx"
         )
+    if nodes and not plugin and DEFAULT_PLUGIN_LIBRARY.is_file():
+        plugin = DEFAULT_PLUGIN_LIBRARY  # what `make plugins` builds
     if nodes and not plugin:
         raise BuildError(
             f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}) and no "

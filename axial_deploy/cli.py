@@ -661,19 +661,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from axial_deploy.build import (
-        DEFAULT_PLUGIN_LIBRARY,
-        BuildOptions,
-        build_engine,
-        parse_shape_spec,
-    )
+    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
 
-    plugins = args.plugins
-    if plugins is None and args.backend == "tensorrt" and DEFAULT_PLUGIN_LIBRARY.is_file():
-        plugins = str(DEFAULT_PLUGIN_LIBRARY)
     options = BuildOptions(
         backend=args.backend,
-        plugin_library=plugins,
+        plugin_library=args.plugins,
         serialize_plugin=args.serialize_plugin,
         shapes=dict(parse_shape_spec(spec) for spec in args.shapes),
         workspace_mb=args.workspace,

@@ -507,18 +507,13 @@ def _accuracy(
 def _build(settings, backend, build_graph, variants, out, name) -> None:
     from axial_deploy.build import BuildError, BuildOptions, build_engine
 
-    plugin = settings.plugin_library
-    if backend == "tensorrt" and build_graph == "axial" and plugin is None:
-        from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY
-
-        plugin = str(DEFAULT_PLUGIN_LIBRARY)
     for v in variants:
         if v.graph != build_graph:
             continue
         engine = out / f"{name}.{v.label}.{backend}.engine"
         options = BuildOptions(
             backend=backend,
-            plugin_library=plugin if build_graph == "axial" else None,
+            plugin_library=settings.plugin_library,  # build_engine defaults it
             progress=settings.progress,
         )
         try:
