@@ -9,8 +9,6 @@ from pathlib import Path
 
 from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY, cuda_device_info
 
-KERNEL_LIBRARY = Path("build/lib/libaxial_attention_capi.so")
-
 
 @dataclass
 class Check:
@@ -47,6 +45,19 @@ def _library(label: str, path: Path, fix: str) -> Check:
     except OSError as error:
         return Check(label, False, f"{path} does not load: {error}", fix)
     return Check(label, True, f"{path} loads")
+
+
+def _kernel_library() -> Check:
+    """The C ABI library as `axial_deploy.kernel` loads it: $AXIAL_DEPLOY_KERNEL_LIB or
+    build/lib, with its ABI version checked."""
+    fix = "make plugins (needs CMake >= 3.25 and nvcc)"
+    try:
+        from axial_deploy.kernel import library_path, load_library
+
+        load_library()
+    except (ImportError, ValueError) as error:  # KernelLibraryError is a ValueError
+        return Check("kernel library", False, str(error), fix)
+    return Check("kernel library", True, f"{library_path()} loads")
 
 
 def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
@@ -90,9 +101,7 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
             "build engines ahead of time with --backend tensorrt-rtx",
         )
     )
-    checks.append(
-        _library("kernel library", KERNEL_LIBRARY, "make plugins (needs CMake >= 3.25 and nvcc)")
-    )
+    checks.append(_kernel_library())
     checks.append(
         _library(
             "plugin library",
