@@ -318,41 +318,20 @@ def _static_hw(shape: list) -> tuple[int, int] | None:
     return None
 
 
-def _onnx_target(path: Path) -> _Target:
-    from axial_deploy.ort_ops import create_session
+def _runtime_target(path: Path) -> _Target:
+    """A .onnx file (ONNX Runtime, AxialAttention through the reference op) or an engine
+    (TensorRT / TensorRT-RTX, manifest-checked), both through `runtime.Engine`, which casts
+    the images to the input's dtype (FP16-input graphs take half)."""
+    from axial_deploy.runtime import Engine
 
-    try:
-        session = create_session(path)
-    except Exception as error:  # ORT raises its own exception types
-        raise EvaluationError(f"cannot load {path} in ONNX Runtime: {error}") from error
-    graph_input = session.get_inputs()[0]
-    dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
-    names = [o.name for o in session.get_outputs()]
-
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = session.run(names, {graph_input.name: images.astype(dtype)})
-        return {n: np.asarray(o, np.float32) for n, o in zip(names, outputs, strict=True)}
-
-    return _Target(str(path), run, _static_hw(list(graph_input.shape)))
-
-
-def _engine_target(path: Path) -> _Target:
-    try:
-        from axial_deploy.runtime import Engine
-    except ImportError as error:
-        raise EvaluationError(
-            f"cannot evaluate {path}: engines need TensorRT and axial_deploy.runtime "
-            f"({error}); evaluate the .onnx file instead"
-        ) from error
     engine = Engine(path)
     meta = engine.inputs[0]
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        dtype = getattr(meta, "dtype", np.float32)  # FP16-input engines take half
-        outputs = engine.infer({meta.name: images.astype(dtype)})
+        outputs = engine.infer({meta.name: images})
         return {k: np.asarray(v, np.float32) for k, v in outputs.items()}
 
-    return _Target(str(path), run, _static_hw(list(getattr(meta, "shape", []))))
+    return _Target(str(path), run, _static_hw(list(meta.shape)))
 
 
 def _zoo_target(
@@ -397,11 +376,11 @@ def _resolve_target(
     if path.suffix == ".onnx":
         if not path.is_file():
             raise EvaluationError(f"ONNX file {path} does not exist")
-        return _onnx_target(path)
+        return _runtime_target(path)
     if path.suffix in (".engine", ".plan"):
         if not path.is_file():
             raise EvaluationError(f"engine file {path} does not exist")
-        return _engine_target(path)
+        return _runtime_target(path)
     if text in list_models():
         return _zoo_target(text, task, num_classes, checkpoint, pretrained)
     raise EvaluationError(
