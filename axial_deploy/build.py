@@ -258,30 +258,6 @@ def load_plugin_library(trt: ModuleType, path: str | os.PathLike) -> None:
         trt.init_libnvinfer_plugins(None, "")
 
 
-class _CacheCalibrator:
-    """TensorRT 10's legacy INT8 calibration from a calibration cache only (no batches)."""
-
-    @staticmethod
-    def create(trt: ModuleType, cache: Path):
-        class Calibrator(trt.IInt8EntropyCalibrator2):
-            def __init__(self):
-                super().__init__()
-
-            def get_batch_size(self):
-                return 1
-
-            def get_batch(self, names):
-                return None  # no data: the cache must cover every tensor
-
-            def read_calibration_cache(self):
-                return cache.read_bytes()
-
-            def write_calibration_cache(self, data):
-                pass
-
-        return Calibrator()
-
-
 def make_progress_monitor(trt: ModuleType):
     """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
     large models take minutes)."""
@@ -399,7 +375,10 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     if options.int8:
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _CacheCalibrator.create(trt, Path(options.calib_cache))
+        from axial_deploy.calibration.cache import cache_calibrator
+
+        # Its class follows the cache's algorithm: TensorRT ignores a cache of another one.
+        config.int8_calibrator = cache_calibrator(trt, options.calib_cache)
     if plugin and nodes and options.serialize_plugin:
         config.plugins_to_serialize = [str(Path(plugin).resolve())]
     cache_path = Path(options.timing_cache) if options.timing_cache else None
