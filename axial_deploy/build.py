@@ -22,6 +22,7 @@ from types import ModuleType
 import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.manifest import (
     Environment,
     Manifest,
@@ -39,7 +40,7 @@ DEFAULT_MAX_BATCH = 8
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-class BuildError(ValueError):
+class BuildError(AxialDeployError, ValueError):
     """An engine that cannot be built from the given graph and options (says why and the fix)."""
 
 

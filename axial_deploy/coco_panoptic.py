@@ -23,11 +23,12 @@ import numpy as np
 from PIL import Image
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.errors import AxialDeployError
 
 VOID_ID = 0
 
 
-class PanopticFormatError(ValueError):
+class PanopticFormatError(AxialDeployError, ValueError):
     """A panoptic JSON or PNG that does not follow the COCO panoptic format."""
 
 

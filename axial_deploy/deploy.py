@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.errors import AxialDeployError
 
 DEFAULT_MODEL = "axial_deeplab_tiny"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -33,7 +34,7 @@ GRAPHS = ("axial", "plain")  # rewritten graph, plain export
 CALIBRATION_IMAGES = 16  # train-split images generated for INT8 calibration
 
 
-class DeployError(ValueError):
+class DeployError(AxialDeployError, ValueError):
     """A stage of the pipeline cannot go on; the message names the stage and the fix."""
 
 

@@ -34,6 +34,7 @@ from axial_deploy.coco_panoptic import (
     write_json,
     write_segment_png,
 )
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.models.metrics import (
     ConfusionMatrix,
     PanopticQuality,
@@ -43,7 +44,7 @@ from axial_deploy.models.metrics import (
 )
 
 
-class EvaluationError(ValueError):
+class EvaluationError(AxialDeployError, ValueError):
     """A target or dataset that cannot be evaluated as asked."""
 
 

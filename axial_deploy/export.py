@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.errors import AxialDeployError
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter's default
 DYNAMO_MIN_OPSET = 18
@@ -40,7 +41,7 @@ DYNAMIC_MODES = ("batch", "batch,hw", "none")  # symbolic axes of the graph's in
 SECOND_SIZE_RTOL = 1e-3
 
 
-class ExportError(RuntimeError):
+class ExportError(AxialDeployError, RuntimeError):
     """The model could not be exported or the exported graph is unusable."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from axial_deploy.errors import AxialDeployError
+
 ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
 LIBRARY_ENV = "AXIAL_DEPLOY_KERNEL_LIB"
 LIBRARY_NAME = "libaxial_attention_capi.so"
@@ -52,11 +54,11 @@ class DataType(enum.IntEnum):
     FLOAT16 = 1
 
 
-class KernelLibraryError(ValueError):
+class KernelLibraryError(AxialDeployError, ValueError):
     """The kernel library is missing, unloadable or stale: build it with `make plugins`."""
 
 
-class KernelArgumentError(ValueError):
+class KernelArgumentError(AxialDeployError, ValueError):
     """The kernel refused its arguments; `status` says why."""
 
     def __init__(self, message: str, status: Status | None = None) -> None:
@@ -64,7 +66,7 @@ class KernelArgumentError(ValueError):
         self.status = status  # None for checks done in Python before the C ABI is called
 
 
-class KernelCudaError(RuntimeError):
+class KernelCudaError(AxialDeployError, RuntimeError):
     """A CUDA call of the kernel failed (no usable device, launch error)."""
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.errors import AxialDeployError
 
 MANIFEST_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(AxialDeployError, ValueError):
     """A missing or unreadable manifest, or an engine that does not fit this environment."""
 
 

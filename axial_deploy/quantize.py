@@ -34,6 +34,7 @@ from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
 from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
 from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
+from axial_deploy.errors import AxialDeployError
 
 PRECISIONS = ("fp16", "int8")
 QUANTIZERS = ("native", "modelopt")
@@ -43,7 +44,7 @@ MODELOPT_MISSING = (
 )
 
 
-class QuantizeError(ValueError):
+class QuantizeError(AxialDeployError, ValueError):
     """A model or option the precision stage cannot work with."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
+from axial_deploy.errors import AxialDeployError
 
 RESHAPE_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 SWAP_HW = [0, 1, 3, 2]
@@ -41,7 +42,7 @@ PROBE_LINES = 32  # lines of a layer that probing and verification run (they are
 VERIFY_RTOL = 1e-4  # fp32: max abs error / max |reference| of the layer's output
 
 
-class RewriteError(ValueError):
+class RewriteError(AxialDeployError, ValueError):
     """The input cannot be rewritten at all (not ONNX, unreadable, ...)."""
 
 

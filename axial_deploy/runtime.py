@@ -26,6 +26,7 @@ from axial_deploy.build import (
     load_plugin_library,
     running_environment,
 )
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.manifest import check_manifest, read_manifest
 
 CUDA_LIBRARIES = ("cuda-python", "pycuda")
@@ -42,7 +43,7 @@ _ORT_TYPES = {
 }
 
 
-class EngineError(ValueError):
+class EngineError(AxialDeployError, ValueError):
     """An engine or model that cannot be opened or fed as asked (says why and the fix)."""
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.coco_panoptic import split_paths, write_json, write_segment_png
+from axial_deploy.errors import AxialDeployError
 
 VOID = 255  # semantic-map value of void pixels
 LABEL_DIVISOR = 1000  # panoptic segment id = category_id * LABEL_DIVISOR + instance
@@ -66,7 +67,7 @@ _THING_HUE = {"disc": 0.0, "box": 0.6, "triangle": 0.15, "ring": 0.8, "cross": 0
 MIN_VISIBLE_AREA = 24  # instances occluded below this many pixels become void
 
 
-class DatasetError(ValueError):
+class DatasetError(AxialDeployError, ValueError):
     """Bad generator arguments (sizes, counts)."""
 
 

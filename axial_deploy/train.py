@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.coco_panoptic import load_split, read_segment_png, split_paths
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.models.metrics import ConfusionMatrix, PanopticQuality, TopKAccuracy
 from axial_deploy.models.postprocess import (
     PanopticConfig,
@@ -50,7 +51,7 @@ LOSS_WEIGHTS = {"semantic": 1.0, "center": 200.0, "offset": 0.1}
 TOP_K_PERCENT = 0.2  # bootstrapped cross-entropy: the hardest 20 % of pixels
 
 
-class TrainingError(ValueError):
+class TrainingError(AxialDeployError, ValueError):
     """A dataset or setting the trainer cannot use."""
 
 

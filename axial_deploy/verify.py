@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from axial_deploy.errors import AxialDeployError
+
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
 
@@ -28,7 +30,7 @@ _FLOAT_TYPES = {
 }
 
 
-class VerifyError(ValueError):
+class VerifyError(AxialDeployError, ValueError):
     """The two models cannot be compared (missing file, not ONNX, inputs or outputs differ)."""
 
 

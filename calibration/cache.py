@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.errors import AxialDeployError
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = 100300  # TensorRT 10.3: JetPack 6.1 / 6.2
@@ -43,7 +44,7 @@ METHOD_ALGORITHM = {  # what our calibration methods claim to be when TensorRT r
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
 
-class CalibrationCacheError(ValueError):
+class CalibrationCacheError(AxialDeployError, ValueError):
     """A calibration cache file that is not in TensorRT's format."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.op_spec import OP_TYPE
 
 from .fp16 import constants_to_initializers
@@ -42,7 +43,7 @@ MIN_OPSET = 13  # per-channel DequantizeLinear (axis attribute)
 ATTENTION_PRECISIONS = ("fp16", "fp32")
 
 
-class QuantizationError(ValueError):
+class QuantizationError(AxialDeployError, ValueError):
     """A graph or a set of ranges that cannot be quantized as asked."""
 
 

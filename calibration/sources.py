@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from axial_deploy.errors import AxialDeployError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz")
 SYNTHETIC = "synthetic"
 DEFAULT_SYNTHETIC_SAMPLES = 8
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(AxialDeployError, ValueError):
     """Calibration input that cannot be used: empty, unreadable, or the wrong shape."""
 
 

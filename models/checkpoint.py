@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from axial_deploy.errors import AxialDeployError
+
 # Keys under which training scripts nest the weights: the reference's train.py writes
 # {'net': state_dict, 'optim': ..., 'epoch': ...}.
 _NESTED_KEYS = ("net", "state_dict", "model")
@@ -15,7 +17,7 @@ _NESTED_KEYS = ("net", "state_dict", "model")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AxialDeployError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 

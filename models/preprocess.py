@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from axial_deploy.errors import AxialDeployError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageError(ValueError):
+class ImageError(AxialDeployError, ValueError):
     """An image file that cannot be read or does not fit the model."""
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
+from axial_deploy.errors import AxialDeployError
+
 from . import axial_deeplab, axialnet
 from .checkpoint import load_checkpoint
 
@@ -16,7 +18,7 @@ from .checkpoint import load_checkpoint
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(AxialDeployError, ValueError):
     """A model asked for with pretrained=True that has no shipped weights."""
 
 
