@@ -78,6 +78,40 @@ class PanopticSplit:
     def annotations(self) -> list[dict]:
         return self.data["annotations"]
 
+    def segment_png(self, annotation: dict) -> Path:
+        """The segment-id PNG of an annotation, inside the split's segment folder."""
+        return file_inside(self.segments_dir, annotation["file_name"], self.json_path)
+
+    def image_file(self, images_dir: Path, annotation: dict) -> Path:
+        """The input image of an annotation: IMAGES/NAME.png (NAME of its PNG), else the file
+        name of its `images` entry; both must stay inside `images_dir`."""
+        name = Path(annotation["file_name"]).with_suffix(".png").name
+        candidates = [file_inside(images_dir, name, self.json_path)]
+        entry = self._images_by_id().get(annotation["image_id"])
+        if entry is not None and "file_name" in entry:
+            candidates.append(file_inside(images_dir, entry["file_name"], self.json_path))
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise PanopticFormatError(
+            f"no input image for {annotation['file_name']}: looked for {candidates[0]}"
+        )
+
+    def _images_by_id(self) -> dict:
+        return {image.get("id"): image for image in self.data.get("images", [])}
+
+
+def file_inside(folder: Path, name: str, listed_in: Path) -> Path:
+    """`folder`/`name`, refused when `name` leaves `folder` (../, absolute paths, links out):
+    a dataset's JSON may only name files inside the dataset."""
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise PanopticFormatError(
+            f"{listed_in} names {name!r}, which leaves {folder}: file names in a dataset "
+            "must stay inside its folders; fix the JSON"
+        )
+    return path
+
 
 def split_paths(root: str | Path, split: str) -> tuple[Path, Path, Path]:
     """(panoptic JSON, segment PNG folder, image folder) of split `split` under `root`."""
@@ -94,12 +128,44 @@ def load_split(json_path: str | Path, segments_dir: str | Path | None = None) ->
         data = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
         raise PanopticFormatError(f"{json_path} is not valid JSON: {error}") from error
-    for key in ("annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise PanopticFormatError(f"{json_path} has no '{key}' list (COCO panoptic format)")
+    _check_split(json_path, data)
     if segments_dir is None:
         segments_dir = json_path.with_suffix("")
     return PanopticSplit(json_path=json_path, segments_dir=Path(segments_dir), data=data)
+
+
+def _check_split(json_path: Path, data) -> None:
+    """The fields every reader relies on, so a malformed JSON is one clear error up front."""
+    if not isinstance(data, dict):
+        raise PanopticFormatError(
+            f"{json_path} holds a {type(data).__name__}, not a COCO panoptic object with "
+            "'annotations' and 'categories'"
+        )
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise PanopticFormatError(f"{json_path} has no '{key}' list (COCO panoptic format)")
+    known = set()
+    for category in data["categories"]:
+        if not isinstance(category, dict) or "id" not in category:
+            raise PanopticFormatError(f"{json_path}: every category needs an 'id'")
+        known.add(category["id"])
+    for number, ann in enumerate(data["annotations"]):
+        fields = isinstance(ann, dict) and isinstance(ann.get("file_name"), str)
+        if not (fields and "image_id" in ann and isinstance(ann.get("segments_info"), list)):
+            raise PanopticFormatError(
+                f"{json_path}: annotation {number} needs 'image_id', a 'file_name' string and "
+                "a 'segments_info' list (COCO panoptic format)"
+            )
+        for segment in ann["segments_info"]:
+            if not isinstance(segment, dict) or "id" not in segment:
+                raise PanopticFormatError(
+                    f"{json_path}: a segment of {ann['file_name']} has no 'id'"
+                )
+            if segment.get("category_id") not in known:
+                raise PanopticFormatError(
+                    f"{json_path}: a segment of {ann['file_name']} has category_id "
+                    f"{segment.get('category_id')!r}, which is not among the 'categories'"
+                )
 
 
 def write_json(path: str | Path, data: dict) -> None:

@@ -149,8 +149,8 @@ def pq_compute_files(
         if image_id not in pred_by_image:
             raise PanopticFormatError(f"{pred.json_path} has no prediction for image {image_id}")
         pred_ann = pred_by_image[image_id]
-        gt_ids = read_segment_png(gt.segments_dir / gt_ann["file_name"])
-        pred_ids = read_segment_png(pred.segments_dir / pred_ann["file_name"])
+        gt_ids = read_segment_png(gt.segment_png(gt_ann))
+        pred_ids = read_segment_png(pred.segment_png(pred_ann))
         if gt_ids.shape != pred_ids.shape:
             raise PanopticFormatError(
                 f"image {image_id}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} "
@@ -603,7 +603,6 @@ def _evaluate_panoptic(
     annotations = gt.annotations[:limit] if limit else gt.annotations
     if not annotations:
         raise EvaluationError(f"{json_path} has no annotations")
-    images_by_id = {image["id"]: image for image in gt.data.get("images", [])}
     resolved = _resolve_target(target, "panoptic", len(categories), checkpoint, pretrained)
     if input_hw and resolved.input_hw and tuple(input_hw) != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
@@ -623,7 +622,7 @@ def _evaluate_panoptic(
         for batch in _progress(list(_batches(annotations, batch_size)), resolved.name, progress):
             inputs, hws = [], []
             for ann in batch:
-                image_path = _image_file(images_dir, ann, images_by_id)
+                image_path = gt.image_file(images_dir, ann)
                 with Image.open(image_path) as image:
                     hw = fixed_hw or (image.height, image.width)
                 hws.append(hw)
@@ -650,7 +649,7 @@ def _evaluate_panoptic(
                     *(torch.from_numpy(outputs[k]) for k in ("semantic", "center", "offset"))
                 )
             for i, ann in enumerate(batch):
-                gt_ids = read_segment_png(segments_dir / ann["file_name"])
+                gt_ids = read_segment_png(gt.segment_png(ann))
                 gt_hw = gt_ids.shape
                 pan = _resize_nearest(panoptic[i].numpy(), gt_hw)
                 sem = _resize_nearest(semantic[i].numpy(), gt_hw)
@@ -691,18 +690,6 @@ def _evaluate_panoptic(
     )
 
 
-def _image_file(images_dir: Path, ann: dict, images_by_id: dict) -> Path:
-    """The input image of an annotation: DIR/images/SPLIT/NAME.png (NAME of the PNG), or
-    the file name of its `images` entry."""
-    candidates = [images_dir / Path(ann["file_name"]).with_suffix(".png").name]
-    if ann["image_id"] in images_by_id:
-        candidates.append(images_dir / images_by_id[ann["image_id"]]["file_name"])
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise EvaluationError(f"no input image for {ann['file_name']}: looked for {candidates[0]}")
-
-
 def evaluate_many(
     targets: Mapping[str, str | Path | torch.nn.Module],
     data_dir: str | Path,
@@ -718,3 +705,64 @@ def evaluate_many(
         out = None if predictions_root is None else Path(predictions_root) / label
         results[label] = evaluate(target, data_dir, predictions_dir=out, **kwargs)
     return results
+
+
+def labelled_targets(targets: list[str], labels: list[str] | None) -> dict[str, str]:
+    """{label: target}: the given labels, else fp32 for the first target and file stems after."""
+    labels = labels or ["fp32" if i == 0 else Path(t).stem for i, t in enumerate(targets)]
+    if len(labels) != len(targets) or len(set(labels)) != len(labels):
+        raise EvaluationError("--labels needs one distinct label per TARGET")
+    return dict(zip(labels, targets, strict=True))
+
+
+@dataclass
+class EvaluationRun:
+    """`evaluate_with_gate`'s result: metrics per target, the gate, and the panels written."""
+
+    results: dict[str, EvaluationResult]
+    gate: GateReport | None = None
+    panels: list[Path] = field(default_factory=list)
+    panels_page: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "results": {label: r.to_json() for label, r in self.results.items()},
+            "gate": self.gate.to_json() if self.gate else None,
+        }
+
+
+def evaluate_with_gate(
+    targets: Mapping[str, str | Path],
+    data_dir: str | Path,
+    *,
+    reference: str | None = None,
+    max_drop: float = 1.0,
+    panels_dir: str | Path | None = None,
+    panel_count: int = 4,
+    split: str = "val",
+    **kwargs: Any,
+) -> EvaluationRun:
+    """Every target on the same split; with several, the accuracy gate against `reference`
+    (default: the first); with `panels_dir` (panoptic data only), prediction panels there."""
+    from axial_deploy.panels import render_panels, write_panels_html
+
+    panoptic = dataset_task(data_dir, split) == "panoptic"
+    with tempfile.TemporaryDirectory(prefix="axial-eval-") as scratch:
+        keep = panels_dir is not None and panoptic
+        root = Path(panels_dir) / "predictions" if keep else Path(scratch)
+        results = evaluate_many(targets, data_dir, predictions_root=root, split=split, **kwargs)
+    run = EvaluationRun(results)
+    if len(results) > 1:
+        run.gate = accuracy_gate(results, reference or next(iter(results)), max_drop)
+    if panels_dir is not None and panoptic:
+        predictions = {label: root / label for label in results}
+        run.panels = render_panels(
+            data_dir, predictions, panels_dir, split=split, count=panel_count
+        )
+        run.panels_page = write_panels_html(
+            run.panels, Path(panels_dir) / "index.html", "Predictions"
+        )
+    elif panels_dir is not None:
+        run.notes.append("--panels: only panoptic datasets have panels; none written")
+    return run

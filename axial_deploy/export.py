@@ -22,15 +22,14 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.numerics import OutputError, output_error
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter's default
 DYNAMO_MIN_OPSET = 18
@@ -276,12 +275,23 @@ def _check_second_size(
         )
 
 
-@dataclass(frozen=True)
-class OutputError:
-    name: str
-    max_abs: float
-    max_rel: float  # max abs error / max |reference|
-    mean_abs: float
+def parity_shapes(input_shape: tuple[int, ...], dynamic: str) -> list[tuple[int, ...]]:
+    """The shapes a parity check runs: the export shape and, for dynamic axes, a second one, so
+    a graph that baked a size in fails."""
+    second = second_shape(input_shape, dynamic)
+    return [tuple(input_shape), *([second] if second else [])]
+
+
+def check_parity(
+    model: nn.Module, onnx_path: str | os.PathLike, shapes: list[tuple[int, ...]], seed: int = 0
+) -> Iterator[tuple[tuple[int, ...], list[OutputError]]]:
+    """ONNX Runtime against PyTorch on seeded N(0, 1) inputs of each shape: (shape, errors)."""
+    generator = torch.Generator().manual_seed(seed)
+    for shape in shapes:
+        yield (
+            shape,
+            compare_with_onnxruntime(model, onnx_path, torch.randn(shape, generator=generator)),
+        )
 
 
 def compare_with_onnxruntime(
@@ -304,15 +314,11 @@ def compare_with_onnxruntime(
         expected = [expected]
     errors = []
     for meta, actual, reference in zip(session.get_outputs(), got, expected, strict=True):
-        reference = reference.numpy().astype(np.float64)
+        reference = reference.numpy()
         if actual.shape != reference.shape:  # numpy would broadcast some mismatches silently
             raise ExportError(
                 f"output {meta.name} has shape {list(actual.shape)} in ONNX Runtime, "
                 f"{list(reference.shape)} in PyTorch"
             )
-        diff = np.abs(actual.astype(np.float64) - reference)
-        scale = max(float(np.abs(reference).max()), 1e-30)
-        errors.append(
-            OutputError(meta.name, float(diff.max()), float(diff.max()) / scale, float(diff.mean()))
-        )
+        errors.append(output_error(meta.name, reference, actual))
     return errors

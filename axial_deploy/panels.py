@@ -94,10 +94,9 @@ def render_panels(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for ann in gt.annotations[:count]:
-        gt_ids = read_segment_png(segments_dir / ann["file_name"])
+        gt_ids = read_segment_png(gt.segment_png(ann))
         height, width = gt_ids.shape
-        name = Path(ann["file_name"]).stem
-        with Image.open(images_dir / f"{name}.png") as image:
+        with Image.open(gt.image_file(images_dir, ann)) as image:
             rgb = np.asarray(image.convert("RGB").resize((width, height)))
         tiles = [
             _tile(rgb, "input"),
@@ -108,13 +107,13 @@ def render_panels(
             if pred_ann is None:
                 pred_ids, segments = np.full(gt_ids.shape, VOID_ID), []
             else:
-                pred_ids = read_segment_png(split_data.segments_dir / pred_ann["file_name"])
+                pred_ids = read_segment_png(split_data.segment_png(pred_ann))
                 segments = pred_ann["segments_info"]
             tiles.append(_tile(overlay(rgb, pred_ids, segments, gt.categories), label))
         row = Image.new("RGB", (width * len(tiles), height + CAPTION_HEIGHT))
         for i, tile in enumerate(tiles):
             row.paste(tile, (i * width, 0))
-        path = out_dir / f"panel_{name}.png"
+        path = out_dir / f"panel_{Path(ann['file_name']).stem}.png"
         with atomic_output(path) as tmp:
             row.save(tmp, format="PNG")
         written.append(path)

@@ -147,6 +147,27 @@ class ProfileResult:
     layers: LayerTable | None = None
     notes: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """What `axial-deploy profile` prints: latency, throughput, split and layer tables."""
+        s = self.latency
+        lines = [
+            f"{self.backend}, batch {s.batch}, {s.count} runs",
+            f"latency ms: min {s.min_ms:.3f} mean {s.mean_ms:.3f} median {s.median_ms:.3f} "
+            f"p90 {s.p90_ms:.3f} p95 {s.p95_ms:.3f} p99 {s.p99_ms:.3f}",
+            f"throughput: {s.throughput_per_s:.1f} samples/s",
+        ]
+        if self.split_ms:
+            lines.append("split ms: " + ", ".join(f"{k} {v:.3f}" for k, v in self.split_ms.items()))
+        if self.layers is not None:
+            lines.append(f"{'block':<24} {'ms':>9} {'share':>7}")
+            lines += [f"{b:<24} {ms:>9.4f} {100 * sh:>6.1f}%" for b, ms, sh in self.layers.blocks]
+            lines.append(
+                f"AxialAttention plugin share: {100 * self.layers.axial_attention_share:.1f}%"
+            )
+            lines.append("slowest layers:")
+            lines += [f"  {ms:>9.4f} ms  {layer}" for layer, ms in self.layers.layers[:10]]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.layers is not None:

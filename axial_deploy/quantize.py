@@ -35,6 +35,7 @@ from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
 from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.numerics import OutputError, match_outputs, output_error
 
 PRECISIONS = ("fp16", "int8")
 QUANTIZERS = ("native", "modelopt")
@@ -280,13 +281,6 @@ def _quantize_modelopt(
 
 
 @dataclass
-class OutputError:
-    max_abs: float = 0.0
-    mean_abs: float = 0.0
-    max_rel: float = 0.0  # max abs / max |reference|
-
-
-@dataclass
 class CandidateAccuracy:
     path: str
     outputs: dict[str, OutputError] = field(default_factory=dict)
@@ -370,16 +364,11 @@ def accuracy_report(
         _load(path, f"candidate {label}")
         session = create_session(str(path))
         cand_names = [o.name for o in session.get_outputs()]
-        # Outputs match by name, or by position when the names differ but the counts agree.
-        if set(cand_names) == set(names):
-            mapping = {name: name for name in names}
-        elif len(cand_names) == len(names):
-            mapping = dict(zip(names, cand_names, strict=True))
-        else:
-            raise QuantizeError(f"{path}: outputs {cand_names} do not match {names}")
+        pairs, _ = match_outputs(names, cand_names, ("the reference", str(path)))
+        mapping = dict(pairs)
         feed_type = _feed_type(session)
         result = CandidateAccuracy(str(path))
-        errors = {name: [0.0, 0.0, 0, 0.0] for name in names}  # max, sum, count, ref max
+        errors: dict[str, OutputError] = {}
         agree = total = 0
         confusion = None
         for batch, expected in zip(batch_list, ref_outputs, strict=True):
@@ -387,12 +376,8 @@ def accuracy_report(
                 [mapping[n] for n in names], {session.get_inputs()[0].name: batch.astype(feed_type)}
             )
             for name, want, got in zip(names, expected, actual, strict=True):
-                diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-                entry = errors[name]
-                entry[0] = max(entry[0], float(diff.max(initial=0)))
-                entry[1] += float(diff.sum())
-                entry[2] += diff.size
-                entry[3] = max(entry[3], float(np.abs(want).max(initial=0)))
+                error = output_error(name, want, got)
+                errors[name] = errors[name].merged(error) if name in errors else error
             want_out, got_out = _task_output(task, names, expected, actual)
             want_pred, got_pred = want_out.argmax(axis=1), got_out.argmax(axis=1)
             agree += int((want_pred == got_pred).sum())
@@ -403,10 +388,7 @@ def accuracy_report(
                 counts = np.bincount(pairs, minlength=classes * classes)
                 counts = counts.reshape(classes, classes)
                 confusion = counts if confusion is None else confusion + counts
-        for name, (max_abs, sum_abs, count, ref_max) in errors.items():
-            result.outputs[name] = OutputError(
-                max_abs, sum_abs / max(count, 1), max_abs / max(ref_max, 1e-30)
-            )
+        result.outputs = errors
         if task == "classification":
             result.top1_agreement = agree / max(total, 1)
         else:

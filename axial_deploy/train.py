@@ -153,7 +153,7 @@ def load_panoptic_split(
     fields: dict[str, list] = {k: [] for k in ("img", "sem", "pan", "heat", "cw", "off", "ow")}
     crowd: list[list[int]] = []
     for annotation in annotations:
-        ids = read_segment_png(segments_dir / annotation["file_name"])
+        ids = read_segment_png(data.segment_png(annotation))
         if ids.shape != tuple(size):
             raise TrainingError(
                 f"{annotation['file_name']} is {ids.shape[0]}x{ids.shape[1]}, the model is "
@@ -163,7 +163,7 @@ def load_panoptic_split(
         sem, pan, heat, cw, off, ow, crowd_ids = panoptic_targets(
             ids, annotation["segments_info"], category_index, thing
         )
-        fields["img"].append(preprocess.load(images_dir / annotation["file_name"]))
+        fields["img"].append(preprocess.load(data.image_file(images_dir, annotation)))
         for key, value in zip(
             ("sem", "pan", "heat", "cw", "off", "ow"), (sem, pan, heat, cw, off, ow), strict=True
         ):
@@ -311,6 +311,22 @@ class TrainSettings:
     threads: int = 2
     size: tuple[int, int] | None = None  # default: the dataset's image size
     eval_subset: int = 16  # also record the metric on the first N val images (fast tests)
+
+    @classmethod
+    def for_model(cls, model: str, data: str, **given) -> TrainSettings:
+        """Settings with the task's defaults for what `given` leaves out (or sets to None)."""
+        from axial_deploy.models import model_task
+
+        defaults = TASK_DEFAULTS[model_task(model)]
+        chosen = {k: v for k, v in given.items() if v is not None}
+        return cls(model=model, data=data, **{**defaults, **chosen})
+
+
+# epochs, batch size and Adam learning rate that train each tiny zoo model here in minutes
+TASK_DEFAULTS = {
+    "panoptic": {"epochs": 16, "batch_size": 8, "lr": 1e-3},
+    "classification": {"epochs": 6, "batch_size": 32, "lr": 2e-3},
+}
 
 
 def init_prediction_layers(model: nn.Module) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.numerics import match_outputs, output_error
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
@@ -132,17 +133,6 @@ def _random_inputs(
     }
 
 
-def _match_outputs(names_a: list[str], names_b: list[str]) -> tuple[list[tuple[str, str]], str]:
-    if sorted(names_a) == sorted(names_b):
-        return [(name, name) for name in names_a], "name"
-    if len(names_a) == len(names_b):
-        return list(zip(names_a, names_b, strict=True)), "position"
-    raise VerifyError(
-        f"outputs cannot be matched: A has {names_a}, B has {names_b} (neither the same names "
-        "nor the same count)"
-    )
-
-
 def compare_output(
     name: str, name_b: str, a: np.ndarray, b: np.ndarray, rtol: float, atol: float
 ) -> OutputComparison:
@@ -151,19 +141,13 @@ def compare_output(
         note = f"shape differs: A {list(a.shape)}, B {list(b.shape)}"
         nan = float("nan")
         return OutputComparison(name, name_b, a.shape, nan, nan, nan, nan, False, note)
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    # Equal values (infinities included) and NaN in both count as agreeing.
-    diff = np.where((a64 == b64) | (np.isnan(a64) & np.isnan(b64)), 0.0, np.abs(b64 - a64))
-    finite_a = np.abs(a64[np.isfinite(a64)])
-    max_ref = float(finite_a.max()) if finite_a.size else 0.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    mean_abs = float(diff.mean()) if diff.size else 0.0
-    max_rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
-    passed = bool(max_abs <= atol + rtol * max_ref)  # False for NaN errors
-    note = "NaN in one model only" if np.isnan(max_abs) else ""
+    error = output_error(name, a, b)
+    passed = bool(error.max_abs <= atol + rtol * error.max_ref)
+    note = "NaN or Inf in one model only" if np.isinf(error.max_abs) else ""
     return OutputComparison(
-        name, name_b, a.shape, max_abs, max_rel, mean_abs, max_ref, passed, note
-    )
+        name, name_b, a.shape, error.max_abs, error.max_rel, error.mean_abs, error.max_ref, passed,
+        note,
+    )  # fmt: skip
 
 
 def verify_models(
@@ -194,7 +178,7 @@ def verify_models(
         )
     names_a = [meta.name for meta in session_a.get_outputs()]
     names_b = [meta.name for meta in session_b.get_outputs()]
-    pairs, matched_by = _match_outputs(names_a, names_b)
+    pairs, matched_by = match_outputs(names_a, names_b, ("A", "B"))
 
     feed = _random_inputs(specs_a, seed)
     outputs_a = _run(session_a, names_a, feed, "A")

@@ -1,6 +1,7 @@
 """PyTorch Axial-ResNet / Axial-DeepLab models: `create_model`, `load_checkpoint`."""
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .prepare import prepare_model
 from .zoo import (
     PretrainedWeightsError,
     create_model,
@@ -21,4 +22,5 @@ __all__ = [
     "model_task",
     "pretrained_models",
     "pretrained_record",
+    "prepare_model",
 ]

@@ -11,6 +11,7 @@ Shapes are traced on PyTorch's meta device: nothing is computed and no memory is
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -97,3 +98,29 @@ def count_madds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 def _has_data(model: nn.Module) -> bool:
     return any(not t.is_meta for t in [*model.parameters(), *model.buffers()])
+
+
+@dataclass(frozen=True)
+class ZooComplexity:
+    name: str
+    task: str
+    input_shape: tuple[int, int, int, int]
+    parameters: int
+    madds: int
+
+
+def zoo_complexity() -> list[ZooComplexity]:
+    """Parameters and multiply-adds of every zoo model at its default input size."""
+    from .zoo import create_model, default_input_shape, list_models, model_task
+
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):
+            model = create_model(name)
+        shape = default_input_shape(name)
+        rows.append(
+            ZooComplexity(
+                name, model_task(name), shape, count_parameters(model), count_madds(model, shape)
+            )
+        )
+    return rows

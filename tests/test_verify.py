@@ -194,7 +194,7 @@ def test_pass_rule_scales_with_the_reference():
     nan_both = np.array([np.nan, 1.0])
     assert compare_output("y", "y", nan_both, nan_both, 1e-4, 0.0).passed
     nan_b = compare_output("y", "y", np.array([0.5, 1.0]), nan_both, 1e-4, 0.0)
-    assert not nan_b.passed and nan_b.note == "NaN in one model only"
+    assert not nan_b.passed and nan_b.note == "NaN or Inf in one model only"
     shape = compare_output("y", "y", np.zeros(2), np.zeros(3), 1e-4, 0.0)
     assert not shape.passed and "shape differs" in shape.note
 

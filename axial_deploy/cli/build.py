@@ -1,0 +1,83 @@
+"""Build a TensorRT / TensorRT-RTX engine from an ONNX graph.
+
+Builds with TensorRT 10/11 (strongly typed: the graph's types from the precision stage decide)
+or TensorRT-RTX (ahead of time, also on CPU-only machines; no plugins, so only graphs without
+AxialAttention nodes). One optimization profile: from --shapes, else from the graph (a dynamic
+batch axis gets 1/1/8). Writes ENGINE and ENGINE.json (versions, GPU, profiles, I/O, sha256s).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from axial_deploy.cli.args import add_output, add_plugins, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.onnx", help="graph to build")
+    add_output(parser, "path of the engine")
+    parser.add_argument(
+        "--backend",
+        choices=["tensorrt", "tensorrt-rtx"],
+        default="tensorrt",
+        help="tensorrt (default; GPU, plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
+    )
+    add_plugins(
+        parser,
+        "AxialAttention plugin library (default: the one `make plugins` built, when it exists)",
+    )
+    parser.add_argument(
+        "--serialize-plugin",
+        action="store_true",
+        help="embed the plugin library in the engine (no library needed where it runs)",
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=[],
+        metavar="NAME:MIN/OPT/MAX",
+        help="profile shapes per input, e.g. input:1x3x224x224/4x3x224x224/8x3x224x224",
+    )
+    parser.add_argument(
+        "--workspace", type=positive_int, metavar="MB", help="builder workspace limit"
+    )
+    parser.add_argument(
+        "--timing-cache", metavar="FILE", help="read (when it exists) and update this cache"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="TensorRT 10 only, legacy weakly typed FP16"
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="TensorRT 10 only, legacy INT8 (needs --calib-cache)"
+    )
+    parser.add_argument("--calib-cache", metavar="FILE", help="INT8 calibration cache (legacy)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
+
+    options = BuildOptions(
+        backend=args.backend,
+        plugin_library=args.plugins,
+        serialize_plugin=args.serialize_plugin,
+        shapes=dict(parse_shape_spec(spec) for spec in args.shapes),
+        workspace_mb=args.workspace,
+        timing_cache=args.timing_cache,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib_cache=args.calib_cache,
+        progress=True,
+    )
+    print(f"building {args.model} with {args.backend} ...", flush=True)
+    manifest = build_engine(args.model, args.output, options)
+    size_mb = Path(args.output).stat().st_size / 2**20
+    print(
+        f"wrote {args.output} ({size_mb:.1f} MiB, {manifest.precision}, built in "
+        f"{manifest.build_seconds:.1f} s) and {args.output}.json"
+    )
+    for name, (low, opt, high) in manifest.profiles[0].items():
+        print(f"  profile {name}: min {low} opt {opt} max {high}")
+    for key, note in manifest.extra.items():
+        print(f"  note ({key}): {note}")
+    return 0

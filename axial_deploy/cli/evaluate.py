@@ -1,0 +1,101 @@
+"""Task accuracy (PQ / mIoU or top-1) of models, ONNX graphs and engines.
+
+Evaluates each TARGET on a dataset split and prints the metrics side by side: panoptic PQ /
+SQ / RQ (COCO panoptic API rules), PQ things / stuff and mIoU, or top-1 / top-5 for
+classifiers. With several targets, the accuracy gate compares each with the reference
+(--reference) and flags drops above --max-drop points.
+
+data layouts: panoptic DIR/panoptic_SPLIT.json + DIR/panoptic_SPLIT/*.png +
+DIR/images/SPLIT/*.png (COCO panoptic); classification DIR/SPLIT/CLASS/*.png (class order:
+DIR/dataset.json 'classes', else sorted folders).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from axial_deploy.cli.args import (
+    add_checkpoint,
+    add_gate,
+    add_report,
+    parse_size,
+    positive_int,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="zoo model name (with --checkpoint / --pretrained), .onnx file or .engine file",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    parser.add_argument("--split", default="val", help="dataset split (default: val)")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    add_checkpoint(parser, "weights for zoo-model targets")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="use the zoo's shipped weights for zoo models"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=parse_size,
+        metavar="HxW",
+        help="resize inputs to HxW (default: a graph's fixed size, else each image's size)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1, help="images per run (default 1)"
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        help="a label per target (default: fp32 for the first target, then the file stems)",
+    )
+    parser.add_argument(
+        "--reference", help="label the gate compares with (default: the first target)"
+    )
+    add_gate(parser, "the accuracy gate flags a target")
+    add_report(parser, "write results and gate as JSON", old_json=True)
+    parser.add_argument(
+        "--panels",
+        metavar="DIR",
+        help="write input / ground truth / prediction panels (PNG + index.html) here",
+    )
+    parser.add_argument(
+        "--panel-count", type=positive_int, default=4, help="images in the panels (default 4)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.evaluate import comparison_table, evaluate_with_gate, labelled_targets
+
+    evaluation = evaluate_with_gate(
+        labelled_targets(args.targets, args.labels),
+        args.data,
+        reference=args.reference,
+        max_drop=args.max_drop,
+        panels_dir=args.panels,
+        panel_count=args.panel_count,
+        split=args.split,
+        limit=args.limit,
+        checkpoint=args.checkpoint,
+        pretrained=args.pretrained,
+        batch_size=args.batch_size,
+        input_hw=args.input_size,
+    )
+    print(comparison_table(evaluation.results))
+    if evaluation.gate:
+        print(evaluation.gate.summary())
+    if evaluation.panels_page:
+        print(f"wrote {len(evaluation.panels)} panels and {evaluation.panels_page}")
+    for note in evaluation.notes:
+        print(note)
+    if args.report:
+        with atomic_output(args.report) as tmp:
+            tmp.write_text(json.dumps(evaluation.to_json(), indent=2))
+        print(f"wrote {args.report}")
+    gate = evaluation.gate
+    return 1 if args.strict and gate is not None and not gate.passed else 0

@@ -1,0 +1,63 @@
+"""Latency statistics, throughput and per-layer times.
+
+Times ENGINE or ONNX on random inputs: warm-up, then --iterations runs (or --duration
+seconds); prints min / mean / median / p90 / p95 / p99 latency and throughput; for engines
+also the H2D / compute / D2H split and the time per model block (TensorRT's profiler) with the
+AxialAttention plugin's share. --report FILE.json writes the JSON and FILE.html beside it
+(latency histogram, per-block bar chart).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from axial_deploy.cli.args import add_cuda_binding, add_report, positive_float, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="ENGINE|ONNX")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, metavar="S", help="warm-up seconds (default 1)"
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        "--iterations", type=positive_int, metavar="N", help="timed runs (default 100)"
+    )
+    length.add_argument("--duration", type=positive_float, metavar="S", help="time for S seconds")
+    parser.add_argument(
+        "--batch", type=positive_int, default=1, help="size of a dynamic batch axis"
+    )
+    parser.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
+    add_cuda_binding(parser)
+    add_report(parser, "write FILE.json and FILE.html (an old PREFIX without .json: PREFIX.*)")
+
+
+def report_paths(report: str) -> tuple[Path, Path]:
+    """FILE.json -> (FILE.json, FILE.html); an old-style PREFIX -> (PREFIX.json, PREFIX.html)."""
+    path = Path(report)
+    prefix = path.with_suffix("") if path.suffix == ".json" else path
+    return Path(f"{prefix}.json"), Path(f"{prefix}.html")
+
+
+def run(args: argparse.Namespace) -> int:
+    from axial_deploy.profile import profile_engine
+    from axial_deploy.report import write_html, write_json
+    from axial_deploy.runtime import Engine
+
+    engine = Engine(args.model, cuda=args.cuda)
+    result = profile_engine(
+        engine,
+        batch=args.batch,
+        warmup_s=args.warmup,
+        iterations=args.iterations,
+        duration_s=args.duration,
+        cuda_graph=args.cuda_graph,
+    )
+    print(result.summary())
+    if args.report:
+        json_path, html_path = report_paths(args.report)
+        write_json(result, json_path)
+        write_html(result, html_path)
+        print(f"wrote {json_path} and {html_path}")
+    return 0

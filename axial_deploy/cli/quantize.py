@@ -1,0 +1,92 @@
+"""FP32 graph -> strongly typed FP16 graph or explicit INT8 (Q/DQ) graph.
+
+Measures activation ranges of the FP32 graph in ONNX Runtime on calibration inputs, then
+writes a strongly typed FP16 graph (ops that overflow FP16 or are precision-sensitive stay FP32
+behind Casts) or an INT8 graph with QuantizeLinear/DequantizeLinear where TensorRT fuses them
+(Conv/Gemm/MatMul inputs, per-channel symmetric weights, residual Adds; AxialAttention stays
+FP16/FP32). For INT8 it also writes TensorRT's calibration cache (text, TensorRT 10 implicit
+INT8) from the same ranges. Check the result with `axial-deploy compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from axial_deploy.cli.args import add_output, add_report, add_seed, positive_int
+
+CALIB_HELP = (
+    "a folder of images (preprocessed as the model expects), a .npy/.npz file or folder of "
+    "preprocessed NCHW tensors, or 'synthetic' (random images, for smoke runs only)"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
+    add_output(parser, "path of the output .onnx")
+    parser.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    parser.add_argument(
+        "--calib", metavar="SRC", help=f"calibration inputs: {CALIB_HELP} (default: synthetic)"
+    )
+    parser.add_argument(
+        "--method",
+        choices=["entropy", "percentile", "minmax"],
+        default="entropy",
+        help="INT8 activation thresholds: KL-divergence (entropy, default), 99.99th "
+        "percentile, or max |x| (fp16 always uses max |x| to find overflows)",
+    )
+    parser.add_argument(
+        "--batches", type=positive_int, default=8, help="calibration batches (default: 8)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1, help="batch size (default: 1)"
+    )
+    add_seed(parser, what="synthetic calibration inputs")
+    parser.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="TensorRT calibration cache to write (default for int8: OUT with suffix .calib)",
+    )
+    parser.add_argument(
+        "--io-fp16",
+        action="store_true",
+        help="fp16: make graph inputs/outputs FP16 too (default: they stay FP32)",
+    )
+    parser.add_argument(
+        "--attention-precision",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="int8: I/O type of the AxialAttention nodes (default: fp16)",
+    )
+    parser.add_argument(
+        "--quantizer",
+        choices=["native", "modelopt"],
+        default="native",
+        help="native (default, needs nothing extra) or NVIDIA ModelOpt (int8; must be installed)",
+    )
+    add_report(parser, "write the quantization report as JSON to this path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from axial_deploy.quantize import quantize_file, write_json
+
+    print(f"quantizing {args.model} to {args.precision} ...", flush=True)
+    report = quantize_file(
+        args.model,
+        args.output,
+        precision=args.precision,
+        calib=args.calib,
+        method=args.method,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_path=args.cache,
+        keep_io_fp32=not args.io_fp16,
+        attention_precision=args.attention_precision,
+        quantizer=args.quantizer,
+        progress=True,
+    )
+    print(report.summary())
+    if args.report:
+        write_json(report, args.report)
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0

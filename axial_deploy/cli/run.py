@@ -1,0 +1,48 @@
+"""Run an engine or ONNX model on a .npy array or an image.
+
+Runs ENGINE (TensorRT, manifest-checked) or ONNX (ONNX Runtime) on one input: a .npy array, or
+an image preprocessed as the model expects (resized to the model's input size; panoptic models
+are recognized by their semantic/center/offset outputs). Prints each output's shape and range;
+--output saves them as .npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from axial_deploy.cli.args import add_cuda_binding, add_output
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="ENGINE|ONNX")
+    parser.add_argument("--input", required=True, metavar="FILE.npy|IMAGE")
+    add_output(parser, "save the outputs here (.npz)", required=False, metavar="FILE.npz")
+    add_cuda_binding(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.inputs import InputFileError, read_input
+    from axial_deploy.runtime import Engine
+    from axial_deploy.task import task_from_outputs
+
+    engine = Engine(args.model, cuda=args.cuda)
+    if len(engine.inputs) != 1:
+        raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
+    meta = engine.inputs[0]
+    task = task_from_outputs(m.name for m in engine.outputs)
+    array = read_input(args.input, tuple(meta.shape), task, args.model)
+    outputs = engine.infer({meta.name: array})
+    print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
+    for name, value in outputs.items():
+        print(
+            f"  {name:<12} {list(value.shape)} {value.dtype} "
+            f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
+        )
+    if args.output:
+        with atomic_output(args.output) as tmp, open(tmp, "wb") as stream:
+            np.savez(stream, **outputs)
+        print(f"wrote {args.output}")
+    return 0
