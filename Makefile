@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # rewrite -> verify -> FP32/FP16/INT8 -> PQ per precision with the accuracy gate and panels ->
 # engines (TensorRT where installed, else TensorRT-RTX) -> latency -> out/deploy/report.html.
 demo: $(STAMP)
-	$(BIN)/axial-deploy deploy --out out/deploy
+	$(BIN)/axial-deploy deploy -o out/deploy
 
 # The fused AxialAttention CUDA kernel and its C ABI (build/lib/libaxial_attention_capi.so) and,
 # when TensorRT is found, its plugin. Needs CMake >= 3.25 and nvcc; builds nothing without nvcc.

@@ -347,7 +347,7 @@ def build_engine(
         raise BuildError("--fp16 / --int8 are TensorRT 10 flags: TensorRT-RTX is strongly typed")
     if options.int8 and not options.calib_cache:
         raise BuildError(
-            "--int8 needs --calib-cache (or a Q/DQ graph from `axial-deploy precision`)"
+            "--int8 needs --calib-cache (or a Q/DQ graph from `axial-deploy quantize`)"
         )
     profile = resolve_profile(model, options.shapes)
 
@@ -356,7 +356,7 @@ def build_engine(
     if legacy and int(trt.__version__.split(".")[0]) >= 11:
         raise BuildError(
             f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
-            "with `axial-deploy precision` and build it strongly typed"
+            "with `axial-deploy quantize` and build it strongly typed"
         )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -379,7 +379,7 @@ def generate_panoptic(
             for i, c in enumerate(PANOPTIC_CLASSES)
         ],
         "command": command
-        or f"axial-deploy dataset panoptic --out {out} --seed {seed} --train {train} "
+        or f"axial-deploy dataset panoptic -o {out} --seed {seed} --train {train} "
         f"--val {val} --size {height}x{width}",
     }
     write_json(out / "dataset.json", record)
@@ -443,7 +443,7 @@ def generate_classification(
         },
         "classes": list(CLASSIFICATION_CLASSES),
         "command": command
-        or f"axial-deploy dataset classification --out {out} --seed {seed} --train {train} "
+        or f"axial-deploy dataset classification -o {out} --seed {seed} --train {train} "
         f"--val {val} --size {height}x{width}",
     }
     write_json(out / "dataset.json", record)
@@ -456,6 +456,6 @@ def read_dataset_record(root: str | Path) -> dict:
     if not path.is_file():
         raise DatasetError(
             f"{path} not found: generate the dataset first, e.g. "
-            f"`axial-deploy dataset panoptic --out {root}`"
+            f"`axial-deploy dataset panoptic -o {root}`"
         )
     return json.loads(path.read_text())

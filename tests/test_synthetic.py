@@ -151,7 +151,7 @@ def test_dataset_cli_and_bad_arguments(tmp_path, capsys):
             [
                 "dataset",
                 "panoptic",
-                "--out",
+                "-o",
                 str(tmp_path / "p"),
                 "--train",
                 "2",
@@ -166,7 +166,7 @@ def test_dataset_cli_and_bad_arguments(tmp_path, capsys):
     assert "train: 2 images" in capsys.readouterr().out
     with Image.open(tmp_path / "p/images/val/val_00000.png") as image:
         assert image.size == (64, 48)
-    assert main(["dataset", "panoptic", "--out", str(tmp_path / "q"), "--size", "8x8"]) == 2
+    assert main(["dataset", "panoptic", "-o", str(tmp_path / "q"), "--size", "8x8"]) == 2
     assert "must lie within" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="--train must be >= 0"):
         generate_panoptic(tmp_path / "r", train=-1, progress=False)
