@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -11,21 +12,82 @@ from pathlib import Path
 
 import onnx
 
+from axial_deploy.errors import AxialDeployError
+
+
+class OutputPathError(AxialDeployError, ValueError):
+    """An output path that cannot be written, or that would overwrite an input."""
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a path in a fresh temporary folder beside `path`; on success moves what was
     written there into place, external data files first and the .onnx file last, so that
-    `path` appears only complete. On failure nothing is left behind."""
+    `path` appears only complete. On failure nothing is left behind; temporaries that a killed
+    run left beside `path` are removed on the next write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    folder = _temporary_folder(path)
     try:
         yield folder / path.name
         for written in sorted(folder.iterdir(), key=lambda p: p.name == path.name):
             os.replace(written, path.parent / written.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _temporary_folder(path: Path) -> Path:
+    """A fresh hidden folder beside `path` named after this process (.NAME.PID.XXXX.tmp)."""
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {path}: it is a folder; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        prefix = f".{path.name}.{os.getpid()}."
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    except OSError as error:
+        raise OutputPathError(
+            f"cannot write {path}: {error.strerror or error} ({error.filename or path.parent}); "
+            "choose a writable output path"
+        ) from None
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Removes .NAME.PID.*.tmp folders beside `path` whose process no longer runs."""
+    for folder in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = folder.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> None:
+    """Refuses, before any work, outputs that would overwrite an input or each other.
+
+    `inputs` and `outputs` map a label for the message (e.g. "-o", "--report") to a path or
+    None (not given). Paths compare resolved, so `./a.onnx` and `a.onnx` collide."""
+    seen: dict[Path, str] = {}
+    for label, value in inputs.items():
+        if value is not None:
+            seen.setdefault(Path(value).resolve(), label)
+    for label, value in outputs.items():
+        if value is None:
+            continue
+        resolved = Path(value).resolve()
+        if resolved in seen:
+            raise OutputPathError(
+                f"{label} {value} is the same file as {seen[resolved]}: writing it would destroy "
+                f"that file; choose another path for {label}"
+            )
+        seen[resolved] = label
 
 
 def load_onnx(

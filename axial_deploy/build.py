@@ -11,10 +11,14 @@ the plugin library. Beside the engine goes `<engine>.json` (see `manifest.py`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,12 +32,12 @@ from axial_deploy.manifest import (
     Manifest,
     TensorInfo,
     sha256_file,
-    write_manifest,
+    write_engine,
 )
+from axial_deploy.native import PLUGIN, locate
 from axial_deploy.op_spec import OP_TYPE
 
 BACKENDS = ("tensorrt", "tensorrt-rtx")
-DEFAULT_PLUGIN_LIBRARY = Path("build/lib/libaxial_attention_plugin.so")
 # A symbolic batch axis without --shapes: build for 1..DEFAULT_MAX_BATCH, tuned at 1.
 DEFAULT_MAX_BATCH = 8
 
@@ -213,14 +217,14 @@ def running_environment(
         except BuildError:
             trt = None
     cuda_version, gpu_name, sm = cuda_device_info()
-    plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
+    plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
     return Environment(
         backend=backend,
         tensorrt_version=getattr(trt, "__version__", None),
         cuda_version=cuda_version,
         gpu_name=gpu_name,
         sm=sm,
-        plugin_sha256=sha256_file(plugin) if plugin.is_file() else None,
+        plugin_sha256=sha256_file(plugin) if plugin and plugin.is_file() else None,
     )
 
 
@@ -259,24 +263,30 @@ def load_plugin_library(trt: ModuleType, path: str | os.PathLike) -> None:
         trt.init_libnvinfer_plugins(None, "")
 
 
-def make_progress_monitor(trt: ModuleType):
+def make_progress_monitor(trt: ModuleType, show: bool = True):
     """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
-    large models take minutes)."""
+    large models take minutes) and cancelling the build on Ctrl-C.
+
+    Python handles SIGINT only when the builder calls back into Python, so a KeyboardInterrupt
+    would be raised inside a callback, swallowed by the binding, and reported as a failed
+    build. `_cancel_on_interrupt` sets `interrupted` instead; the next step cancels the build
+    and the caller raises KeyboardInterrupt when it returns."""
     from tqdm import tqdm
 
     class ProgressMonitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
             self.bars: dict[str, tqdm] = {}
+            self.interrupted = False
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            if parent_phase is None:  # nested phases would flood the terminal
+            if show and parent_phase is None:  # nested phases would flood the terminal
                 self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False)
 
         def step_complete(self, phase_name, step):
             if phase_name in self.bars:
                 self.bars[phase_name].update(1)
-            return True  # False would cancel the build
+            return not self.interrupted  # False cancels the build
 
         def phase_finish(self, phase_name):
             bar = self.bars.pop(phase_name, None)
@@ -284,6 +294,19 @@ def make_progress_monitor(trt: ModuleType):
                 bar.close()
 
     return ProgressMonitor()
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt(monitor) -> Iterator[None]:
+    """While building, Ctrl-C marks `monitor` interrupted (see make_progress_monitor)."""
+    if monitor is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: setattr(monitor, "interrupted", True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -332,16 +355,16 @@ def build_engine(
         raise BuildError(
             f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}"
             f"{', ...' if len(nodes) > 5 else ''}) and TensorRT-RTX has no plugin layer: build "
-            "it with --backend tensorrt --plugins build/lib/libaxial_attention_plugin.so, or "
-            "build the graph from before `axial-deploy rewrite` with tensorrt-rtx"
+            "it with --backend tensorrt and the plugin library (--plugins LIB), or build the "
+            "graph from before `axial-deploy rewrite` with tensorrt-rtx"
         )
-    if nodes and not plugin and DEFAULT_PLUGIN_LIBRARY.is_file():
-        plugin = DEFAULT_PLUGIN_LIBRARY  # what `make plugins` builds
+    if nodes and not plugin:
+        plugin = locate(PLUGIN).path  # the package's or the checkout's, never the cwd's
     if nodes and not plugin:
         raise BuildError(
             f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}) and no "
-            "plugin library is given: build it with `make plugins` and pass --plugins "
-            "build/lib/libaxial_attention_plugin.so"
+            f"plugin library was found ({locate(PLUGIN).describe()}): {PLUGIN.build_hint}, "
+            "or pass --plugins LIB"
         )
     if (options.fp16 or options.int8) and options.backend != "tensorrt":
         raise BuildError("--fp16 / --int8 are TensorRT 10 flags: TensorRT-RTX is strongly typed")
@@ -368,8 +391,9 @@ def build_engine(
     _parse(trt, parser, model_path)
 
     config = builder.create_builder_config()
-    if options.progress and hasattr(trt, "IProgressMonitor"):
-        config.progress_monitor = make_progress_monitor(trt)
+    monitor = None
+    if hasattr(trt, "IProgressMonitor"):
+        monitor = config.progress_monitor = make_progress_monitor(trt, show=options.progress)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if options.fp16:
@@ -403,15 +427,16 @@ def build_engine(
     config.add_optimization_profile(trt_profile)
 
     start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    with _cancel_on_interrupt(monitor):
+        serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
+    if monitor is not None and monitor.interrupted:
+        raise KeyboardInterrupt
     if serialized is None:
         raise BuildError(
             f"{options.backend} failed to build {model_path} (see the messages above); try a "
             "larger --workspace or narrower --shapes"
         )
-    with atomic_output(output) as tmp:
-        tmp.write_bytes(memoryview(serialized))
     if cache_path is not None:
         with atomic_output(cache_path) as tmp:
             tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
@@ -436,7 +461,7 @@ def build_engine(
         build_seconds=round(seconds, 3),
         extra=extra,
     )
-    write_manifest(manifest, output)
+    write_engine(serialized, manifest, output)
     return manifest
 
 

@@ -48,11 +48,13 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_segment_png(path: str | Path) -> np.ndarray:
     """An RGB segment-id PNG -> [H, W] int64 segment ids."""
+    from axial_deploy.models.preprocess import ImageError, open_image
+
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             rgb = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise PanopticFormatError(f"cannot read panoptic PNG {path}: {error}") from error
+    except ImageError as error:
+        raise PanopticFormatError(f"panoptic PNG: {error}") from None
     return rgb_to_id(rgb)
 
 

@@ -218,7 +218,8 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
     """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
     library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
     asked for by name must be installed (`build.import_backend`'s error says how)."""
-    from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY, BuildError, import_backend
+    from axial_deploy.build import BuildError, import_backend
+    from axial_deploy.native import PLUGIN, locate
 
     if requested not in BACKEND_CHOICES:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
@@ -235,16 +236,14 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
             continue
         if backend == "tensorrt-rtx":
             return backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
-        plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
-        if plugin.is_file():
+        plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
+        if plugin and plugin.is_file():
             return backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
+        missing = plugin or locate(PLUGIN).describe()
         return (
             backend,
             "plain",
-            (
-                f"TensorRT on the plain graphs: {plugin} is not built (run `make plugins` for the "
-                "fused AxialAttention kernel)"
-            ),
+            f"TensorRT on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
         )
     return (
         None,

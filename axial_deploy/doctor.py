@@ -7,7 +7,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from axial_deploy.build import DEFAULT_PLUGIN_LIBRARY, cuda_device_info
+from axial_deploy.build import cuda_device_info
+from axial_deploy.native import PLUGIN, locate
 
 
 @dataclass
@@ -37,14 +38,19 @@ def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
     return Check(label, True, version, required=required)
 
 
-def _library(label: str, path: Path, fix: str) -> Check:
-    if not path.is_file():
-        return Check(label, False, f"{path} not built", fix)
+def _plugin_library(given: str | Path | None) -> Check:
+    """The plugin library given, else the one the resolver finds (never the current folder's);
+    loaded only when it exists, since loading a library runs its code."""
+    label, fix = "plugin library", PLUGIN.build_hint
+    found = locate(PLUGIN)
+    path, where = (Path(given), "--plugins") if given else (found.path, found.source)
+    if path is None or not path.is_file():
+        return Check(label, False, f"{path} not found" if path else found.describe(), fix)
     try:
         ctypes.CDLL(str(path.resolve()))
     except OSError as error:
-        return Check(label, False, f"{path} does not load: {error}", fix)
-    return Check(label, True, f"{path} loads")
+        return Check(label, False, f"{path} ({where}) does not load: {error}", fix)
+    return Check(label, True, f"{path} ({where}) loads")
 
 
 def _kernel_library() -> Check:
@@ -102,13 +108,7 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
         )
     )
     checks.append(_kernel_library())
-    checks.append(
-        _library(
-            "plugin library",
-            Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY,
-            "make plugins on a machine with nvcc and TensorRT",
-        )
-    )
+    checks.append(_plugin_library(plugin_library))
     return checks
 
 

@@ -42,6 +42,7 @@ from axial_deploy.models.metrics import (
     TopKAccuracy,
     match_segments,
 )
+from axial_deploy.models.preprocess import open_image
 
 
 class EvaluationError(AxialDeployError, ValueError):
@@ -623,7 +624,7 @@ def _evaluate_panoptic(
             inputs, hws = [], []
             for ann in batch:
                 image_path = gt.image_file(images_dir, ann)
-                with Image.open(image_path) as image:
+                with open_image(image_path) as image:
                     hw = fixed_hw or (image.height, image.width)
                 hws.append(hw)
                 inputs.append(preprocess_for("panoptic", hw).load(image_path))

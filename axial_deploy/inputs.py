@@ -3,6 +3,7 @@ expects (resized to the input's fixed height and width)."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,7 @@ def read_input(
     symbolic axis) of a `task` model."""
     path = Path(path)
     if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise InputFileError(f"{path}: not a readable .npy array ({error})") from None
+        return read_arrays(path)[0]
     hw = tuple(input_shape[2:])
     if len(input_shape) != 4 or not all(isinstance(d, int) and d > 0 for d in hw):
         raise InputFileError(
@@ -33,3 +31,46 @@ def read_input(
             "image to; feed a .npy array instead"
         )
     return preprocess_for(task, hw).load(path)[None]
+
+
+def read_arrays(path: str | Path) -> list[np.ndarray]:
+    """The arrays of a .npy file, or of a .npz file in key order: numeric arrays only (no
+    pickles, no strings), and a header's claimed size is checked against the bytes really
+    there before anything is allocated."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path} is not a file: give a .npy or .npz array file")
+    try:
+        if path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.infolist():
+                    with archive.open(member) as stream:
+                        _check_header(stream, member.file_size, f"{path}:{member.filename}")
+            with np.load(path, allow_pickle=False) as npz:
+                return [npz[key] for key in sorted(npz.files)]
+        with open(path, "rb") as stream:
+            _check_header(stream, path.stat().st_size, str(path))
+        return [np.load(path, allow_pickle=False)]
+    except InputFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputFileError(f"cannot read {path} as a numpy file: {error}") from None
+
+
+def _check_header(stream, size: int, name: str) -> None:
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0
+        if major != 1:
+            read_header = np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except (ValueError, EOFError) as error:
+        raise InputFileError(f"{name} is not a .npy array ({error})") from None
+    if dtype.kind not in "biuf":
+        raise InputFileError(f"{name} holds {dtype} values; a model input must be numeric")
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if claimed > size - stream.tell():
+        raise InputFileError(
+            f"{name} claims a {list(shape)} {dtype} array ({claimed:,} bytes) but holds "
+            f"{size - stream.tell():,}: the file is truncated or forged"
+        )

@@ -84,14 +84,86 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"holds a {type(data).__name__}, not a manifest object")
         data = dict(data)
-        for key in ("inputs", "outputs"):
-            data[key] = [TensorInfo(**t) for t in data.get(key, [])]
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ManifestError(f"unknown manifest fields {sorted(unknown)}")
+        _check_types(data, FIELD_TYPES)
+        for key in ("inputs", "outputs"):
+            tensors = data.get(key, [])
+            if not all(isinstance(t, dict) for t in tensors):
+                raise ManifestError(f"field {key!r} must be a list of tensor objects")
+            for tensor in tensors:
+                _check_types(tensor, TENSOR_TYPES, f"{key} entry ")
+            data[key] = [TensorInfo(**t) for t in tensors]
         return cls(**data)
+
+
+# JSON types of each field (a field missing from the JSON is left to the dataclass)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "backend": (str,), "tensorrt_version": (str,), "cuda_version": (str, type(None)),
+    "gpu_name": (str, type(None)), "sm": (str, type(None)), "precision": (str,),
+    "profiles": (list,), "inputs": (list,), "outputs": (list,), "onnx_sha256": (str,),
+    "engine_sha256": (str,), "plugin_library": (str, type(None)),
+    "plugin_sha256": (str, type(None)), "plugin_serialized": (bool,),
+    "build_seconds": (int, float, type(None)), "manifest_version": (int,), "extra": (dict,),
+}  # fmt: skip
+TENSOR_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "dtype": (str,),
+    "shape": (list,),
+    "mode": (str,),
+}
+
+
+def _check_types(data: dict, types: dict[str, tuple[type, ...]], what: str = "") -> None:
+    for key, allowed in types.items():
+        value = data.get(key)
+        wrong_bool = isinstance(value, bool) and bool not in allowed  # bool is an int in Python
+        if key in data and (wrong_bool or not isinstance(value, allowed)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ManifestError(f"{what}field {key!r} must be {names}, not {value!r:.60}")
+
+
+def pending_path(engine_path: str | os.PathLike) -> Path:
+    """Where the new manifest waits while its engine replaces the old one."""
+    return manifest_path(engine_path).with_suffix(".json.pending")
+
+
+def write_engine(serialized, manifest: Manifest, engine_path: str | os.PathLike) -> Path:
+    """Writes an engine and its manifest as one step.
+
+    Two files cannot be replaced atomically together, so the new manifest is first written
+    beside the old one as ENGINE.json.pending, then the engine replaces the old engine, then
+    the pending manifest replaces the old manifest. Killed before the engine moved, the old
+    pair is intact (a stale pending manifest does not match its engine and is dropped); killed
+    after, `read_manifest` finds a pending manifest that matches the engine and completes the
+    swap. Either way an engine and a manifest that describe it are never lost."""
+    engine_path = Path(engine_path)
+    pending = pending_path(engine_path)
+    with atomic_output(pending) as tmp:
+        tmp.write_text(manifest.to_json())
+    with atomic_output(engine_path) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    os.replace(pending, manifest_path(engine_path))
+    return manifest_path(engine_path)
+
+
+def _settle_pending(engine_path: Path) -> None:
+    """Completes or drops a swap that `write_engine` was killed in the middle of."""
+    pending = pending_path(engine_path)
+    if not pending.is_file():
+        return
+    try:
+        wanted = json.loads(pending.read_text()).get("engine_sha256")
+    except (OSError, ValueError, AttributeError):
+        wanted = None
+    if engine_path.is_file() and wanted == sha256_file(engine_path):
+        os.replace(pending, manifest_path(engine_path))
+    else:
+        pending.unlink(missing_ok=True)
 
 
 def write_manifest(manifest: Manifest, engine_path: str | os.PathLike) -> Path:
@@ -102,6 +174,7 @@ def write_manifest(manifest: Manifest, engine_path: str | os.PathLike) -> Path:
 
 
 def read_manifest(engine_path: str | os.PathLike) -> Manifest:
+    _settle_pending(Path(engine_path))
     path = manifest_path(engine_path)
     if not path.is_file():
         raise ManifestError(
@@ -111,8 +184,10 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
         )
     try:
         return Manifest.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ManifestError(f"manifest {path} is unreadable: {error}") from error
+    except (ValueError, TypeError) as error:  # JSON, UTF-8 and field errors alike
+        raise ManifestError(
+            f"manifest {path} is unreadable ({error}): rebuild the engine with `axial-deploy build`"
+        ) from None
 
 
 def check_manifest(

@@ -2,9 +2,9 @@
 report and the rewrite's per-layer check all report.
 
 Conventions: `max_rel` is max |actual - reference| / max |reference| (the scale of the whole
-output, so near-zero elements do not blow it up); equal values (infinities included) and NaN in
-both count as agreeing; a NaN in one side only makes every error NaN-free infinite, so NaN or
-Inf can never pass as parity.
+output, so near-zero elements do not blow it up). NaN or Inf on either side is never parity:
+such an element's error is infinite, even where both sides agree (a model that computes NaN
+is broken, however reproducibly).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def _relative(max_abs: float, max_ref: float) -> float:
 def output_error(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputError:
     """Errors of `actual` against `reference` (same shape; the caller checks shapes)."""
     ref, act = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
-    agree = (ref == act) | (np.isnan(ref) & np.isnan(act))
-    diff = np.where(agree, 0.0, np.abs(act - ref))
-    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only
-    finite = np.abs(ref[np.isfinite(ref)])
-    max_ref = float(finite.max()) if finite.size else 0.0
+    finite = np.isfinite(ref) & np.isfinite(act)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(finite, np.abs(act - ref), np.inf)
+    scale = np.abs(ref[np.isfinite(ref)])
+    max_ref = float(scale.max()) if scale.size else 0.0
     max_abs = float(diff.max()) if diff.size else 0.0
     mean_abs = float(diff.mean()) if diff.size else 0.0
     return OutputError(name, max_abs, _relative(max_abs, max_ref), mean_abs, max_ref, diff.size)

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.coco_panoptic import VOID_ID, load_split, read_segment_png, split_paths
+from axial_deploy.models.preprocess import open_image
 
 CAPTION_HEIGHT = 14  # pixels of the caption strip above each tile
 ALPHA = 0.6  # weight of the segment color over the input image
@@ -96,7 +97,7 @@ def render_panels(
     for ann in gt.annotations[:count]:
         gt_ids = read_segment_png(gt.segment_png(ann))
         height, width = gt_ids.shape
-        with Image.open(gt.image_file(images_dir, ann)) as image:
+        with open_image(gt.image_file(images_dir, ann)) as image:
             rgb = np.asarray(image.convert("RGB").resize((width, height)))
         tiles = [
             _tile(rgb, "input"),

@@ -141,6 +141,18 @@ def _check_fp32(model: onnx.ModelProto, path) -> None:
             f"{path}: input type is {onnx.TensorProto.DataType.Name(elem)}, expected FLOAT: "
             "pass the FP32 graph (from axial-deploy export / rewrite)"
         )
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT16:
+            raise QuantizeError(
+                f"{path} holds FP16 weights ({tensor.name}): it is already an FP16 graph; pass "
+                "the FP32 graph (from axial-deploy export / rewrite)"
+            )
+        floats = tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+        if floats and not np.isfinite(onnx.numpy_helper.to_array(tensor)).all():
+            raise QuantizeError(
+                f"{path}: weight {tensor.name} holds NaN or infinite values; the model is "
+                "broken (check the checkpoint it was exported from)"
+            )
 
 
 def _calibration_batches(model, path, calib, batches, batch_size, seed):

@@ -21,9 +21,15 @@ regenerated alone, and the same seed gives byte-identical files.
 from __future__ import annotations
 
 import colorsys
+import contextlib
+import fcntl
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, remove_stale_temporaries
 from axial_deploy.coco_panoptic import split_paths, write_json, write_segment_png
 from axial_deploy.errors import AxialDeployError
 
@@ -335,9 +341,13 @@ def generate_panoptic(
     progress: bool = True,
 ) -> dict:
     """Writes the synthetic panoptic dataset under `out`; returns its dataset.json record."""
-    out = Path(out)
     counts = {"train": train, "val": val}
     _check_args(counts, size, minimum=32)
+    with dataset_folder(out) as folder:
+        return _write_panoptic(folder, Path(out), seed, counts, size, command, progress)
+
+
+def _write_panoptic(out, final, seed, counts, size, command, progress) -> dict:
     height, width = size
     categories = panoptic_categories()
     totals = {}
@@ -379,8 +389,8 @@ def generate_panoptic(
             for i, c in enumerate(PANOPTIC_CLASSES)
         ],
         "command": command
-        or f"axial-deploy dataset panoptic -o {out} --seed {seed} --train {train} "
-        f"--val {val} --size {height}x{width}",
+        or f"axial-deploy dataset panoptic -o {final} --seed {seed} --train {counts['train']} "
+        f"--val {counts['val']} --size {height}x{width}",
     }
     write_json(out / "dataset.json", record)
     return record
@@ -417,9 +427,13 @@ def generate_classification(
     progress: bool = True,
 ) -> dict:
     """Writes the shape classification dataset (ImageFolder layout) under `out`."""
-    out = Path(out)
     counts = {"train": train, "val": val}
     _check_args(counts, size, minimum=16)
+    with dataset_folder(out) as folder:
+        return _write_classification(folder, Path(out), seed, counts, size, command, progress)
+
+
+def _write_classification(out, final, seed, counts, size, command, progress) -> dict:
     height, width = size
     per_class: dict[str, list[int]] = {}
     for split, n in counts.items():
@@ -443,8 +457,8 @@ def generate_classification(
         },
         "classes": list(CLASSIFICATION_CLASSES),
         "command": command
-        or f"axial-deploy dataset classification -o {out} --seed {seed} --train {train} "
-        f"--val {val} --size {height}x{width}",
+        or f"axial-deploy dataset classification -o {final} --seed {seed} "
+        f"--train {counts['train']} --val {counts['val']} --size {height}x{width}",
     }
     write_json(out / "dataset.json", record)
     return record
@@ -458,4 +472,46 @@ def read_dataset_record(root: str | Path) -> dict:
             f"{path} not found: generate the dataset first, e.g. "
             f"`axial-deploy dataset panoptic -o {root}`"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:  # bad JSON or bad UTF-8
+        raise DatasetError(
+            f"{path} is not a readable dataset record ({error}): regenerate the dataset with "
+            "`axial-deploy dataset`"
+        ) from None
+
+
+@contextlib.contextmanager
+def dataset_folder(out: str | Path) -> Iterator[Path]:
+    """A temporary sibling of `out` to write a dataset into, swapped in for `out` on success
+    (its old contents go) and removed on failure, so a killed run never mixes old and new
+    files. A lock beside `out` refuses a second writer while one is active."""
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is a file: give a folder for the dataset")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(
+                f"another run is writing the dataset {out}: wait for it or choose another -o"
+            ) from None
+        remove_stale_temporaries(out)
+        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp",
+                                       dir=out.parent))  # fmt: skip
+        try:
+            yield folder
+            _swap(folder, out)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _swap(new: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.parent / f".{out.name}.{os.getpid()}.old.tmp"
+    os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)

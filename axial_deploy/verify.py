@@ -143,7 +143,7 @@ def compare_output(
         return OutputComparison(name, name_b, a.shape, nan, nan, nan, nan, False, note)
     error = output_error(name, a, b)
     passed = bool(error.max_abs <= atol + rtol * error.max_ref)
-    note = "NaN or Inf in one model only" if np.isinf(error.max_abs) else ""
+    note = "NaN or Inf in the outputs" if np.isinf(error.max_abs) else ""
     return OutputComparison(
         name, name_b, a.shape, error.max_abs, error.max_rel, error.mean_abs, error.max_ref, passed,
         note,

@@ -173,13 +173,12 @@ class ImageFolderSource(CalibrationSource):
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
     """The arrays of one .npy or .npz file (every array of an .npz, in key order)."""
+    from axial_deploy.inputs import InputFileError, read_arrays
+
     try:
-        if path.suffix.lower() == ".npy":
-            return [np.load(path, allow_pickle=False)]
-        with np.load(path, allow_pickle=False) as archive:
-            return [archive[key] for key in sorted(archive.files)]
-    except (OSError, ValueError, EOFError) as error:
-        raise CalibrationDataError(f"cannot read {path} as a numpy file: {error}") from error
+        return read_arrays(path)
+    except InputFileError as error:
+        raise CalibrationDataError(str(error)) from None
 
 
 class ArraySource(CalibrationSource):

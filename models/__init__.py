@@ -20,7 +20,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "model_task",
+    "prepare_model",
     "pretrained_models",
     "pretrained_record",
-    "prepare_model",
 ]

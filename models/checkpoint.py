@@ -37,6 +37,10 @@ def extract_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
     return clean
 
 
+def _non_finite(value) -> bool:
+    return torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all()
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load weights from `path` into `model` and return it.
 
@@ -60,6 +64,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
             f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state_dict"
         )
     state = extract_state_dict(checkpoint)
+    broken = [name for name, value in state.items() if _non_finite(value)]
+    if broken:
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite values in {len(broken)} tensor(s) "
+            f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): the weights are "
+            "broken (a diverged training run?); use another checkpoint"
+        )
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

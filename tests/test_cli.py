@@ -132,7 +132,7 @@ def test_nan_is_never_parity_and_outputs_match_by_name_or_position():
     error = output_error("y", np.array([1.0, 2.0]), np.array([1.0, np.nan]))
     assert error.max_abs == np.inf and error.max_rel == np.inf
     both = output_error("y", np.array([np.nan, 2.0]), np.array([np.nan, 2.0]))
-    assert both.max_abs == 0.0
+    assert both.max_abs == np.inf  # agreeing NaN is still no parity
     merged = output_error("y", np.ones(2), np.ones(2) * 1.5).merged(
         output_error("y", np.ones(6), np.ones(6))
     )

@@ -192,9 +192,10 @@ def test_pass_rule_scales_with_the_reference():
     assert row.max_rel == pytest.approx(row.max_abs / 2.0)
     assert not compare_output("y", "y", a, b, rtol=1e-5, atol=1e-6).passed
     nan_both = np.array([np.nan, 1.0])
-    assert compare_output("y", "y", nan_both, nan_both, 1e-4, 0.0).passed
+    both = compare_output("y", "y", nan_both, nan_both, 1e-4, 0.0)
+    assert not both.passed and both.note == "NaN or Inf in the outputs"  # NaN is never parity
     nan_b = compare_output("y", "y", np.array([0.5, 1.0]), nan_both, 1e-4, 0.0)
-    assert not nan_b.passed and nan_b.note == "NaN or Inf in one model only"
+    assert not nan_b.passed and nan_b.note == "NaN or Inf in the outputs"
     shape = compare_output("y", "y", np.zeros(2), np.zeros(3), 1e-4, 0.0)
     assert not shape.passed and "shape differs" in shape.note
 

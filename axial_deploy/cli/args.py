@@ -19,13 +19,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Largest batch and height/width a shape option takes: far above any deployment (Axial-DeepLab
+# runs at 1025x2049), far below sizes that would exhaust memory before any check runs.
+MAX_BATCH, MAX_SIDE = 256, 8192
+
 
 def _dims(text: str, count: int) -> tuple[int, ...] | None:
     try:
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         return None
-    return dims if len(dims) == count and all(d > 0 for d in dims) else None
+    if len(dims) != count or not all(d > 0 for d in dims):
+        return None
+    if max(dims[-2:]) > MAX_SIDE or (count == 4 and dims[0] > MAX_BATCH):
+        return None
+    return dims
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -33,7 +41,8 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
     dims = _dims(text, 4)
     if dims is None or dims[1] != 3:
         raise argparse.ArgumentTypeError(
-            f"input shape {text!r} must be NxCxHxW with positive sizes and C = 3, e.g. 1x3x224x224"
+            f"input shape {text!r} must be NxCxHxW with C = 3, 1 <= N <= {MAX_BATCH} and "
+            f"1 <= H, W <= {MAX_SIDE}, e.g. 1x3x224x224"
         )
     return dims  # type: ignore[return-value]
 
@@ -42,7 +51,9 @@ def parse_size(text: str) -> tuple[int, int]:
     """HxW with positive sizes, e.g. 257x513."""
     dims = _dims(text, 2)
     if dims is None:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 257x513")
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} must be HxW with 1 <= H, W <= {MAX_SIDE}, e.g. 257x513"
+        )
     return dims  # type: ignore[return-value]
 
 

@@ -55,8 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
+    from axial_deploy.manifest import manifest_path
 
+    check_distinct(
+        {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache},
+        {"-o": args.output, "the manifest": manifest_path(args.output)},
+    )
     options = BuildOptions(
         backend=args.backend,
         plugin_library=args.plugins,

@@ -49,11 +49,15 @@ def labelled(texts: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.quantize import accuracy_report, write_json
 
+    candidates = labelled(args.candidates)
+    inputs = {"REF.onnx": args.reference, **{f"candidate {k}": v for k, v in candidates.items()}}
+    check_distinct(inputs, {"--report": args.report})
     report = accuracy_report(
         args.reference,
-        labelled(args.candidates),
+        candidates,
         inputs=args.inputs,
         batches=args.batches,
         seed=args.seed,

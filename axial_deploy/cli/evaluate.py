@@ -69,11 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.artifacts import atomic_output, check_distinct
     from axial_deploy.evaluate import comparison_table, evaluate_with_gate, labelled_targets
 
+    targets = labelled_targets(args.targets, args.labels)
+    check_distinct({f"TARGET {k}": v for k, v in targets.items()}, {"--report": args.report})
     evaluation = evaluate_with_gate(
-        labelled_targets(args.targets, args.labels),
+        targets,
         args.data,
         reference=args.reference,
         max_drop=args.max_drop,

@@ -41,10 +41,13 @@ def report_paths(report: str) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.profile import profile_engine
     from axial_deploy.report import write_html, write_json
     from axial_deploy.runtime import Engine
 
+    json_path, html_path = report_paths(args.report) if args.report else (None, None)
+    check_distinct({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
     engine = Engine(args.model, cuda=args.cuda)
     result = profile_engine(
         engine,
@@ -56,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(result.summary())
     if args.report:
-        json_path, html_path = report_paths(args.report)
         write_json(result, json_path)
         write_html(result, html_path)
         print(f"wrote {json_path} and {html_path}")

@@ -67,8 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.quantize import quantize_file, write_json
 
+    outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
+    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(f"quantizing {args.model} to {args.precision} ...", flush=True)
     report = quantize_file(
         args.model,

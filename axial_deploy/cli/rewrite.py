@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.rewrite import rewrite_file
 
+    check_distinct({"IN.onnx": args.model}, {"-o": args.output, "--report": args.report})
     print(f"rewriting {args.model} ...", flush=True)
     report = rewrite_file(args.model, args.output, report_path=args.report, strict=args.strict)
     print(report.summary())

@@ -23,11 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.artifacts import atomic_output, check_distinct
     from axial_deploy.inputs import InputFileError, read_input
     from axial_deploy.runtime import Engine
     from axial_deploy.task import task_from_outputs
 
+    check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, {"-o": args.output})
     engine = Engine(args.model, cuda=args.cuda)
     if len(engine.inputs) != 1:
         raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")

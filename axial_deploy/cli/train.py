@@ -36,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct
     from axial_deploy.train import TrainSettings, train
 
+    record = Path(args.output).with_suffix(".json")
+    check_distinct({"--data": args.data}, {"-o": args.output, "its record": record})
     settings = TrainSettings.for_model(
         args.model,
         args.data,
