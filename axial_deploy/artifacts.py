@@ -69,8 +69,23 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _check_writable(path: Path, label: str) -> None:
+    """The cheap checks, before any work: not a folder, no file where a folder must be."""
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {label} {path}: it is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputPathError(
+                    f"cannot write {label} {path}: {parent} is "
+                    f"{'a file' if not parent.is_dir() else 'not writable'}; choose another path"
+                )
+            return
+
+
 def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> None:
-    """Refuses, before any work, outputs that would overwrite an input or each other.
+    """Refuses, before any work, outputs that would overwrite an input or each other, or
+    that cannot be written (a folder, a file where a folder must be, no write permission).
 
     `inputs` and `outputs` map a label for the message (e.g. "-o", "--report") to a path or
     None (not given). Paths compare resolved, so `./a.onnx` and `a.onnx` collide."""
@@ -81,6 +96,7 @@ def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> Non
     for label, value in outputs.items():
         if value is None:
             continue
+        _check_writable(Path(value), label)
         resolved = Path(value).resolve()
         if resolved in seen:
             raise OutputPathError(
@@ -103,9 +119,34 @@ def load_onnx(
     if not path.is_file():
         raise error(f"no such file: {label} {path}")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for a corrupt file
         raise error(f"{path} is not a readable ONNX model: {exc}") from exc
+    # Every parser that later opens `path` (ONNX Runtime, TensorRT, TensorRT-RTX) follows
+    # these locations; some follow links out of the folder, so they are checked here first.
+    check_external_data(model, path, error)
+    if load_external_data:
+        onnx.load_external_data_for_model(model, str(path.parent))
     if not model.graph.node:
         raise error(f"{path} is not an ONNX model with a graph (no nodes)")
     return model
+
+
+def check_external_data(
+    model: onnx.ModelProto, path: Path, error: type[ValueError] = ValueError
+) -> None:
+    """Every external-data file a model names must be a regular file inside the model's
+    folder once links are resolved; otherwise `error` names the tensor and the location."""
+    folder = path.parent.resolve()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (path.parent / location).resolve()
+        inside = target.is_relative_to(folder) and target != folder
+        if not inside or not target.is_file():
+            why = "leaves the model's folder" if not inside else "is not a regular file there"
+            raise error(
+                f"{path}: tensor {tensor.name} keeps its data in {location!r}, which {why}; "
+                "external data must be plain files beside the model (re-save the model)"
+            )

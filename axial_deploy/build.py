@@ -355,8 +355,8 @@ def build_engine(
         raise BuildError(
             f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}"
             f"{', ...' if len(nodes) > 5 else ''}) and TensorRT-RTX has no plugin layer: build "
-            "it with --backend tensorrt and the plugin library (--plugins LIB), or build the "
-            "graph from before `axial-deploy rewrite` with tensorrt-rtx"
+            "it with --backend tensorrt --plugins LIB (the AxialAttention plugin library), or "
+            "build the graph from before `axial-deploy rewrite` with tensorrt-rtx"
         )
     if nodes and not plugin:
         plugin = locate(PLUGIN).path  # the package's or the checkout's, never the cwd's

@@ -22,6 +22,8 @@ def read_input(
     """A batch of one from `path` for an input of `input_shape` (NCHW; -1 or a name for a
     symbolic axis) of a `task` model."""
     path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path} is not a file: give a .npy array or an image file")
     if path.suffix == ".npy":
         return read_arrays(path)[0]
     hw = tuple(input_shape[2:])
@@ -65,7 +67,9 @@ def _check_header(stream, size: int, name: str) -> None:
             read_header = np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
     except (ValueError, EOFError) as error:
-        raise InputFileError(f"{name} is not a .npy array ({error})") from None
+        raise InputFileError(
+            f"cannot read {name} as a numpy file: not a .npy array ({error})"
+        ) from None
     if dtype.kind not in "biuf":
         raise InputFileError(f"{name} holds {dtype} values; a model input must be numeric")
     claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
