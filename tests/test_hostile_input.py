@@ -248,3 +248,16 @@ def test_outputs_that_collide_are_refused_before_any_work(tmp_path):
     with pytest.raises(OutputPathError, match="same file as IN"):
         check_distinct({"IN": tmp_path / "a"}, {"-o": tmp_path / "." / "a"})
     check_distinct({"IN": tmp_path / "a"}, {"-o": tmp_path / "b", "--report": None})
+
+
+def test_ctrl_c_during_a_build_cancels_it_instead_of_failing_it():
+    from types import SimpleNamespace
+
+    from axial_deploy.build import _cancel_on_interrupt
+
+    monitor = SimpleNamespace(interrupted=False)
+    with _cancel_on_interrupt(monitor):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends while the builder runs
+        time.sleep(0.01)  # the handler runs between bytecodes
+    assert monitor.interrupted  # the next progress step returns False: the build is cancelled
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
