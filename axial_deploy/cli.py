@@ -574,6 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="out/deploy", metavar="DIR", help="output folder (default out/deploy)"
     )
     deploy.set_defaults(func=cmd_deploy)
+    # Serving: add_*_arguments / run_* pairs (move into the cli/ package at the split).
+    import inspect
+
+    from axial_deploy.serving import cli_commands as serving
+
+    for command, add, run in (
+        ("serve", serving.add_serve_arguments, serving.run_serve),
+        ("triton-repo", serving.add_triton_repo_arguments, serving.run_triton_repo),
+        ("infer", serving.add_infer_arguments, serving.run_infer),
+        ("loadtest", serving.add_loadtest_arguments, serving.run_loadtest),
+    ):
+        doc = inspect.cleandoc(run.__doc__ or "")
+        command_parser = sub.add_parser(command, help=doc.split("\n")[0], description=doc)
+        command_parser.formatter_class = parser.formatter_class  # keeps the paragraphs
+        add(command_parser)
+        command_parser.set_defaults(func=run)
     return parser
 
 

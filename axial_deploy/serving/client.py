@@ -104,17 +104,27 @@ class TritonClient:
         except Exception:  # connection refused while starting: not ready yet
             return False
 
+    def _call(self, what: str, function, *args, **kwargs):
+        """Runs a tritonclient call; the server's refusal or an unreachable server becomes a
+        one-line ServeError (the server's own message kept)."""
+        utils = require("tritonclient.utils", "the client")
+        try:
+            return function(*args, **kwargs)
+        except utils.InferenceServerException as error:
+            raise ServeError(f"{what}: {error.message() or error}") from error
+        except Exception as error:  # transport failures: refused, reset, closed, timed out
+            raise ServeError(
+                f"{what}: cannot reach {self.endpoint.address} ({error}): is the server running?"
+            ) from error
+
     def metadata(self, model: str) -> dict:
-        if self.endpoint.protocol == "grpc":
-            return self.client.get_model_metadata(model, as_json=True)
-        return self.client.get_model_metadata(model)
+        kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+        return self._call(f"metadata of {model!r}", self.client.get_model_metadata, model, **kwargs)
 
     def statistics(self, model: str) -> dict:
         """Triton's statistics of `model` (its first version), including `batch_stats`."""
-        if self.endpoint.protocol == "grpc":
-            stats = self.client.get_inference_statistics(model, as_json=True)
-        else:
-            stats = self.client.get_inference_statistics(model)
+        kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+        stats = self._call("statistics", self.client.get_inference_statistics, model, **kwargs)
         entries = stats.get("model_stats", [])
         return entries[0] if entries else {}
 
@@ -129,7 +139,7 @@ class TritonClient:
             tensor.set_data_from_numpy(array.astype(object) if kind == "object" else array)
             inputs.append(tensor)
         kwargs = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
-        response = self.client.infer(model, inputs, **kwargs)
+        response = self._call(f"infer {model!r}", self.client.infer, model, inputs, **kwargs)
         names = [o["name"] for o in self._outputs(response)]
         return {name: response.as_numpy(name) for name in names}
 

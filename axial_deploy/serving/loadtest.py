@@ -137,8 +137,11 @@ def run_load(
     for thread in threads:  # bounded: each request times out, the loop stops at the deadline
         thread.join(time_limit_s + timeout_s + 5)
     seconds = time.perf_counter() - started
-    with TritonClient(url, allow_remote=allow_remote, timeout_s=timeout_s) as client:
-        after = batch_histogram(client.statistics(model))
+    try:  # a server that was told to stop during the run may refuse new connections
+        with TritonClient(url, allow_remote=allow_remote, timeout_s=timeout_s) as client:
+            after = batch_histogram(client.statistics(model))
+    except ServeError:
+        after = dict(before)
     sent = len(tally.latencies) + len(tally.errors)
     batch = _batch_of(feed)
     return LoadReport(
@@ -161,3 +164,22 @@ def _batch_of(feed: dict[str, np.ndarray]) -> int:
     """Inferences per request: the first axis of the (batched) input."""
     first = next(iter(feed.values()))
     return int(first.shape[0]) if first.ndim else 1
+
+
+def random_feed(metadata: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """One request of N(0, 1) values (uint8 noise for images) at the model's shapes: dynamic
+    axes are 1 for the batch axis and 64 elsewhere."""
+    from axial_deploy.serving.client import TRITON_DTYPES
+
+    numpy_of = {v: k for k, v in TRITON_DTYPES.items()}
+    generator = np.random.default_rng(seed)
+    feed = {}
+    for meta in metadata.get("inputs", []):
+        dims = [int(d) for d in meta["shape"]]
+        shape = [1 if i == 0 and d < 0 else (64 if d < 0 else d) for i, d in enumerate(dims)]
+        dtype = np.dtype(numpy_of.get(meta["datatype"], "float32"))
+        if dtype == np.uint8:
+            feed[meta["name"]] = generator.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            feed[meta["name"]] = generator.standard_normal(shape).astype(dtype)
+    return feed

@@ -301,39 +301,60 @@ def _triton_config(settings: ServeSettings):
     )
 
 
+# Lines Triton logs as errors on every CPU-only start, which say nothing about the model.
+_LOG_NOISE = ("CudaDriverHelper", "config modification time", "NVML", "DCGM")
+
+
 def _load_error(triton, error: Exception) -> ServeError:
-    """Triton's own reason for a failed start, with the tail of its log."""
+    """Triton's own reasons for a failed start (its error lines), read before it stops. The
+    log arrives through a reader thread, so the reasons are awaited briefly (bounded)."""
     server = getattr(triton, "_triton_server", None)
-    log = server.logs() if server is not None else ""
-    failed = [line for line in log.splitlines() if " E" in line[:2] or "failed to load" in line]
-    detail = "\n  ".join((failed or log.splitlines())[-5:])
-    return ServeError(f"Triton did not start serving: {error}\n  {detail}".rstrip())
+    reasons: list[str] = []
+    for _ in range(20):
+        log = server.logs() if server is not None else ""
+        reasons = [
+            line.split("] ", 1)[-1].strip().strip('"')
+            for line in log.splitlines()
+            if line.startswith("E") and not any(noise in line for noise in _LOG_NOISE)
+        ]
+        if reasons or server is None:
+            break
+        time.sleep(0.1)
+    detail = "".join(f"\n  {reason}" for reason in reasons[-3:])
+    return ServeError(f"Triton did not start serving: {error}{detail}")
 
 
 def start_server(settings: ServeSettings) -> RunningServer:
-    """Starts Triton with the model(s) loaded and ready, or raises a ServeError (with Triton's
-    reason) within `startup_timeout_s`; never leaves a server running on failure."""
+    """Starts Triton with the model(s) loaded and ready, or raises (EngineError for a model
+    that cannot be opened, ServeError with Triton's reasons for one Triton refuses) within
+    `startup_timeout_s`; never leaves a server running on failure."""
     _check_settings(settings)
     require("pytriton", "axial-deploy serve")
     from pytriton.triton import Triton, TritonSecurityConfig
 
     workdir = tempfile.TemporaryDirectory(prefix="axial-serve-")
     started = time.perf_counter()
-    triton = None
-    try:
+    try:  # everything that can fail before Triton runs: the model, the engines, the config
         path = resolve_model(settings.model, Path(workdir.name), settings.input_size)
         security = TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS))
-        triton = Triton(config=_triton_config(settings), security_config=security)
+        workspace = Path(workdir.name) / "pytriton"
+        triton = Triton(
+            config=_triton_config(settings), security_config=security, workspace=workspace
+        )
         models = bind_models(triton, path, settings)
+    except BaseException:
+        workdir.cleanup()
+        raise
+    try:
         with libpython_first():
             _run_bounded(triton, settings.startup_timeout_s)
     except BaseException as error:
-        if triton is not None:
-            triton.stop()
+        failure = _load_error(triton, error) if isinstance(error, Exception) else None
+        triton.stop()
         workdir.cleanup()
-        if isinstance(error, ServeError | KeyboardInterrupt) or triton is None:
+        if failure is None:
             raise
-        raise _load_error(triton, error) from error
+        raise failure from error
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return RunningServer(
         triton,
