@@ -155,6 +155,8 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(server) -> None:
         print(f"serving {', '.join(server.models)} (started in {server.start_seconds:.1f} s)")
         print(f"  HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+        if server.log_file is not None:
+            print(f"  Triton's log: {server.log_file} (--verbose prints it)")
         print(f"  ready: {server.http_url}/v2/health/ready   Ctrl-C or SIGTERM stops", flush=True)
 
     return serve_until_signal(settings, ready)

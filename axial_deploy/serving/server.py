@@ -253,6 +253,7 @@ class RunningServer:
     metrics_url: str
     start_seconds: float
     workdir: tempfile.TemporaryDirectory
+    log_file: Path | None = None  # Triton's log (None: printed, --verbose)
 
     def is_alive(self) -> bool:
         return self.triton.is_alive()
@@ -285,7 +286,8 @@ def _check_settings(settings: ServeSettings) -> None:
         raise ServeError(f"--instances must be >= 1, got {settings.instances}")
 
 
-def _triton_config(settings: ServeSettings):
+def _triton_config(settings: ServeSettings, log_file: Path | None):
+    """Triton's options; its log goes to `log_file` (None: to this process's stdout)."""
     from pytriton.triton import TritonConfig
 
     return TritonConfig(
@@ -298,6 +300,7 @@ def _triton_config(settings: ServeSettings):
         allow_cpu_metrics=True,
         exit_timeout_secs=settings.drain_timeout_s,
         log_verbose=1 if settings.verbose else 0,
+        log_file=log_file,
     )
 
 
@@ -305,19 +308,25 @@ def _triton_config(settings: ServeSettings):
 _LOG_NOISE = ("CudaDriverHelper", "config modification time", "NVML", "DCGM")
 
 
-def _load_error(triton, error: Exception) -> ServeError:
-    """Triton's own reasons for a failed start (its error lines), read before it stops. The
-    log arrives through a reader thread, so the reasons are awaited briefly (bounded)."""
+def _read_log(triton, log_file: Path | None) -> str:
+    if log_file is not None:
+        return log_file.read_text(errors="replace") if log_file.is_file() else ""
     server = getattr(triton, "_triton_server", None)
+    return server.logs() if server is not None else ""
+
+
+def _load_error(triton, error: Exception, log_file: Path | None) -> ServeError:
+    """Triton's own reasons for a failed start (its error lines), read before it stops. The
+    log is written asynchronously, so the reasons are awaited briefly (bounded)."""
     reasons: list[str] = []
     for _ in range(20):
-        log = server.logs() if server is not None else ""
+        log = _read_log(triton, log_file)
         reasons = [
             line.split("] ", 1)[-1].strip().strip('"')
             for line in log.splitlines()
             if line.startswith("E") and not any(noise in line for noise in _LOG_NOISE)
         ]
-        if reasons or server is None:
+        if reasons:
             break
         time.sleep(0.1)
     detail = "".join(f"\n  {reason}" for reason in reasons[-3:])
@@ -338,8 +347,9 @@ def start_server(settings: ServeSettings) -> RunningServer:
         path = resolve_model(settings.model, Path(workdir.name), settings.input_size)
         security = TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS))
         workspace = Path(workdir.name) / "pytriton"
+        log_file = None if settings.verbose else Path(workdir.name) / "triton.log"
         triton = Triton(
-            config=_triton_config(settings), security_config=security, workspace=workspace
+            config=_triton_config(settings, log_file), security_config=security, workspace=workspace
         )
         models = bind_models(triton, path, settings)
     except BaseException:
@@ -349,7 +359,7 @@ def start_server(settings: ServeSettings) -> RunningServer:
         with libpython_first():
             _run_bounded(triton, settings.startup_timeout_s)
     except BaseException as error:
-        failure = _load_error(triton, error) if isinstance(error, Exception) else None
+        failure = _load_error(triton, error, log_file) if isinstance(error, Exception) else None
         triton.stop()
         workdir.cleanup()
         if failure is None:
@@ -364,6 +374,7 @@ def start_server(settings: ServeSettings) -> RunningServer:
         f"http://{host}:{settings.metrics_port}/metrics",
         time.perf_counter() - started,
         workdir,
+        log_file,
     )
 
 
