@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,rtx]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,rtx,serve]'
 	touch $(STAMP)
 
 # Main job: the whole pipeline on the built-in trained model (axial_deeplab_tiny): export ->

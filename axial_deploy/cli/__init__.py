@@ -34,6 +34,10 @@ COMMANDS = {
     "evaluate": "evaluate",
     "dataset": "dataset",
     "train": "train",
+    "serve": "serve",
+    "triton-repo": "triton_repo",
+    "infer": "infer",
+    "loadtest": "loadtest",
     "doctor": "doctor",
 }
 
