@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "axialAttentionPlugin.h"
 #include "kernel_emulation.h"
 
 // The plugin library's entry points (axialAttentionPlugin.cpp), as TensorRT looks them up.
@@ -460,6 +461,27 @@ int fieldsMode() {
         std::printf("%s{\"name\": %s, \"type\": \"%s\", \"length\": %d}", i ? ", " : "",
             quote(fc->fields[i].name).c_str(), typeName(fc->fields[i].type), fc->fields[i].length);
     }
+    // The plugin's field table itself: ranges, parities and table shapes (checked against the YAML).
+    int32_t count = 0;
+    axial_deploy::FieldSpec const* specs = axial_deploy::fieldSpecs(count);
+    auto nameOf = [&](int32_t axial_deploy::AxialAttentionConfig::*member) -> std::string {
+        for (int32_t k = 0; k < count; ++k) {
+            if (specs[k].scalar != nullptr && specs[k].scalar == member) return specs[k].name;
+        }
+        return "?";
+    };
+    std::printf("], \"table\": [");
+    for (int32_t k = 0; k < count; ++k) {
+        axial_deploy::FieldSpec const& f = specs[k];
+        std::printf("%s{\"name\": %s, \"type\": \"%s\"", k ? ", " : "", quote(f.name).c_str(), typeName(f.type));
+        if (f.type == PluginFieldType::kINT32) {
+            std::printf(", \"min\": %d, \"max\": %d, \"parity\": %d}", f.min, f.max, static_cast<int>(f.parity));
+        } else {
+            std::printf(", \"shape\": [");
+            for (int d = 0; d < 3 && f.shape[d] != nullptr; ++d) std::printf("%s%s", d ? ", " : "", quote(nameOf(f.shape[d])).c_str());
+            std::printf("]}");
+        }
+    }
     std::printf("]}\n");
     return 0;
 }
@@ -551,7 +573,11 @@ int Lifecycle::run() {
             ok = ok && rc == 0 && out == t;
             detail += std::to_string(static_cast<int>(t)) + "->" + std::to_string(static_cast<int>(out)) + " ";
         }
-        printStep("getOutputDataTypes", ok, detail);
+        DataType const int8 = DataType::kINT8;
+        DataType out = DataType::kFLOAT;
+        bool const refused = buildCap->getOutputDataTypes(&out, 1, &int8, 1) != 0 && !gLogger.messages.empty();
+        gLogger.take();
+        printStep("getOutputDataTypes", ok && refused, detail + (refused ? "INT8 refused" : "INT8 accepted"));
     }
 
     // -- symbolic output shapes: batch, H and W unknown at build time, channels a constant
