@@ -168,6 +168,34 @@ def _load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def register_plugin_library(trt, path: str | os.PathLike) -> None:
+    """Registers the TensorRT plugin library's creators with `trt`'s plugin registry.
+
+    TensorRT's own loader (IPluginRegistry::loadLibrary) opens it and calls its getCreators;
+    nothing else needs its symbols, so it is not loaded RTLD_GLOBAL (which would put the
+    library's symbols in front of every later-loaded library's). A failure says why: a
+    preliminary private load (RTLD_LOCAL) gets the dynamic loader's message, e.g. a missing
+    dependency, which TensorRT's registry does not report.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KernelLibraryError(f"plugin library {path} not found: build it with `make plugins`")
+    resolved = str(path.resolve())
+    try:
+        ctypes.CDLL(resolved)  # RTLD_LOCAL (ctypes' default)
+    except OSError as error:
+        raise KernelLibraryError(f"cannot load plugin library {path}: {error}") from error
+    try:
+        handle = trt.get_plugin_registry().load_library(resolved)
+    except RuntimeError as error:
+        raise KernelLibraryError(f"TensorRT cannot load plugin library {path}: {error}") from error
+    if handle is None:
+        raise KernelLibraryError(
+            f"TensorRT cannot load plugin library {path} (see TensorRT's messages above): "
+            "it must export getCreators; rebuild it with `make plugins`"
+        )
+
+
 def load_library() -> ctypes.CDLL:
     """The loaded C ABI library (raises KernelLibraryError naming `make plugins` if missing)."""
     return _load(library_path())
