@@ -297,6 +297,7 @@ def _bad_field_cases() -> list[tuple[str, object, str]]:
     cases.append(("no collection", None, "fields"))
     cases.append(("null name", [*good, (None, INT32, 1, struct.pack("<i", 1))], "name"))
     cases.append(("nbFields negative", (-1, good), "fields"))
+    cases.append(("null fields pointer", (3, []), "fields"))
     cases.append(("unknown field", [*good, field("spam", INT32, [1])], "spam"))
     assert len({c[0] for c in cases}) == len(cases)
     assert len(names) == 11
