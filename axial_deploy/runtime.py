@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from axial_deploy.build import cuda_device_info, import_backend, running_environment
-from axial_deploy.kernel import KernelLibraryError, register_plugin_library
 from axial_deploy.manifest import check_manifest, read_manifest
 
 CUDA_LIBRARIES = ("cuda-python", "pycuda")
@@ -546,6 +545,9 @@ class _TrtRunner:
         # kept: an ICudaEngine must not outlive the runtime that deserialized it
         self.runtime = runtime = trt.Runtime(logger)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
+            # imported here: axial_deploy.kernel imports torch, which ONNX-only runs never need
+            from axial_deploy.kernel import KernelLibraryError, register_plugin_library
+
             try:
                 register_plugin_library(trt, plugin)
             except KernelLibraryError as error:
