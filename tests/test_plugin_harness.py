@@ -83,6 +83,9 @@ def common_objects(tmp_path_factory) -> list[Path]:
     """The version-independent objects (emulated kernel, C ABI), compiled once."""
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: the harness needs a C++20 compiler")
+    version = subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout
+    if int(version.split(".")[0] or 0) < 12:
+        pytest.skip(f"g++ {version.strip()} is too old: the harness needs g++ >= 12 (_Float16)")
     out = tmp_path_factory.mktemp("harness-common")
     objects = []
     processes = []
