@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean plugins
+.PHONY: demo test lint setup clean plugins gpu-check gpu-check-deps
 
 setup: $(STAMP)
 
@@ -28,6 +28,19 @@ demo: $(STAMP)
 # when TensorRT is found, its plugin. Needs CMake >= 3.25 and nvcc; builds nothing without nvcc.
 plugins:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j
+
+# One command for a lent GPU machine (python, numpy, torch, nvcc; no pip/TensorRT/CMake):
+# builds the kernel for the local GPU, runs tests/test_kernel_gpu.py and benchmarks/kernel.py,
+# writes $(OUT)/gpu_check.json + .md. DRY_RUN=1 stops before the first CUDA call (runs anywhere).
+# On a machine without pytest/PyYAML, first run `make gpu-check-deps` here and carry
+# build/gpu-check/deps along (plugins/axial_attention/README.md, "GPU check").
+OUT ?= out/gpu-check
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(OUT) $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
+
+gpu-check-deps:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --prepare-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,7 +12,6 @@ the plugin library. Beside the engine goes `<engine>.json` (see `manifest.py`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import signal
@@ -34,7 +33,7 @@ from axial_deploy.manifest import (
     sha256_file,
     write_engine,
 )
-from axial_deploy.native import PLUGIN, locate
+from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 from axial_deploy.op_spec import OP_TYPE
 
 BACKENDS = ("tensorrt", "tensorrt-rtx")
@@ -249,20 +248,6 @@ def cuda_device_info() -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
 
-def load_plugin_library(trt: ModuleType, path: str | os.PathLike) -> None:
-    """Registers the library's plugin creators (so the ONNX parser maps AxialAttention nodes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BuildError(f"plugin library {path} not found: build it with `make plugins`")
-    try:
-        ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
-        trt.get_plugin_registry().load_library(str(path.resolve()))
-    except (OSError, RuntimeError) as error:
-        raise BuildError(f"cannot load plugin library {path}: {error}") from error
-    if hasattr(trt, "init_libnvinfer_plugins"):
-        trt.init_libnvinfer_plugins(None, "")
-
-
 def make_progress_monitor(trt: ModuleType, show: bool = True):
     """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
     large models take minutes) and cancelling the build on Ctrl-C.
@@ -384,7 +369,12 @@ def build_engine(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if plugin and nodes:
-        load_plugin_library(trt, plugin)
+        try:
+            register_plugin_library(trt, plugin)
+        except NativeLibraryError as error:
+            raise BuildError(str(error)) from error
+        if hasattr(trt, "init_libnvinfer_plugins"):
+            trt.init_libnvinfer_plugins(None, "")
     flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

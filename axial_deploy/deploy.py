@@ -538,13 +538,14 @@ def _profile(settings, variants, gpu: str | None) -> None:
     from axial_deploy.runtime import Engine, EngineError
 
     for v in variants:
-        result = profile_engine(
-            Engine(v.onnx),
-            warmup_s=0.2,
-            iterations=settings.iterations,
-            seed=settings.seed,
-            progress=False,
-        )
+        with Engine(v.onnx) as engine:  # closed before the next one opens
+            result = profile_engine(
+                engine,
+                warmup_s=0.2,
+                iterations=settings.iterations,
+                seed=settings.seed,
+                progress=False,
+            )
         v.cpu_latency = result.to_dict()
         say(f"{v.label:<12} ONNX Runtime CPU mean {result.latency.mean_ms:8.2f} ms")
     engines = [v for v in variants if v.engine.get("path")]
@@ -553,12 +554,14 @@ def _profile(settings, variants, gpu: str | None) -> None:
         return
     for v in engines:
         try:
-            result = profile_engine(
-                Engine(v.engine["path"]),
-                warmup_s=1.0,
-                iterations=max(settings.iterations, 100),
-                progress=False,
-            )
+            # closed (device/pinned buffers, stream) before the next engine opens
+            with Engine(v.engine["path"]) as engine:
+                result = profile_engine(
+                    engine,
+                    warmup_s=1.0,
+                    iterations=max(settings.iterations, 100),
+                    progress=False,
+                )
         except (EngineError, ImportError, RuntimeError) as error:
             v.engine["latency_error"] = str(error)
             say(f"{v.label}: engine not profiled: {error}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import os
 from dataclasses import astuple, dataclass
 from functools import cache
 from pathlib import Path
@@ -24,12 +23,12 @@ import torch
 from torch import Tensor
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.native import KERNEL, locate
 
 ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
-LIBRARY_ENV = "AXIAL_DEPLOY_KERNEL_LIB"
+LIBRARY_ENV = KERNEL.env
 LIBRARY_NAME = "libaxial_attention_capi.so"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LIBRARY = REPO_ROOT / "build" / "lib" / LIBRARY_NAME
 
 
 class Status(enum.IntEnum):
@@ -124,9 +123,10 @@ def _c_params(params: KernelParams) -> _Params:
 
 
 def library_path() -> Path:
-    """Where the library is looked for: $AXIAL_DEPLOY_KERNEL_LIB, else build/lib of the repo."""
-    override = os.environ.get(LIBRARY_ENV)
-    return Path(override) if override else DEFAULT_LIBRARY
+    """Where the library is: `axial_deploy.native`'s search ($AXIAL_DEPLOY_KERNEL_LIB, the
+    installed package, the checkout's build/lib; never the working directory)."""
+    found = locate(KERNEL)
+    return found.path or found.candidates[0]
 
 
 @cache

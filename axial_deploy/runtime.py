@@ -20,14 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.build import (
-    cuda_device_info,
-    import_backend,
-    load_plugin_library,
-    running_environment,
-)
+from axial_deploy.build import cuda_device_info, import_backend, running_environment
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.manifest import check_manifest, read_manifest
+from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 
 CUDA_LIBRARIES = ("cuda-python", "pycuda")
 
@@ -106,10 +102,17 @@ def _to_numpy(value) -> tuple[np.ndarray, bool]:
 class Engine:
     """Runs a `.engine` (TensorRT / TensorRT-RTX, manifest-checked) or an `.onnx` model.
 
-    `cuda` picks the CUDA binding for engines: 'cuda-python' (default) or 'pycuda'.
-    `plugins` is the AxialAttention plugin library for engines that need it (default: the
-    manifest's path). `check=False` skips the manifest check (not recommended).
+    `cuda` picks the CUDA binding for engines: 'cuda-python' (default) or 'pycuda'; both run the
+    same calls (buffers, stream, events, CUDA graphs). `plugins` is the AxialAttention plugin
+    library for engines that need it (default: the manifest's path). `check=False` skips the
+    manifest check (not recommended).
+
+    `close()` frees the device and pinned host buffers, the stream, the events, a captured CUDA
+    graph and the TensorRT objects; use the engine as a context manager (`with Engine(p) as e:`)
+    or call `close()`; garbage collection closes it too, but at an unpredictable time.
     """
+
+    _impl = None  # set first thing in __init__; __del__ of a half-made engine sees None
 
     def __init__(
         self,
@@ -132,31 +135,59 @@ class Engine:
             self._impl = _TrtRunner(self.path, cuda=cuda, plugins=plugins, check=check)
         self.backend: str = self._impl.backend
 
+    def close(self) -> None:
+        """Frees everything the engine holds (idempotent); later calls to `infer` raise."""
+        impl, self._impl = self._impl, None
+        if impl is not None:
+            impl.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._impl is None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Interpreter shutdown may already have torn down the CUDA bindings: nothing to report to.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    @property
+    def _runner(self):
+        if self._impl is None:
+            raise EngineError(f"{self.path}: the engine is closed")
+        return self._impl
+
     @property
     def inputs(self) -> list[TensorMeta]:
-        return self._impl.inputs
+        return self._runner.inputs
 
     @property
     def outputs(self) -> list[TensorMeta]:
-        return self._impl.outputs
+        return self._runner.outputs
 
     @property
     def layer_blocks(self) -> dict[str, str]:
         """Rewritten layer name -> model block (from the engine's manifest), for profiles."""
-        return getattr(self._impl, "layer_blocks", {})
+        return getattr(self._runner, "layer_blocks", {})
 
     @property
     def supports_layer_profiling(self) -> bool:
-        return isinstance(self._impl, _TrtRunner)
+        return isinstance(self._runner, _TrtRunner)
 
     def infer(self, feed: dict) -> dict:
         """name -> array (numpy or torch) in; name -> numpy array out (torch tensors when the
         feed was torch)."""
         arrays, torch_in = self._prepare(feed)
+        runner = self._runner
         start = time.perf_counter()
-        outputs = self._impl.infer(arrays)
+        outputs = runner.infer(arrays)
         self.last_inference_time = time.perf_counter() - start
-        self.last_split_ms = dict(getattr(self._impl, "last_split_ms", {}))
+        self.last_split_ms = dict(getattr(runner, "last_split_ms", {}))
         if torch_in:
             import torch
 
@@ -205,15 +236,15 @@ class Engine:
     def enable_cuda_graph(self, feed: dict) -> None:
         """Captures one inference at `feed`'s shapes as a CUDA graph, replayed by later `infer`
         calls at the same shapes (fewer launch overheads for small batches)."""
-        if not isinstance(self._impl, _TrtRunner):
+        if not isinstance(self._runner, _TrtRunner):
             raise EngineError("CUDA graphs need a TensorRT engine; ONNX models run on the CPU")
-        self._impl.capture_graph(self._prepare(feed)[0])
+        self._runner.capture_graph(self._prepare(feed)[0])
 
     def profile_layers(self, feed: dict, runs: int = 10) -> dict[str, list[float]]:
         """TensorRT only: per-layer times (ms) over `runs` inferences, via trt.IProfiler."""
-        if not isinstance(self._impl, _TrtRunner):
+        if not isinstance(self._runner, _TrtRunner):
             raise EngineError("per-layer times need a TensorRT engine")
-        return self._impl.profile_layers(self._prepare(feed)[0], runs)
+        return self._runner.profile_layers(self._prepare(feed)[0], runs)
 
 
 class _OrtRunner:
@@ -241,9 +272,15 @@ class _OrtRunner:
         names = [m.name for m in self.outputs]
         return dict(zip(names, self.session.run(names, feed), strict=True))
 
+    def close(self) -> None:
+        self.session = None  # ONNX Runtime frees its arena with the session
+
 
 class _CudaPython:
-    """The few CUDA runtime calls the runner needs, through cuda-python (cuda.bindings)."""
+    """The few CUDA runtime calls the runner needs, through cuda-python (cuda.bindings).
+
+    Every handle it creates is recorded, and `close()` releases them all (newest first).
+    """
 
     def __init__(self):
         try:
@@ -253,6 +290,7 @@ class _CudaPython:
                 f"cuda-python is not installed ({error}): pip install 'axial-deploy[gpu]'"
             ) from error
         self.rt = cudart
+        self._owned: list[tuple[str, object]] = []
 
     def _ok(self, result):
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -261,14 +299,18 @@ class _CudaPython:
             raise EngineError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
         return rest[0] if len(rest) == 1 else rest
 
+    def _own(self, kind: str, handle):
+        self._owned.append((kind, handle))
+        return handle
+
     def stream(self):
-        return self._ok(self.rt.cudaStreamCreate())
+        return self._own("stream", self._ok(self.rt.cudaStreamCreate()))
 
     def malloc(self, nbytes: int) -> int:
-        return int(self._ok(self.rt.cudaMalloc(max(nbytes, 1))))
+        return self._own("device", int(self._ok(self.rt.cudaMalloc(max(nbytes, 1)))))
 
     def host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
-        pointer = int(self._ok(self.rt.cudaMallocHost(max(nbytes, 1))))
+        pointer = self._own("host", int(self._ok(self.rt.cudaMallocHost(max(nbytes, 1)))))
         raw = (ctypes.c_byte * max(nbytes, 1)).from_address(pointer)
         return np.frombuffer(raw, dtype=np.uint8)[:nbytes].view(dtype)
 
@@ -281,7 +323,7 @@ class _CudaPython:
         self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, device, nbytes, kind, stream))
 
     def event(self):
-        return self._ok(self.rt.cudaEventCreate())
+        return self._own("event", self._ok(self.rt.cudaEventCreate()))
 
     def record(self, event, stream) -> None:
         self._ok(self.rt.cudaEventRecord(event, stream))
@@ -300,35 +342,108 @@ class _CudaPython:
         self._ok(self.rt.cudaStreamBeginCapture(stream, mode))
 
     def end_capture(self, stream):
-        graph = self._ok(self.rt.cudaStreamEndCapture(stream))
-        return self._ok(self.rt.cudaGraphInstantiate(graph, 0))
+        graph = self._own("graph", self._ok(self.rt.cudaStreamEndCapture(stream)))
+        return self._own("graph_exec", self._ok(self.rt.cudaGraphInstantiate(graph, 0)))
 
     def launch(self, graph, stream) -> None:
         self._ok(self.rt.cudaGraphLaunch(graph, stream))
 
+    def close(self) -> None:
+        release = {
+            "device": self.rt.cudaFree,
+            "host": self.rt.cudaFreeHost,
+            "stream": self.rt.cudaStreamDestroy,
+            "event": self.rt.cudaEventDestroy,
+            "graph": self.rt.cudaGraphDestroy,
+            "graph_exec": self.rt.cudaGraphExecDestroy,
+        }
+        _release_all(self._owned, lambda kind, handle: self._ok(release[kind](handle)))
 
-class _PyCuda:
-    """The same calls through pycuda (the user's pick)."""
+
+class _DriverGraphs:
+    """CUDA-graph capture through the driver API (libcuda), for pycuda, which wraps no graph
+    calls: pycuda's streams are driver streams, so their handles go straight to these."""
+
+    _CAPTURE_MODE_GLOBAL = 0  # CU_STREAM_CAPTURE_MODE_GLOBAL
 
     def __init__(self):
         try:
-            import pycuda.autoinit  # noqa: F401  (creates the context)
+            self.lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as error:
+            raise EngineError(f"CUDA graphs with pycuda need libcuda.so.1: {error}") from error
+        for name in ("cuStreamBeginCapture_v2", "cuStreamEndCapture", "cuGraphLaunch"):
+            getattr(self.lib, name).restype = ctypes.c_int
+        for name in ("cuGraphInstantiateWithFlags", "cuGraphExecDestroy", "cuGraphDestroy"):
+            getattr(self.lib, name).restype = ctypes.c_int
+
+    def _ok(self, code: int, call: str) -> None:
+        if code != 0:
+            raise EngineError(f"{call} failed with CUresult {code}")
+
+    def begin(self, stream: int) -> None:
+        code = self.lib.cuStreamBeginCapture_v2(
+            ctypes.c_void_p(stream), ctypes.c_int(self._CAPTURE_MODE_GLOBAL)
+        )
+        self._ok(code, "cuStreamBeginCapture")
+
+    def end(self, stream: int) -> tuple[ctypes.c_void_p, ctypes.c_void_p]:
+        graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
+        self._ok(
+            self.lib.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph)),
+            "cuStreamEndCapture",
+        )
+        code = self.lib.cuGraphInstantiateWithFlags(
+            ctypes.byref(executable), graph, ctypes.c_ulonglong(0)
+        )
+        if code != 0:
+            self.lib.cuGraphDestroy(graph)
+            self._ok(code, "cuGraphInstantiateWithFlags")
+        return graph, executable
+
+    def launch(self, executable: ctypes.c_void_p, stream: int) -> None:
+        self._ok(self.lib.cuGraphLaunch(executable, ctypes.c_void_p(stream)), "cuGraphLaunch")
+
+    def destroy(self, graph: ctypes.c_void_p, executable: ctypes.c_void_p) -> None:
+        self._ok(self.lib.cuGraphExecDestroy(executable), "cuGraphExecDestroy")
+        self._ok(self.lib.cuGraphDestroy(graph), "cuGraphDestroy")
+
+
+class _PyCuda:
+    """The same calls through pycuda (the driver API), on the device's primary context, the one
+    the CUDA runtime (TensorRT, torch) uses too, so pointers and streams are shared."""
+
+    def __init__(self, device: int = 0):
+        try:
             import pycuda.driver as driver
         except ImportError as error:
             raise EngineError(f"pycuda is not installed ({error}): pip install pycuda") from error
         self.driver = driver
-        self._keep = []  # device allocations live as long as the runner
+        try:
+            driver.init()
+            if driver.Device.count() == 0:
+                raise EngineError("no CUDA GPU found (pycuda sees no device)")
+            self.context = driver.Device(device).retain_primary_context()
+        except driver.Error as error:
+            raise EngineError(f"pycuda cannot use GPU {device}: {error}") from error
+        self.context.push()
+        self._graphs: _DriverGraphs | None = None
+        self._owned: list[tuple[str, object]] = []
+
+    def _own(self, kind: str, handle):
+        self._owned.append((kind, handle))
+        return handle
 
     def stream(self):
-        return self.driver.Stream()
+        return self._own("stream", self.driver.Stream())
 
     def malloc(self, nbytes: int) -> int:
-        allocation = self.driver.mem_alloc(max(nbytes, 1))
-        self._keep.append(allocation)
-        return int(allocation)
+        return int(self._own("device", self.driver.mem_alloc(max(nbytes, 1))))
 
     def host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
-        return self.driver.pagelocked_empty(nbytes // dtype.itemsize, dtype)
+        # One byte at least, as with cuda-python; `base` holds the HostAllocation that frees it.
+        raw = self.driver.pagelocked_empty(max(nbytes, 1), np.uint8)
+        self._own("host", raw.base)
+        return raw[:nbytes].view(dtype)
 
     def h2d(self, device: int, host: np.ndarray, nbytes: int, stream) -> None:
         self.driver.memcpy_htod_async(device, host.reshape(-1)[: nbytes // host.itemsize], stream)
@@ -337,7 +452,7 @@ class _PyCuda:
         self.driver.memcpy_dtoh_async(host.reshape(-1)[: nbytes // host.itemsize], device, stream)
 
     def event(self):
-        return self.driver.Event()
+        return self._own("event", self.driver.Event())
 
     def record(self, event, stream) -> None:
         event.record(stream)
@@ -352,13 +467,49 @@ class _PyCuda:
         return stream.handle
 
     def begin_capture(self, stream) -> None:
-        raise EngineError("CUDA-graph capture runs through cuda-python: use cuda='cuda-python'")
+        if self._graphs is None:
+            self._graphs = _DriverGraphs()
+        self._graphs.begin(stream.handle)
 
     def end_capture(self, stream):
-        raise NotImplementedError  # unreachable: begin_capture refuses
+        assert self._graphs is not None, "end_capture without begin_capture"
+        graph, executable = self._graphs.end(stream.handle)
+        self._own("graph", (graph, executable))
+        return executable
 
     def launch(self, graph, stream) -> None:
-        raise NotImplementedError  # unreachable: no graph is ever captured with pycuda
+        assert self._graphs is not None
+        self._graphs.launch(graph, stream.handle)
+
+    def close(self) -> None:
+        def release(kind: str, handle) -> None:
+            if kind == "graph":
+                self._graphs.destroy(*handle)
+            elif kind in ("device", "host"):
+                handle.free()
+            # streams and events are destroyed with their last reference, dropped below
+
+        try:
+            _release_all(self._owned, release)
+        finally:
+            if self.context is not None:
+                self.context.pop()
+                self.context.detach()  # releases the primary-context reference
+                self.context = None
+
+
+def _release_all(owned: list[tuple[str, object]], release) -> None:
+    """Releases every recorded handle, newest first, even when one fails; raises the first
+    failure afterwards. Empties `owned`, so a second call does nothing."""
+    first_error: Exception | None = None
+    while owned:
+        kind, handle = owned.pop()
+        try:
+            release(kind, handle)
+        except Exception as error:  # keep releasing the rest
+            first_error = first_error or error
+    if first_error is not None:
+        raise EngineError(f"releasing CUDA resources failed: {first_error}") from first_error
 
 
 class _TrtRunner:
@@ -368,23 +519,40 @@ class _TrtRunner:
         self.layer_blocks = dict(manifest.extra.get("layer_blocks", {}))
         trt = import_backend(manifest.backend)
         self.trt = trt
-        plugin = plugins or manifest.plugin_library
+        # The library to load comes from the user or the installed package, never from the
+        # manifest: a manifest only checks (by sha256) the library that is loaded.
+        plugin = plugins or (locate(PLUGIN).path if manifest.plugin_library else None)
         serialized = path.read_bytes()  # read once: hashed for the check, then deserialized
         if check:
             environment = running_environment(manifest.backend, trt, plugin)
             engine_sha256 = hashlib.sha256(serialized).hexdigest()
             check_manifest(manifest, environment, engine_sha256=engine_sha256)
-        self.cuda = _CudaPython() if cuda == "cuda-python" else _PyCuda()
-        if cuda == "cuda-python" and cuda_device_info()[1] is None:
-            raise EngineError(
-                f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
-                "model instead (ONNX Runtime), see `axial-deploy doctor`"
-            )
+        if cuda == "cuda-python":
+            binding = _CudaPython()
+            if cuda_device_info()[1] is None:
+                raise EngineError(
+                    f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
+                    "model instead (ONNX Runtime), see `axial-deploy doctor`"
+                )
+        else:
+            binding = _PyCuda()
+        self.cuda = binding
+        try:
+            self._open(path, manifest, plugin, serialized)
+        except BaseException:
+            self.close()  # what was allocated before the failure
+            raise
+
+    def _open(self, path: Path, manifest, plugin, serialized: bytes) -> None:
+        trt = self.trt
         logger = trt.Logger(trt.Logger.WARNING)
         # kept: an ICudaEngine must not outlive the runtime that deserialized it
         self.runtime = runtime = trt.Runtime(logger)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
-            load_plugin_library(trt, plugin)
+            try:
+                register_plugin_library(trt, plugin)
+            except NativeLibraryError as error:
+                raise EngineError(str(error)) from error
         self.engine = runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise EngineError(f"{manifest.backend} cannot deserialize {path} (see messages above)")
@@ -455,6 +623,23 @@ class _TrtRunner:
         }
         # Copies: the pinned buffers are reused by the next inference.
         return {name: host.reshape(out_shapes[name]).copy() for name, host in results.items()}
+
+    def close(self) -> None:
+        """Waits for the stream, drops the TensorRT objects (newest first: their plugins free
+        their tables while the CUDA context lives), then frees buffers, graph, events, stream."""
+        cuda = getattr(self, "cuda", None)
+        if cuda is None:
+            return
+        try:
+            if getattr(self, "stream", None) is not None:
+                cuda.sync(self.stream)
+        finally:
+            self.graph = None
+            self.context = self.engine = self.runtime = None
+            self.device, self.host = {}, {}
+            self.stream, self.events = None, []
+            self.cuda = None
+            cuda.close()
 
     def capture_graph(self, feed: dict[str, np.ndarray]) -> None:
         shapes = {name: array.shape for name, array in feed.items()}

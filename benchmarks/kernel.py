@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager reference")
     parser.add_argument("--dry-run", action="store_true", help="print the shape table and exit")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the device, peaks and every row as JSON"
+    )
     args = parser.parse_args(argv)
     try:
         height, width = (int(v) for v in args.input_shape.lower().split("x"))
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n" + header)
     print("|" + "---|" * 10)
+    rows: list[dict] = []
     for stage in stages:
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
@@ -238,6 +242,24 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.inference_mode():
                     seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
                 kernel_seconds = kernel_seconds or seconds
+                rows.append(
+                    {
+                        "height": stage.height,
+                        "width": stage.width,
+                        "axis": stage.axis,
+                        "num_heads": stage.num_heads,
+                        "key_depth": stage.key_depth,
+                        "value_depth": stage.value_depth,
+                        "span": stage.span,
+                        "layers": stage.layers,
+                        "dtype": dtype_name,
+                        "impl": name,
+                        "ms": seconds * 1e3,
+                        "gb_per_s": moved / seconds / 1e9,
+                        "tflop_per_s": flops / seconds / 1e12,
+                        "vs_kernel": seconds / kernel_seconds,
+                    }
+                )
                 print(
                     f"| {stage.height:>5} x {stage.width:<3} | {stage.axis:>4} | {dtype_name:>5} | "
                     f"{name:<8} | {seconds * 1e3:>8.3f} | {moved / seconds / 1e9:>6.0f} | "
@@ -248,7 +270,33 @@ def main(argv: list[str] | None = None) -> int:
                 )
             del qkv, tables
             torch.cuda.empty_cache()
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "model": args.model,
+                "input_shape": [height, width],
+                "batch": args.batch,
+                "device": torch.cuda.get_device_name(),
+                "peak_fp32_tflop_per_s": peak_flops / 1e12,
+                "peak_copy_gb_per_s": peak_bandwidth / 1e9,
+                "rows": rows,
+            },
+        )
     return 0
+
+
+def write_json(path: str, document: dict) -> None:
+    """Written atomically: a reader never sees half a file."""
+    import json
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial_file = target.with_name(target.name + ".partial")
+    partial_file.write_text(json.dumps(document, indent=1) + "\n")
+    os.replace(partial_file, target)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 # TensorRT plugin glue of AxialAttention. Included at the end of the root CMakeLists.txt, after
 # the target axial_attention_kernels (static, PIC CUDA library) is defined.
-#   headers + libnvinfer + kernels target -> SHARED library axial_attention_plugin (lib/)
-#   headers only (or no kernels target)    -> OBJECT library: compile-only check of the glue
+#   headers + kernels target (libnvinfer linked when found) -> SHARED library axial_attention_plugin
+#   headers, no kernels target (no nvcc)                   -> OBJECT library: compile-only check
 #   nothing found                          -> skipped, with one message saying how to point at TensorRT
 # Point CMake at TensorRT with -DTENSORRT_ROOT=/opt/TensorRT-10.x (or env TENSORRT_ROOT), or with
 # -DTENSORRT_INCLUDE_DIR=... [-DTENSORRT_LIB_DIR=...]. JetPack's /usr/include/<arch>-linux-gnu is searched.
@@ -57,18 +57,35 @@ if(NOT CUDAToolkit_FOUND)
     return()
 endif()
 
-if(_axial_nvinfer AND TARGET axial_attention_kernels)
+if(TARGET axial_attention_kernels)
     add_library(axial_attention_plugin SHARED ${_axial_plugin_sources})
     target_include_directories(axial_attention_plugin PRIVATE "${_axial_plugin_dir}")
     target_include_directories(axial_attention_plugin SYSTEM PRIVATE "${_axial_trt_include}")
     # The kernels target brings the CUDA runtime (PUBLIC CUDA::cudart_static); linking the shared
     # cudart here as well would put two runtimes in one process, so it is not added again.
-    target_link_libraries(axial_attention_plugin PRIVATE axial_attention_kernels "${_axial_nvinfer}")
+    target_link_libraries(axial_attention_plugin PRIVATE axial_attention_kernels)
+    # The glue calls TensorRT only through the headers' inline code and virtual interfaces (no
+    # libnvinfer symbol), so it links without libnvinfer; it is linked where found all the same.
+    if(_axial_nvinfer)
+        target_link_libraries(axial_attention_plugin PRIVATE "${_axial_nvinfer}")
+    endif()
     target_compile_features(axial_attention_plugin PRIVATE cxx_std_17)
+    # Only getCreators / setLoggerFinder (and the kernel's C ABI) are exported: cudart_static's
+    # symbols stay hidden, as in the kernel library, so the plugin's CUDA runtime cannot clash
+    # with the application's (torch, cuda-python) when both are loaded.
     set_target_properties(axial_attention_plugin PROPERTIES
+        CXX_VISIBILITY_PRESET hidden
+        VISIBILITY_INLINES_HIDDEN ON
         LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/lib")
-    message(STATUS "AxialAttention TensorRT plugin: building lib/libaxial_attention_plugin.so "
-        "against ${_axial_nvinfer}")
+    target_link_options(axial_attention_plugin PRIVATE
+        "LINKER:--exclude-libs,libcudart_static.a" "LINKER:--no-undefined")
+    if(_axial_nvinfer)
+        message(STATUS "AxialAttention TensorRT plugin: building lib/libaxial_attention_plugin.so "
+            "against ${_axial_nvinfer}")
+    else()
+        message(STATUS "AxialAttention TensorRT plugin: building lib/libaxial_attention_plugin.so "
+            "(libnvinfer not found; the glue does not need it to link)")
+    endif()
 else()
     add_library(axial_attention_plugin_check OBJECT ${_axial_plugin_sources})
     target_include_directories(axial_attention_plugin_check PRIVATE "${_axial_plugin_dir}")
@@ -77,11 +94,6 @@ else()
     target_compile_features(axial_attention_plugin_check PRIVATE cxx_std_17)
     target_compile_options(axial_attention_plugin_check PRIVATE
         $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra>)
-    if(NOT _axial_nvinfer)
-        set(_axial_why "libnvinfer not found")
-    else()
-        set(_axial_why "target axial_attention_kernels not defined")
-    endif()
-    message(STATUS "AxialAttention TensorRT plugin: compile-only check of the glue (${_axial_why}); "
-        "no plugin library is built")
+    message(STATUS "AxialAttention TensorRT plugin: compile-only check of the glue (target "
+        "axial_attention_kernels not defined: no nvcc); no plugin library is built")
 endif()

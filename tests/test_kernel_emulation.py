@@ -1,4 +1,4 @@
-"""The CUDA kernel's device code, run on the CPU: tests/native/kernel_emulator.cpp compiles
+"""The CUDA kernel's device code, run on the CPU: tests/native/kernel_emulation.cpp compiles
 plugins/axial_attention/axialAttentionDevice.cuh as host C++ (one thread per CUDA thread, a
 barrier as __syncthreads) behind the real C ABI, and its output must match the reference
 `axial_attention_op` within the spec's tolerance. This checks the kernel's indexing, tiling,
@@ -21,7 +21,8 @@ from kernel_helpers import random_op_inputs, reference
 from axial_deploy.kernel import REPO_ROOT
 from axial_deploy.op_spec import TOLERANCES
 
-EMULATOR_SOURCE = REPO_ROOT / "tests" / "native" / "kernel_emulator.cpp"
+NATIVE_DIR = REPO_ROOT / "tests" / "native"
+EMULATOR_SOURCES = (NATIVE_DIR / "kernel_emulator.cpp", NATIVE_DIR / "kernel_emulation.cpp")
 PLUGIN_DIR = REPO_ROOT / "plugins" / "axial_attention"
 
 
@@ -36,7 +37,7 @@ def emulator(tmp_path_factory) -> Path:
     binary = tmp_path_factory.mktemp("emulator") / "kernel_emulator"
     command = [
         compiler, "-std=c++20", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
-        "-Wno-unknown-pragmas", f"-I{PLUGIN_DIR}", str(EMULATOR_SOURCE),
+        "-Wno-unknown-pragmas", f"-I{PLUGIN_DIR}", *map(str, EMULATOR_SOURCES),
         str(PLUGIN_DIR / "axialAttentionApi.cpp"), "-o", str(binary),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)

@@ -149,21 +149,60 @@ def test_onnxruntime_engine_runs_numpy_and_torch(tmp_path):
         engine.enable_cuda_graph(feed)
 
 
+def test_onnx_engine_closes(tmp_path):
+    model = conv_net(tmp_path / "net.onnx", batch=2)
+    with Engine(model) as engine:
+        feed = engine.random_inputs(batch=2)
+        assert engine.infer(feed)["logits"].shape == (2, 4, 16, 16)
+        assert not engine.closed
+    assert engine.closed
+    engine.close()  # idempotent
+    with pytest.raises(EngineError, match="the engine is closed"):
+        engine.infer(feed)
+    with pytest.raises(EngineError, match="the engine is closed"):
+        _ = engine.inputs
+    Engine(model).__del__()  # what garbage collection runs: closes without raising
+
+
+def test_release_all_frees_newest_first_and_reports_the_first_failure():
+    from axial_deploy.runtime import _release_all
+
+    released = []
+
+    def release(kind, handle):
+        released.append(handle)
+        if kind == "bad":
+            raise RuntimeError(f"cannot free {handle}")
+
+    owned = [("device", 1), ("bad", 2), ("host", 3), ("bad", 4), ("stream", 5)]
+    with pytest.raises(EngineError, match="cannot free 4"):
+        _release_all(owned, release)
+    assert released == [5, 4, 3, 2, 1] and owned == []  # all released despite the failures
+    _release_all(owned, release)  # nothing left: a second close does nothing
+    assert released == [5, 4, 3, 2, 1]
+
+
+CUDA_BINDINGS = [("cuda-python", "cuda.bindings.runtime"), ("pycuda", "pycuda.driver")]
+
+
 @pytest.mark.gpu
 @pytest.mark.tensorrt
+@pytest.mark.parametrize(("cuda", "cuda_module"), CUDA_BINDINGS, ids=[c for c, _ in CUDA_BINDINGS])
 @pytest.mark.parametrize(
     ("backend", "module"), [("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx")]
 )
-def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module):
+def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module, cuda, cuda_module):
+    """The same checks through either CUDA binding: buffers, split timings, profile refusal,
+    CUDA-graph replay, per-layer profiles, and close() releasing every handle it made."""
     pytest.importorskip(module, reason=f"{backend} not installed")
-    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed")
+    pytest.importorskip(cuda_module, reason=f"{cuda} not installed")
     from axial_deploy.build import cuda_device_info
 
     if cuda_device_info()[1] is None:
         pytest.skip("no CUDA GPU")
     model = conv_net(tmp_path / "net.onnx")
     build_engine(model, tmp_path / "net.engine", BuildOptions(backend))
-    engine, reference = Engine(tmp_path / "net.engine"), Engine(model)
+    engine, reference = Engine(tmp_path / "net.engine", cuda=cuda), Engine(model)
     assert engine.backend == backend
     for batch in (1, 3):
         feed = reference.random_inputs(batch=batch, seed=batch)
@@ -175,11 +214,22 @@ def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module):
         engine.infer(reference.random_inputs(batch=9))
     feed = reference.random_inputs(batch=2)
     engine.enable_cuda_graph(feed)
-    np.testing.assert_allclose(
-        engine.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
-    )
+    for seed in (2, 3):  # the graph replays with the new input values copied in
+        feed = reference.random_inputs(batch=2, seed=seed)
+        np.testing.assert_allclose(
+            engine.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
+        )
     layers = engine.profile_layers(feed, runs=3)
     assert layers and all(len(times) == 3 for times in layers.values())
+    binding = engine._impl.cuda
+    kinds = {kind for kind, _ in binding._owned}
+    assert {"device", "host", "stream", "event", "graph"} <= kinds, kinds
+    engine.close()
+    assert binding._owned == [] and engine.closed
+    with Engine(tmp_path / "net.engine", cuda=cuda) as again:  # a fresh one after the close
+        np.testing.assert_allclose(
+            again.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
+        )
 
 
 def test_cli_run_on_an_array_and_an_image(tmp_path, capsys):

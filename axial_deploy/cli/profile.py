@@ -48,15 +48,15 @@ def run(args: argparse.Namespace) -> int:
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
     check_distinct({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
-    engine = Engine(args.model, cuda=args.cuda)
-    result = profile_engine(
-        engine,
-        batch=args.batch,
-        warmup_s=args.warmup,
-        iterations=args.iterations,
-        duration_s=args.duration,
-        cuda_graph=args.cuda_graph,
-    )
+    with Engine(args.model, cuda=args.cuda) as engine:
+        result = profile_engine(
+            engine,
+            batch=args.batch,
+            warmup_s=args.warmup,
+            iterations=args.iterations,
+            duration_s=args.duration,
+            cuda_graph=args.cuda_graph,
+        )
     print(result.summary())
     if args.report:
         write_json(result, json_path)

@@ -29,14 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.task import task_from_outputs
 
     check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, {"-o": args.output})
-    engine = Engine(args.model, cuda=args.cuda)
-    if len(engine.inputs) != 1:
-        raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
-    meta = engine.inputs[0]
-    task = task_from_outputs(m.name for m in engine.outputs)
-    array = read_input(args.input, tuple(meta.shape), task, args.model)
-    outputs = engine.infer({meta.name: array})
-    print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
+    with Engine(args.model, cuda=args.cuda) as engine:
+        if len(engine.inputs) != 1:
+            raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
+        meta = engine.inputs[0]
+        task = task_from_outputs(m.name for m in engine.outputs)
+        array = read_input(args.input, tuple(meta.shape), task, args.model)
+        outputs = engine.infer({meta.name: array})
+        print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
     for name, value in outputs.items():
         print(
             f"  {name:<12} {list(value.shape)} {value.dtype} "

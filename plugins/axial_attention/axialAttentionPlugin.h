@@ -32,6 +32,31 @@ struct AxialAttentionConfig
     std::vector<float> outBias;
 };
 
+// The plugin's fields, in ONE table (axialAttentionPlugin.cpp, kFIELDS) that getFieldNames,
+// createPlugin's reading and validation, and getFieldsToSerialize all iterate; it mirrors the
+// attributes of AxialAttention_PluginConfig.yaml (tests/test_plugin_harness.py compares the two).
+enum class FieldParity : int32_t
+{
+    kANY = 0,
+    kODD = 1,         // odd values only
+    kZERO_OR_ODD = 2, // 0 or odd
+};
+
+struct FieldSpec
+{
+    char const* name;
+    nvinfer1::PluginFieldType type;                // kINT32 (one value) or kFLOAT32 (a table)
+    int32_t AxialAttentionConfig::*scalar;         // kINT32: the attribute
+    int32_t min;                                   // kINT32: allowed range and parity
+    int32_t max;
+    FieldParity parity;
+    std::vector<float> AxialAttentionConfig::*table; // kFLOAT32: the table
+    int32_t AxialAttentionConfig::*shape[3];         // kFLOAT32: its dims (int fields), nullptr-padded
+};
+
+// The table (for the harness and tests; count set to its length).
+FieldSpec const* fieldSpecs(int32_t& count) noexcept;
+
 class AxialAttentionPlugin : public nvinfer1::IPluginV3,
                              public nvinfer1::IPluginV3OneCore,
                              public nvinfer1::IPluginV3OneBuild,
@@ -77,9 +102,12 @@ public:
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 private:
-    // Params for one NCHW input shape and dtype; false if the dtype is not FP32/FP16.
-    bool makeParams(nvinfer1::Dims const& dims, nvinfer1::DataType type, AxialAttentionParams& params) const;
-    bool uploadTables() noexcept;
+    // Checked kernel params for one qkv shape and dtype (and the y shape when given); throws a
+    // message naming the problem (wrong rank, channels, dtype, sizes the kernel refuses).
+    AxialAttentionParams makeParams(
+        nvinfer1::Dims const& in, nvinfer1::DataType type, nvinfer1::Dims const* out, char const* where) const;
+    // Copies the five tables to the GPU once per instance (outside enqueue); throws on failure.
+    void uploadTables();
     void freeTables() noexcept;
 
     AxialAttentionConfig mConfig;
