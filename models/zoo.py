@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
@@ -40,14 +41,19 @@ def prepare_model(
     num_classes: int | None = None,
 ) -> nn.Module:
     """The model a stage exports, in eval mode: the shipped weights (`pretrained`), a
-    checkpoint, or fresh weights -- made live with `live_random_weights` (random BatchNorm
-    statistics measured at `input_shape`, default the zoo's, and residual branches at gain 0.1,
-    so every attention layer shows in the outputs; a fresh model's zeroed branches hide them).
-    """
+    checkpoint, or fresh weights drawn from `seed`, made live with `live_random_weights`
+    (random BatchNorm statistics measured at `input_shape`, default the zoo's, and residual
+    branches at gain 0.1, so every attention layer shows in the outputs; a fresh model's
+    zeroed branches hide them). The CLI's `export` and the `deploy` pipeline both use it."""
     if pretrained and checkpoint:
         raise PretrainedWeightsError("give a checkpoint or pretrained=True, not both")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    model = create_model(name, pretrained=pretrained, **kwargs)
+    if pretrained or checkpoint:
+        model = create_model(name, pretrained=pretrained, **kwargs)
+    else:  # fresh weights drawn from `seed`, so a rerun exports the same graph
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(name, **kwargs)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     elif live_random_weights and not pretrained:
@@ -56,8 +62,6 @@ def prepare_model(
 
 
 def _live_random_weights(model: nn.Module, shape: tuple[int, ...], seed: int) -> None:
-    import torch
-
     from .random_init import calibrate_batchnorm
 
     generator = torch.Generator().manual_seed(seed)
