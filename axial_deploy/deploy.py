@@ -26,14 +26,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from axial_deploy.errors import AxialDeployError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from axial_deploy.evaluate import GateReport
+    from axial_deploy.evaluate import EvaluationResult, GateReport
     from axial_deploy.profile import ProfileResult
 
 DEFAULT_MODEL = "axial_deeplab_tiny"
@@ -80,9 +80,9 @@ class DeploySettings:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class BackendChoice:
-    """The engine builder and the graph it builds ("axial" or "plain"), and why."""
+class BackendChoice(NamedTuple):
+    """The engine builder (None: no engines) and the graph it builds ("axial" or "plain"),
+    and why."""
 
     backend: str | None
     graph: str
@@ -406,7 +406,7 @@ def plan_deploy(settings: DeploySettings) -> DeployPlan:
         weights=weights,
         meaningful=meaningful,
         input_shape=_input_shape(settings, weights),
-        engines=BackendChoice(*choose_backend(settings.backend, settings.plugin_library)),
+        engines=choose_backend(settings.backend, settings.plugin_library),
     )
 
 
@@ -441,7 +441,7 @@ def _input_shape(settings: DeploySettings, weights: str) -> tuple[int, int, int,
     return default_input_shape(settings.model)
 
 
-def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | None, str, str]:
+def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
     """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
     library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
     asked for by name must be installed (`build.import_backend`'s error says how)."""
@@ -450,7 +450,7 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
     if requested not in BACKEND_CHOICES:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if requested == "none":
-        return None, "", "engine step skipped (--backend none)"
+        return BackendChoice(None, "", "engine step skipped (--backend none)")
     for backend in ("tensorrt", "tensorrt-rtx"):
         if requested not in ("auto", backend):
             continue
@@ -461,11 +461,15 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
                 raise DeployError(f"--backend {backend}: {error}") from error
             continue
         if backend == "tensorrt-rtx":
-            return backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+            return BackendChoice(
+                backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+            )
         plugin = Path(plugin_library) if plugin_library else DEFAULT_PLUGIN_LIBRARY
         if plugin.is_file():
-            return backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
-        return (
+            return BackendChoice(
+                backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
+            )
+        return BackendChoice(
             backend,
             "plain",
             (
@@ -473,7 +477,7 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
                 "fused AxialAttention kernel)"
             ),
         )
-    return (
+    return BackendChoice(
         None,
         "",
         (
@@ -775,7 +779,15 @@ def accuracy_stage(
     return result
 
 
-def _evaluate_targets(settings, plan, model, data, variants, notes, run_engines: bool) -> dict:
+def _evaluate_targets(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    model: nn.Module,
+    data: Path,
+    variants: list[Variant],
+    notes: list[str],
+    run_engines: bool,
+) -> dict[str, EvaluationResult]:
     """label -> EvaluationResult for PyTorch, each variant and (run_engines) each engine; an
     engine that cannot run here is noted, not fatal."""
     from axial_deploy.evaluate import evaluate
