@@ -1,7 +1,12 @@
 """`axial-deploy deploy`: the whole flow in one command, ending in one report.
 
-export -> rewrite -> verify -> precision -> accuracy (task metric + gate + panels) -> build ->
-profile -> report (JSON + HTML).
+    plan -> export -> rewrite -> verify -> precision -> build -> accuracy -> profile -> report
+
+`run_pipeline` reads as that flow: each stage is a small function below, in flow order, that
+returns a typed result (`ExportResult`, `RewriteStage`, `VerifyResult`, the `Variant`s with
+their `EngineResult`s, `AccuracyResult`); `DeployReport` assembles them, and its `to_json()`
+is report.json. Rendering (report.json, report.html, the console table) is in
+`axial_deploy.report`.
 
 Two graphs per precision: the *rewritten* one (AxialAttention nodes; what TensorRT builds with
 the plugin) and the *plain* export (no custom op; what TensorRT-RTX and plain ONNX Runtime
@@ -16,22 +21,27 @@ engine.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from axial_deploy.artifacts import atomic_output
 from axial_deploy.errors import AxialDeployError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from axial_deploy.evaluate import EvaluationResult, GateReport
+    from axial_deploy.profile import ProfileResult
 
 DEFAULT_MODEL = "axial_deeplab_tiny"
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
 CALIBRATION_IMAGES = 16  # train-split images generated for INT8 calibration
+EXPORT_RTOL = 1e-3  # ONNX Runtime vs PyTorch, max relative error the export stage accepts
 
 
 class DeployError(AxialDeployError, ValueError):
@@ -61,6 +71,106 @@ class DeploySettings:
     seed: int = 0
     progress: bool = True
 
+    def to_json(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.__dict__.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Typed stage results (each `to_json` is its section of report.json)
+# --------------------------------------------------------------------------------------
+
+
+class BackendChoice(NamedTuple):
+    """The engine builder (None: no engines) and the graph it builds ("axial" or "plain"),
+    and why."""
+
+    backend: str | None
+    graph: str
+    reason: str
+
+
+@dataclass
+class DeployPlan:
+    """What the settings resolve to, checked before any work."""
+
+    model: str
+    task: str
+    weights: str  # "pretrained", a checkpoint path, or "random"
+    meaningful: bool  # whether task accuracy can mean anything (trained weights)
+    input_shape: tuple[int, int, int, int]
+    engines: BackendChoice
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input_shape[2], self.input_shape[3]
+
+
+@dataclass
+class ExportResult:
+    onnx: Path
+    max_rel_vs_pytorch: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"onnx": str(self.onnx), "max_rel_vs_pytorch": self.max_rel_vs_pytorch}
+
+
+@dataclass
+class RewriteStage:
+    onnx: Path
+    rewritten: int  # AxialAttention nodes written
+    left_intact: list[tuple[str, str]]  # (layer, reason) of attention layers not rewritten
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "onnx": str(self.onnx),
+            "rewritten": self.rewritten,
+            "left_intact": [{"layer": layer, "reason": why} for layer, why in self.left_intact],
+        }
+
+
+@dataclass
+class VerifyResult:
+    passed: bool
+    max_rel: float
+    rtol: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "max_rel": self.max_rel, "rtol": self.rtol}
+
+
+@dataclass
+class EngineResult:
+    """One variant's engine: built (path, size, time) or failed (error); then, on a GPU, its
+    accuracy against the gate and its latency."""
+
+    backend: str
+    path: str | None = None
+    build_s: float | None = None
+    size_mb: float | None = None
+    precision: str | None = None
+    error: str | None = None
+    accuracy: dict[str, float] | None = None
+    drop: float | None = None
+    flagged: bool | None = None
+    latency: ProfileResult | None = None
+    latency_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"backend": self.backend}
+        if self.path is not None:
+            data.update(
+                path=self.path, build_s=self.build_s, size_mb=self.size_mb, precision=self.precision
+            )
+        if self.error is not None:
+            data["error"] = self.error
+        if self.accuracy is not None:
+            data.update(accuracy=self.accuracy, drop=self.drop, flagged=self.flagged)
+        if self.latency is not None:
+            data["latency"] = self.latency.to_dict()
+        if self.latency_error is not None:
+            data["latency_error"] = self.latency_error
+        return data
+
 
 @dataclass
 class Variant:
@@ -73,12 +183,16 @@ class Variant:
     accuracy: dict[str, float] = field(default_factory=dict)
     drop: float | None = None
     flagged: bool = False
-    cpu_latency: dict[str, Any] = field(default_factory=dict)
-    engine: dict[str, Any] = field(default_factory=dict)
+    cpu_latency: ProfileResult | None = None
+    engine: EngineResult | None = None  # None: this variant's graph is not the one built
 
     @property
     def label(self) -> str:
         return self.precision if self.graph == "axial" else f"{self.precision}-plain"
+
+    @property
+    def engine_path(self) -> str | None:
+        return self.engine.path if self.engine else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,8 +205,99 @@ class Variant:
             "accuracy": self.accuracy,
             "drop": self.drop,
             "flagged": self.flagged,
-            "cpu_latency": self.cpu_latency,
-            "engine": self.engine,
+            "cpu_latency": self.cpu_latency.to_dict() if self.cpu_latency else {},
+            "engine": self.engine.to_json() if self.engine else {},
+        }
+
+
+@dataclass
+class AccuracyResult:
+    """The accuracy stage: PyTorch's metrics, the gate over the variants, the panels; or the
+    reason it was skipped."""
+
+    skipped: str | None = None
+    data: Path | None = None
+    images: int = 0
+    pytorch: dict[str, float] = field(default_factory=dict)
+    gate: GateReport | None = None
+    panels: list[Path] | None = None  # None: not drawn (classification, or --panels 0)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        data: dict[str, Any] = {
+            "data": str(self.data),
+            "images": self.images,
+            "pytorch": self.pytorch,
+            "gate": self.gate.to_json() if self.gate else None,
+        }
+        if self.panels is not None:
+            data["panels"] = [str(p) for p in self.panels]
+        return data
+
+
+@dataclass
+class Environment:
+    python: str
+    torch: str
+    onnxruntime: str
+    cpu: str
+    cpu_count: int | None
+    engine_backend: str | None = None  # the engine fields: only when a backend was chosen
+    tensorrt_version: str | None = None
+    cuda_version: str | None = None
+    gpu: str | None = None
+    sm: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        if self.engine_backend is None:
+            for key in ("engine_backend", "tensorrt_version", "cuda_version", "gpu", "sm"):
+                del data[key]
+        return data
+
+
+@dataclass
+class DeployReport:
+    """Every stage's result; `to_json()` is report.json."""
+
+    settings: DeploySettings
+    plan: DeployPlan
+    export: ExportResult
+    rewrite: RewriteStage
+    verify: VerifyResult
+    variants: list[Variant]
+    accuracy: AccuracyResult
+    environment: Environment
+    stages_s: dict[str, float]
+    notes: list[str]
+
+    @property
+    def engine_backend(self) -> str | None:
+        return self.plan.engines.backend
+
+    @property
+    def gate_passed(self) -> bool | None:
+        """The accuracy gate's verdict; None when accuracy was not measured."""
+        return None if self.accuracy.gate is None else self.accuracy.gate.passed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.plan.model,
+            "task": self.plan.task,
+            "weights": self.plan.weights,
+            "input_shape": list(self.plan.input_shape),
+            "precisions": list(self.settings.precisions),
+            "settings": self.settings.to_json(),
+            "export": self.export.to_json(),
+            "rewrite": self.rewrite.to_json(),
+            "verify": self.verify.to_json(),
+            "engine_backend": self.engine_backend,
+            "accuracy": self.accuracy.to_json(),
+            "stages_s": self.stages_s,
+            "variants": [v.to_json() for v in self.variants],
+            "environment": self.environment.to_json(),
+            "notes": self.notes,
         }
 
 
@@ -131,8 +336,78 @@ def parse_precisions(text: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------
-# Stage helpers
+# The pipeline
 # --------------------------------------------------------------------------------------
+
+
+def deploy(settings: DeploySettings) -> dict[str, Any]:
+    """Runs the pipeline into `settings.out`; returns the report as report.json holds it
+    (`run_pipeline` returns the typed `DeployReport`). Raises DeployError when a stage cannot
+    go on."""
+    return run_pipeline(settings).to_json()
+
+
+def run_pipeline(settings: DeploySettings) -> DeployReport:
+    """Runs the pipeline into `settings.out` and writes report.json / report.html there."""
+    from axial_deploy.report import deploy_summary_table, write_deploy_report
+
+    plan = plan_deploy(settings)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    stages, notes = _Stages(8), []
+    stages.begin("export", f"export {plan.model} ({plan.weights} weights) at {_dims(plan)}")
+    data = prepare_dataset(settings, plan) if plan.meaningful else None
+    model = setup_model(settings, plan, data, notes)
+    export = export_stage(settings, plan, model)
+    stages.begin("rewrite", "rewrite axial-attention layers into AxialAttention nodes")
+    rewrite = rewrite_stage(settings, plan, export, notes)
+    stages.begin("verify", "verify the rewritten graph against the export (ONNX Runtime)")
+    verify = verify_stage(settings, export, rewrite)
+    stages.begin("precision", f"precision: {', '.join(settings.precisions)}")
+    variants = precision_stage(settings, plan, data, export, rewrite, notes)
+    stages.begin("build", f"build engines: {plan.engines.reason}")
+    gpu = build_stage(settings, plan, variants, notes)
+    stages.begin("accuracy", "task accuracy per variant and the accuracy gate")
+    accuracy = accuracy_stage(settings, plan, model, data, variants, notes, run_engines=bool(gpu))
+    stages.begin("profile", "profile latency (ONNX Runtime on this CPU; engines on a GPU)")
+    profile_stage(settings, variants, gpu)
+    stages.begin("report", "write the report")
+    stages.end()
+    report = DeployReport(
+        settings, plan, export, rewrite, verify, variants, accuracy,
+        environment(plan.engines.backend), stages.seconds, notes,
+    )  # fmt: skip
+    json_path, html_path = write_deploy_report(report, settings.out)
+    print(deploy_summary_table(report))
+    say(f"wrote {json_path} and {html_path}")
+    return report
+
+
+def _dims(plan: DeployPlan) -> str:
+    return "x".join(map(str, plan.input_shape))
+
+
+# --------------------------------------------------------------------------------------
+# Plan: the settings checked and resolved before any work
+# --------------------------------------------------------------------------------------
+
+
+def plan_deploy(settings: DeploySettings) -> DeployPlan:
+    from axial_deploy.task import task_of
+
+    if settings.eval_images < 1 or settings.iterations < 1:
+        raise DeployError("--eval-images and --iterations must be >= 1")
+    if settings.max_drop < 0:
+        raise DeployError(f"--max-drop must be >= 0, got {settings.max_drop}")
+    task = task_of(settings.model)
+    weights, meaningful = _weights(settings)
+    return DeployPlan(
+        model=settings.model,
+        task=task,
+        weights=weights,
+        meaningful=meaningful,
+        input_shape=_input_shape(settings, weights),
+        engines=choose_backend(settings.backend, settings.plugin_library),
+    )
 
 
 def _weights(settings: DeploySettings) -> tuple[str, bool]:
@@ -162,59 +437,11 @@ def _input_shape(settings: DeploySettings, weights: str) -> tuple[int, int, int,
     if settings.input_hw:
         return (1, 3, *settings.input_hw)
     if weights == "pretrained":
-        return (1, 3, *pretrained_record(settings.model)["input_size"])
+        return pretrained_record(settings.model).input_shape
     return default_input_shape(settings.model)
 
 
-def _dataset(settings: DeploySettings, task: str, hw: tuple[int, int]) -> Path:
-    """The evaluation data: --data, else the synthetic dataset of the model's task (with the
-    seed of the shipped weights' dataset, so its val split is the held-out one)."""
-    from axial_deploy.evaluate import dataset_task
-    from axial_deploy.models import pretrained_models, pretrained_record
-    from axial_deploy.synthetic import generate_classification, generate_panoptic
-
-    if settings.data:
-        data = Path(settings.data)
-        try:
-            found = dataset_task(data, "val")
-        except ValueError as error:
-            raise DeployError(f"--data {data}: {error}") from error
-        if found != task:
-            raise DeployError(f"--data {data} is a {found} dataset but {settings.model} is {task}")
-        return data
-    seed, size = 0, hw
-    if settings.model in pretrained_models():
-        recorded = pretrained_record(settings.model)["dataset"]
-        seed, size = recorded["seed"], tuple(recorded["size"])
-    data = settings.out / "data"
-    counts = {"train": CALIBRATION_IMAGES, "val": settings.eval_images}
-    record = data / "dataset.json"
-    if record.is_file():  # a rerun into the same folder: same seed, size and enough images
-        old = json.loads(record.read_text())
-        if (
-            old.get("kind") == task
-            and old.get("seed") == seed
-            and tuple(old.get("size", ())) == size
-            and old["counts"]["val"]["images"] >= settings.eval_images
-        ):
-            say(f"reusing the synthetic dataset in {data}")
-            return data
-    generate = generate_panoptic if task == "panoptic" else generate_classification
-    generate(data, seed=seed, size=size, progress=settings.progress, **counts)
-    say(f"generated a synthetic {task} dataset in {data} (seed {seed}, {size[0]}x{size[1]})")
-    return data
-
-
-def _calibration_source(settings: DeploySettings, data: Path | None, task: str) -> str | None:
-    if settings.calib:
-        return settings.calib
-    if data is None:
-        return None  # quantize's synthetic source
-    train = data / "images" / "train" if task == "panoptic" else data / "train"
-    return str(train) if train.is_dir() else None
-
-
-def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | None, str, str]:
+def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
     """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
     library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
     asked for by name must be installed (`build.import_backend`'s error says how)."""
@@ -224,7 +451,7 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
     if requested not in BACKEND_CHOICES:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if requested == "none":
-        return None, "", "engine step skipped (--backend none)"
+        return BackendChoice(None, "", "engine step skipped (--backend none)")
     for backend in ("tensorrt", "tensorrt-rtx"):
         if requested not in ("auto", backend):
             continue
@@ -235,17 +462,21 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
                 raise DeployError(f"--backend {backend}: {error}") from error
             continue
         if backend == "tensorrt-rtx":
-            return backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+            return BackendChoice(
+                backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+            )
         plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
         if plugin and plugin.is_file():
-            return backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
+            return BackendChoice(
+                backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
+            )
         missing = plugin or locate(PLUGIN).describe()
-        return (
+        return BackendChoice(
             backend,
             "plain",
             f"TensorRT on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
         )
-    return (
+    return BackendChoice(
         None,
         "",
         (
@@ -256,118 +487,174 @@ def choose_backend(requested: str, plugin_library: str | None) -> tuple[str | No
 
 
 # --------------------------------------------------------------------------------------
-# The pipeline
+# 1. Export: data, model, ONNX (checked against PyTorch)
 # --------------------------------------------------------------------------------------
 
 
-def deploy(settings: DeploySettings) -> dict[str, Any]:
-    """Runs the pipeline into `settings.out`; returns the report (also written as
-    report.json / report.html). Raises DeployError when a stage cannot go on."""
+def prepare_dataset(settings: DeploySettings, plan: DeployPlan) -> Path:
+    """The evaluation data: --data, else the synthetic dataset of the model's task (with the
+    seed of the shipped weights' dataset, so its val split is the held-out one)."""
+    from axial_deploy.evaluate import dataset_task
+    from axial_deploy.models import pretrained_models, pretrained_record
+    from axial_deploy.synthetic import generate_classification, generate_panoptic
+
+    task = plan.task
+    if settings.data:
+        data = Path(settings.data)
+        try:
+            found = dataset_task(data, "val")
+        except ValueError as error:
+            raise DeployError(f"--data {data}: {error}") from error
+        if found != task:
+            raise DeployError(f"--data {data} is a {found} dataset but {settings.model} is {task}")
+        return data
+    seed, size = 0, plan.input_hw
+    if settings.model in pretrained_models():
+        recorded = pretrained_record(settings.model).dataset
+        seed, size = recorded.seed, recorded.size
+    data = settings.out / "data"
+    if _reusable_dataset(data / "dataset.json", task, seed, size, settings.eval_images):
+        say(f"reusing the synthetic dataset in {data}")
+        return data
+    generate = generate_panoptic if task == "panoptic" else generate_classification
+    counts = {"train": CALIBRATION_IMAGES, "val": settings.eval_images}
+    generate(data, seed=seed, size=size, progress=settings.progress, **counts)
+    say(f"generated a synthetic {task} dataset in {data} (seed {seed}, {size[0]}x{size[1]})")
+    return data
+
+
+def _reusable_dataset(record: Path, task: str, seed: int, size: tuple, images: int) -> bool:
+    """A rerun into the same folder: same kind, seed, size and enough val images."""
+    if not record.is_file():
+        return False
+    old = json.loads(record.read_text())
+    return (
+        old.get("kind") == task
+        and old.get("seed") == seed
+        and tuple(old.get("size", ())) == tuple(size)
+        and old["counts"]["val"]["images"] >= images
+    )
+
+
+def setup_model(
+    settings: DeploySettings, plan: DeployPlan, data: Path | None, notes: list[str]
+) -> nn.Module:
+    """The model to export (`models.prepare_model`): shipped weights, the checkpoint, or live
+    random weights (then task accuracy is not measured)."""
+    from axial_deploy.models import prepare_model
+
+    num_classes = settings.num_classes
+    if plan.weights != "pretrained" and num_classes is None and data is not None:
+        num_classes = _dataset_classes(data, plan.task)
+    if plan.weights == "random":
+        notes.append(
+            "random weights (no --checkpoint and no shipped weights): task accuracy is "
+            "not measured, only numerical agreement with FP32"
+        )
+    return prepare_model(
+        plan.model,
+        checkpoint=settings.checkpoint,
+        pretrained=plan.weights == "pretrained",
+        live_random_weights=plan.weights == "random",
+        input_shape=plan.input_shape,
+        seed=settings.seed,
+        # the shipped weights bring their own class count (settings.num_classes is ignored)
+        num_classes=None if plan.weights == "pretrained" else num_classes,
+    )
+
+
+def _dataset_classes(data: Path, task: str) -> int:
+    from axial_deploy.coco_panoptic import load_split, split_paths
+    from axial_deploy.evaluate import classification_samples
+
+    if task == "panoptic":
+        return len(load_split(split_paths(data, "val")[0]).categories)
+    return len(classification_samples(data, "val")[1])
+
+
+def export_stage(settings: DeploySettings, plan: DeployPlan, model: nn.Module) -> ExportResult:
     import torch
 
-    from axial_deploy.build import cuda_device_info
     from axial_deploy.export import compare_with_onnxruntime, export_onnx
-    from axial_deploy.models import create_model, load_checkpoint, model_task
-    from axial_deploy.quantize import quantize_file
+
+    plain = export_onnx(model, plan.input_shape, settings.out / f"{plan.model}.onnx")
+    generator = torch.Generator().manual_seed(settings.seed)
+    inputs = torch.randn(plan.input_shape, generator=generator)
+    error = max(e.max_rel for e in compare_with_onnxruntime(model, plain, inputs))
+    say(f"wrote {plain}; ONNX Runtime vs PyTorch max rel {error:.2e}")
+    if error > EXPORT_RTOL:
+        raise DeployError(f"export: ONNX Runtime differs from PyTorch (max rel {error:.2e})")
+    return ExportResult(plain, error)
+
+
+# --------------------------------------------------------------------------------------
+# 2-3. Rewrite and verify
+# --------------------------------------------------------------------------------------
+
+
+def rewrite_stage(
+    settings: DeploySettings, plan: DeployPlan, export: ExportResult, notes: list[str]
+) -> RewriteStage:
     from axial_deploy.rewrite import rewrite_file
+
+    axial = settings.out / f"{plan.model}.axial.onnx"
+    result = rewrite_file(
+        export.onnx, axial, report_path=settings.out / f"{plan.model}.rewrite.json"
+    )
+    say(result.summary().splitlines()[0])
+    if result.left:
+        notes.append(f"{len(result.left)} attention layer(s) left intact (see rewrite.json)")
+    left = [(r.softmax, r.reason) for r in result.left]
+    return RewriteStage(axial, len(result.rewritten), left)
+
+
+def verify_stage(
+    settings: DeploySettings, export: ExportResult, rewrite: RewriteStage
+) -> VerifyResult:
     from axial_deploy.verify import verify_models
 
-    if settings.eval_images < 1 or settings.iterations < 1:
-        raise DeployError("--eval-images and --iterations must be >= 1")
-    if settings.max_drop < 0:
-        raise DeployError(f"--max-drop must be >= 0, got {settings.max_drop}")
-    task = model_task(settings.model)
-    weights, meaningful = _weights(settings)
-    shape = _input_shape(settings, weights)
-    hw = (shape[2], shape[3])
-    backend, build_graph, backend_reason = choose_backend(settings.backend, settings.plugin_library)
-    out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    name = settings.model
-    stages = _Stages(8)
-    notes: list[str] = []
-    report: dict[str, Any] = {
-        "model": name,
-        "task": task,
-        "weights": weights,
-        "input_shape": list(shape),
-        "precisions": list(settings.precisions),
-        "settings": {k: str(v) for k, v in settings.__dict__.items()},
-    }
-
-    # 1. export (and check ONNX Runtime against PyTorch)
-    stages.begin("export", f"export {name} ({weights} weights) at {'x'.join(map(str, shape))}")
-    data = _dataset(settings, task, hw) if meaningful else None
-    num_classes = settings.num_classes
-    if weights == "pretrained":
-        model = create_model(name, pretrained=True)
-    else:
-        if num_classes is None and data is not None:
-            num_classes = _dataset_classes(data, task)
-        model = create_model(name, **({"num_classes": num_classes} if num_classes else {}))
-        if weights == "random":
-            from axial_deploy.models.random_init import calibrate_batchnorm
-
-            generator = torch.Generator().manual_seed(settings.seed)
-            with torch.no_grad():
-                calibration = torch.randn((2, *shape[1:]), generator=generator)
-                calibrate_batchnorm(model, calibration, seed=settings.seed, residual_gain=0.1)
-            notes.append(
-                "random weights (no --checkpoint and no shipped weights): task accuracy is "
-                "not measured, only numerical agreement with FP32"
-            )
-        else:
-            load_checkpoint(model, weights)
-    model.eval()
-    plain = export_onnx(model, shape, out / f"{name}.onnx")
-    inputs = torch.randn(shape, generator=torch.Generator().manual_seed(settings.seed))
-    export_error = max(e.max_rel for e in compare_with_onnxruntime(model, plain, inputs))
-    say(f"wrote {plain}; ONNX Runtime vs PyTorch max rel {export_error:.2e}")
-    if export_error > 1e-3:
-        raise DeployError(f"export: ONNX Runtime differs from PyTorch (max rel {export_error:.2e})")
-    report["export"] = {"onnx": str(plain), "max_rel_vs_pytorch": export_error}
-
-    # 2. rewrite
-    stages.begin("rewrite", "rewrite axial-attention layers into AxialAttention nodes")
-    axial = out / f"{name}.axial.onnx"
-    rewrite = rewrite_file(plain, axial, report_path=out / f"{name}.rewrite.json")
-    say(rewrite.summary().splitlines()[0])
-    report["rewrite"] = {
-        "onnx": str(axial),
-        "rewritten": len(rewrite.rewritten),
-        "left_intact": [{"layer": r.softmax, "reason": r.reason} for r in rewrite.left],
-    }
-    if rewrite.left:
-        notes.append(f"{len(rewrite.left)} attention layer(s) left intact (see rewrite.json)")
-
-    # 3. verify
-    stages.begin("verify", "verify the rewritten graph against the export (ONNX Runtime)")
-    check = verify_models(plain, axial, seed=settings.seed)
+    check = verify_models(export.onnx, rewrite.onnx, seed=settings.seed)
     worst = max(row.max_rel for row in check.rows)
-    report["verify"] = {"passed": check.passed, "max_rel": worst, "rtol": check.rtol}
     say(f"{'passed' if check.passed else 'FAILED'}: max rel {worst:.2e} (tolerance {check.rtol:g})")
     if not check.passed:
         raise DeployError(
-            f"verify: the rewritten graph {axial} differs from {plain} (max rel {worst:.2e}); "
-            "report it with both files"
+            f"verify: the rewritten graph {rewrite.onnx} differs from {export.onnx} (max rel "
+            f"{worst:.2e}); report it with both files"
         )
+    return VerifyResult(check.passed, worst, check.rtol)
 
-    # 4. precision: every precision of both graphs
-    stages.begin("precision", f"precision: {', '.join(settings.precisions)}")
-    calib = _calibration_source(settings, data, task)
+
+# --------------------------------------------------------------------------------------
+# 4. Precision: every precision of both graphs
+# --------------------------------------------------------------------------------------
+
+
+def precision_stage(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    data: Path | None,
+    export: ExportResult,
+    rewrite: RewriteStage,
+    notes: list[str],
+) -> list[Variant]:
+    from axial_deploy.quantize import quantize_file
+    from axial_deploy.verify import verify_models
+
+    calib = _calibration_source(settings, data, plan.task)
     if "int8" in settings.precisions and calib is None:
         notes.append(
             "INT8 calibrated on synthetic random inputs (no --calib and no train images): "
             "pass --calib DIR with real images for meaningful INT8 ranges"
         )
+    references = {"axial": rewrite.onnx, "plain": export.onnx}
     variants: list[Variant] = []
     for precision in settings.precisions:
-        for graph, source in (("axial", axial), ("plain", plain)):
+        for graph, source in references.items():
             if precision == "fp32":
                 variants.append(Variant(precision, graph, source))
                 continue
             suffix = ".axial" if graph == "axial" else ""
-            target = out / f"{name}{suffix}.{precision}.onnx"
+            target = settings.out / f"{plan.model}{suffix}.{precision}.onnx"
             quantized = quantize_file(
                 source,
                 target,
@@ -380,89 +667,144 @@ def deploy(settings: DeploySettings) -> dict[str, Any]:
             )
             say(quantized.summary().splitlines()[0])
             variants.append(Variant(precision, graph, target))
-    references = {v.graph: v.onnx for v in variants if v.precision == "fp32"}
-    for v in variants:
+    for v in variants:  # each graph's output error against its FP32 reference
+        v.max_rel_vs_fp32 = 0.0
         if v.precision != "fp32":
             rows = verify_models(references[v.graph], v.onnx, seed=settings.seed).rows
             v.max_rel_vs_fp32 = max(row.max_rel for row in rows)
-        else:
-            v.max_rel_vs_fp32 = 0.0
+    return variants
 
-    # 5. build
-    stages.begin("build", f"build engines: {backend_reason}")
-    report["engine_backend"] = backend
+
+def _calibration_source(settings: DeploySettings, data: Path | None, task: str) -> str | None:
+    if settings.calib:
+        return settings.calib
+    if data is None:
+        return None  # quantize's synthetic source
+    train = data / "images" / "train" if task == "panoptic" else data / "train"
+    return str(train) if train.is_dir() else None
+
+
+# --------------------------------------------------------------------------------------
+# 5. Build
+# --------------------------------------------------------------------------------------
+
+
+def build_stage(
+    settings: DeploySettings, plan: DeployPlan, variants: list[Variant], notes: list[str]
+) -> str | None:
+    """Builds an engine per variant of the chosen graph; returns this machine's GPU (None:
+    none, so the engines are built but not run here)."""
+    from axial_deploy.build import cuda_device_info
+
+    backend = plan.engines.backend
     if backend is not None:
-        _build(settings, backend, build_graph, variants, out, name)
+        for v in variants:
+            if v.graph == plan.engines.graph:
+                v.engine = _build_engine(settings, backend, v, plan.model)
     gpu = cuda_device_info()[1]
-    if any(v.engine.get("path") for v in variants) and gpu is None:
+    if any(v.engine_path for v in variants) and gpu is None:
         notes.append(
             "engines built but not run: no GPU on this machine (run `axial-deploy evaluate` "
             "and `axial-deploy profile` on the engines on the target)"
         )
+    return gpu
 
-    # 6. accuracy: task metric per variant (and engine, on a GPU), the gate, panels
-    stages.begin("accuracy", "task accuracy per variant and the accuracy gate")
-    report["accuracy"] = _accuracy(
-        settings, task, weights, model, data, variants, report, notes, run_engines=bool(gpu)
+
+def _build_engine(settings: DeploySettings, backend: str, v: Variant, name: str) -> EngineResult:
+    from axial_deploy.build import BuildError, BuildOptions, build_engine
+
+    engine = settings.out / f"{name}.{v.label}.{backend}.engine"
+    options = BuildOptions(
+        backend=backend,
+        plugin_library=settings.plugin_library,  # build_engine defaults it
+        progress=settings.progress,
+    )
+    try:
+        manifest = build_engine(v.onnx, engine, options)
+    except BuildError as error:
+        say(f"{v.label}: not built: {error}")
+        return EngineResult(backend, error=str(error))
+    size_mb = engine.stat().st_size / 2**20
+    say(f"{v.label}: {engine.name} ({size_mb:.1f} MiB) in {manifest.build_seconds:.1f} s")
+    return EngineResult(
+        backend,
+        path=str(engine),
+        build_s=manifest.build_seconds,
+        size_mb=round(size_mb, 3),
+        precision=manifest.precision,
     )
 
-    # 7. profile
-    stages.begin("profile", "profile latency (ONNX Runtime on this CPU; engines on a GPU)")
-    _profile(settings, variants, gpu)
 
-    # 8. report
-    stages.begin("report", "write the report")
-    stages.end()
-    report["stages_s"] = stages.seconds
-    report["variants"] = [v.to_json() for v in variants]
-    report["environment"] = _environment(backend)
-    report["notes"] = notes
-    json_path, html_path = out / "report.json", out / "report.html"
-    with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    with atomic_output(html_path) as tmp:
-        tmp.write_text(render_report_html(report))
-    print(summary_table(report))
-    say(f"wrote {json_path} and {html_path}")
-    return report
+# --------------------------------------------------------------------------------------
+# 6. Accuracy: task metric per variant (and engine, on a GPU), the gate, panels
+# --------------------------------------------------------------------------------------
 
 
-def _dataset_classes(data: Path, task: str) -> int:
-    from axial_deploy.coco_panoptic import load_split, split_paths
-    from axial_deploy.evaluate import classification_samples
-
-    if task == "panoptic":
-        return len(load_split(split_paths(data, "val")[0]).categories)
-    return len(classification_samples(data, "val")[1])
-
-
-def _accuracy(
-    settings, task, weights, model, data, variants, report, notes, run_engines: bool
-) -> dict[str, Any]:
-    """Evaluates PyTorch, every variant and (on a GPU) every engine on the val split; gate
-    and panels into the report."""
-    from axial_deploy.evaluate import accuracy_gate, comparison_table, evaluate
-    from axial_deploy.models import pretrained_record
-    from axial_deploy.models.postprocess import PanopticConfig
+def accuracy_stage(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    model: nn.Module,
+    data: Path | None,
+    variants: list[Variant],
+    notes: list[str],
+    run_engines: bool,
+) -> AccuracyResult:
+    """Evaluates PyTorch, every variant and (on a GPU) every engine on the val split, then
+    the gate; each variant gets its metrics, drop and flag."""
+    from axial_deploy.evaluate import accuracy_gate, comparison_table
 
     if data is None:
         say("skipped: random weights (pass --checkpoint or use a model with shipped weights)")
-        return {"skipped": "random weights"}
+        return AccuracyResult(skipped="random weights")
+    results = _evaluate_targets(settings, plan, model, data, variants, notes, run_engines)
+    print(comparison_table(results))
+    gate = accuracy_gate(results, reference="fp32", max_drop=settings.max_drop)
+    print(gate.summary())
+    rows = {row.label: row for row in gate.rows}
+    for v in variants:
+        v.accuracy = results[v.label].metrics
+        v.drop, v.flagged = rows[v.label].drop, rows[v.label].flagged
+        if f"{v.label}-engine" in results and v.engine is not None:
+            row = rows[f"{v.label}-engine"]
+            v.engine.accuracy = results[row.label].metrics
+            v.engine.drop, v.engine.flagged = row.drop, row.flagged
+    result = AccuracyResult(
+        data=data, images=results["fp32"].images, pytorch=results["pytorch"].metrics, gate=gate
+    )
+    if plan.task == "panoptic" and settings.panels > 0:
+        result.panels = _panels(settings, data, variants)
+    if not gate.passed:
+        notes.append(f"accuracy gate FAILED: a drop above {settings.max_drop:g} points")
+    return result
+
+
+def _evaluate_targets(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    model: nn.Module,
+    data: Path,
+    variants: list[Variant],
+    notes: list[str],
+    run_engines: bool,
+) -> dict[str, EvaluationResult]:
+    """label -> EvaluationResult for PyTorch, each variant and (run_engines) each engine; an
+    engine that cannot run here is noted, not fatal."""
+    from axial_deploy.evaluate import evaluate
+    from axial_deploy.models import pretrained_record
+
     postprocess = None
-    if task == "panoptic" and weights == "pretrained":  # the settings its PQ was recorded with
-        recorded = pretrained_record(settings.model).get("postprocess")
-        postprocess = PanopticConfig(**recorded) if recorded else None
-    predictions = settings.out / "predictions"
+    if plan.task == "panoptic" and plan.weights == "pretrained":  # the settings of its PQ
+        postprocess = pretrained_record(plan.model).postprocess_config()
     common = dict(
         limit=settings.eval_images,
-        input_hw=tuple(report["input_shape"][2:]),
+        input_hw=plan.input_hw,
         postprocess=postprocess,
         progress=settings.progress,
     )
     targets = [("pytorch", model)] + [(v.label, v.onnx) for v in variants]
     if run_engines:
-        built = [v for v in variants if v.engine.get("path")]
-        targets += [(f"{v.label}-engine", v.engine["path"]) for v in built]
+        targets += [(f"{v.label}-engine", v.engine_path) for v in variants if v.engine_path]
+    predictions = settings.out / "predictions"
     results = {}
     for label, target in targets:
         try:
@@ -471,69 +813,31 @@ def _accuracy(
             if not label.endswith("-engine"):
                 raise
             notes.append(f"{label}: not evaluated: {error}")
-    print(comparison_table(results))
-    gate = accuracy_gate(results, reference="fp32", max_drop=settings.max_drop)
-    print(gate.summary())
-    rows = {row.label: row for row in gate.rows}
-    for v in variants:
-        v.accuracy = results[v.label].metrics
-        v.drop, v.flagged = rows[v.label].drop, rows[v.label].flagged
-        if f"{v.label}-engine" in results:
-            row = rows[f"{v.label}-engine"]
-            v.engine.update(accuracy=results[row.label].metrics, drop=row.drop, flagged=row.flagged)
-    section: dict[str, Any] = {
-        "data": str(data),
-        "images": results["fp32"].images,
-        "pytorch": results["pytorch"].metrics,
-        "gate": gate.to_json(),
-    }
-    if task == "panoptic" and settings.panels > 0:
-        from axial_deploy.panels import render_panels
-
-        shown = [v.label for v in variants if v.graph == "axial"]
-        paths = render_panels(
-            data,
-            {label: predictions / label for label in shown},
-            settings.out / "panels",
-            count=settings.panels,
-        )
-        section["panels"] = [str(p) for p in paths]
-        say(f"wrote {len(paths)} prediction panels to {settings.out / 'panels'}")
-    if not gate.passed:
-        notes.append(f"accuracy gate FAILED: a drop above {settings.max_drop:g} points")
-    return section
+    return results
 
 
-def _build(settings, backend, build_graph, variants, out, name) -> None:
-    from axial_deploy.build import BuildError, BuildOptions, build_engine
+def _panels(settings: DeploySettings, data: Path, variants: list[Variant]) -> list[Path]:
+    from axial_deploy.panels import render_panels
 
-    for v in variants:
-        if v.graph != build_graph:
-            continue
-        engine = out / f"{name}.{v.label}.{backend}.engine"
-        options = BuildOptions(
-            backend=backend,
-            plugin_library=settings.plugin_library,  # build_engine defaults it
-            progress=settings.progress,
-        )
-        try:
-            manifest = build_engine(v.onnx, engine, options)
-        except BuildError as error:
-            v.engine = {"backend": backend, "error": str(error)}
-            say(f"{v.label}: not built: {error}")
-            continue
-        size_mb = engine.stat().st_size / 2**20
-        v.engine = {
-            "backend": backend,
-            "path": str(engine),
-            "build_s": manifest.build_seconds,
-            "size_mb": round(size_mb, 3),
-            "precision": manifest.precision,
-        }
-        say(f"{v.label}: {engine.name} ({size_mb:.1f} MiB) in {manifest.build_seconds:.1f} s")
+    predictions = settings.out / "predictions"
+    shown = [v.label for v in variants if v.graph == "axial"]
+    paths = render_panels(
+        data,
+        {label: predictions / label for label in shown},
+        settings.out / "panels",
+        count=settings.panels,
+    )
+    say(f"wrote {len(paths)} prediction panels to {settings.out / 'panels'}")
+    return list(paths)
 
 
-def _profile(settings, variants, gpu: str | None) -> None:
+# --------------------------------------------------------------------------------------
+# 7. Profile, and the environment the report records
+# --------------------------------------------------------------------------------------
+
+
+def profile_stage(settings: DeploySettings, variants: list[Variant], gpu: str | None) -> None:
+    """Every variant in ONNX Runtime on this CPU; every engine too where a GPU is present."""
     from axial_deploy.profile import profile_engine
     from axial_deploy.runtime import Engine, EngineError
 
@@ -546,16 +850,16 @@ def _profile(settings, variants, gpu: str | None) -> None:
                 seed=settings.seed,
                 progress=False,
             )
-        v.cpu_latency = result.to_dict()
+        v.cpu_latency = result
         say(f"{v.label:<12} ONNX Runtime CPU mean {result.latency.mean_ms:8.2f} ms")
-    engines = [v for v in variants if v.engine.get("path")]
+    engines = [v for v in variants if v.engine is not None and v.engine.path]
     if engines and gpu is None:
         say("engines not profiled: no GPU here")
         return
     for v in engines:
         try:
             # closed (device/pinned buffers, stream) before the next engine opens
-            with Engine(v.engine["path"]) as engine:
+            with Engine(v.engine.path) as engine:
                 result = profile_engine(
                     engine,
                     warmup_s=1.0,
@@ -563,14 +867,14 @@ def _profile(settings, variants, gpu: str | None) -> None:
                     progress=False,
                 )
         except (EngineError, ImportError, RuntimeError) as error:
-            v.engine["latency_error"] = str(error)
+            v.engine.latency_error = str(error)
             say(f"{v.label}: engine not profiled: {error}")
             continue
-        v.engine["latency"] = result.to_dict()
-        say(f"{v.label:<12} {v.engine['backend']} on {gpu} mean {result.latency.mean_ms:.3f} ms")
+        v.engine.latency = result
+        say(f"{v.label:<12} {v.engine.backend} on {gpu} mean {result.latency.mean_ms:.3f} ms")
 
 
-def _environment(backend: str | None) -> dict[str, Any]:
+def environment(backend: str | None) -> Environment:
     import platform
 
     import onnxruntime
@@ -578,124 +882,18 @@ def _environment(backend: str | None) -> dict[str, Any]:
 
     from axial_deploy.build import running_environment
 
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
+    env = Environment(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        onnxruntime=onnxruntime.__version__,
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+    )
     if backend:
         info = running_environment(backend)
-        env.update(
-            engine_backend=backend,
-            tensorrt_version=info.tensorrt_version,
-            cuda_version=info.cuda_version,
-            gpu=info.gpu_name,
-            sm=info.sm,
-        )
+        env.engine_backend = backend
+        env.tensorrt_version = info.tensorrt_version
+        env.cuda_version = info.cuda_version
+        env.gpu = info.gpu_name
+        env.sm = info.sm
     return env
-
-
-# --------------------------------------------------------------------------------------
-# Report rendering
-# --------------------------------------------------------------------------------------
-
-
-def _cell(value, fmt: str = "{:.2f}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def _report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The side-by-side table: accuracy, its drop, output error and latency per variant."""
-    primary = "PQ" if report["task"] == "panoptic" else "top1"
-    header = ["variant", primary, "drop", "gate", "max rel vs fp32", "CPU mean ms", "CPU p95 ms",
-              "engine", f"engine {primary}", "engine ms"]  # fmt: skip
-    rows = []
-    for v in report["variants"]:
-        engine = v["engine"]
-        built = (
-            f"{engine['size_mb']:.1f} MiB, {engine['build_s']:.1f} s"
-            if engine.get("path")
-            else ("failed" if engine.get("error") else "-")
-        )
-        latency = engine["latency"]["latency"]["mean_ms"] if "latency" in engine else None
-        cpu = v["cpu_latency"]["latency"]
-        gate = "-" if v["drop"] is None else ("FLAGGED" if v["flagged"] else "ok")
-        rows.append([
-            v["label"], _cell(v["accuracy"].get(primary)), _cell(v["drop"], "{:+.2f}"), gate,
-            _cell(v["max_rel_vs_fp32"], "{:.1e}"), _cell(cpu["mean_ms"]),
-            _cell(cpu["p95_ms"]), built,
-            _cell(engine.get("accuracy", {}).get(primary)), _cell(latency, "{:.3f}"),
-        ])  # fmt: skip
-    return header, rows
-
-
-def summary_table(report: dict[str, Any]) -> str:
-    header, rows = _report_rows(report)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        rest = zip(row[1:], widths[1:], strict=True)
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
-
-
-def _table_html(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def render_report_html(report: dict[str, Any]) -> str:
-    from axial_deploy.panels import panels_html
-    from axial_deploy.report import histogram_svg, html_page
-
-    shape = "x".join(map(str, report["input_shape"]))
-    env = report["environment"]
-    accuracy = report.get("accuracy", {})
-    body = [
-        f"<h1>axial-deploy: {html.escape(report['model'])}</h1>",
-        f"<p>{html.escape(report['task'])} model, {html.escape(report['weights'])} weights, "
-        f"input {shape}; rewrite: {report['rewrite']['rewritten']} AxialAttention layers, "
-        f"verify max rel {report['verify']['max_rel']:.1e}; engines: "
-        f"{html.escape(str(report['engine_backend'] or 'not built'))}</p>",
-        *(f"<p><b>note:</b> {html.escape(note)}</p>" for note in report["notes"]),
-        "<h2>Accuracy and latency per variant</h2>",
-        _table_html(*_report_rows(report)),
-        "<p>variant: precision of the rewritten graph (AxialAttention nodes, what TensorRT "
-        "builds with the plugin); '-plain': the same precision of the plain export (what "
-        "TensorRT-RTX builds). CPU latency: ONNX Runtime on "
-        f"{html.escape(str(env.get('cpu')))} ({env.get('cpu_count')} cores), a reference only; "
-        "rewritten graphs run the AxialAttention reference op there (plain ONNX ops, unfused), "
-        "so their CPU time says nothing about the plugin. Engine columns: TensorRT / "
-        "TensorRT-RTX engines, evaluated and timed only where a GPU is present.</p>",
-    ]
-    if "gate" in accuracy:
-        gate = accuracy["gate"]
-        verdict = "PASSED" if gate["passed"] else "FAILED"
-        body.append(
-            f"<p>accuracy gate: {gate['metric']} drop vs {gate['reference']} &le; "
-            f"{gate['max_drop']:g} points on {accuracy['images']} held-out images: "
-            f"<b>{verdict}</b>; PyTorch FP32: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in accuracy["pytorch"].items())
-            + "</p>"
-        )
-    if accuracy.get("panels"):
-        title = "Input, ground truth and prediction per precision"
-        body.append(panels_html(accuracy["panels"], title))
-    body.append("<h2>CPU latency histograms (ONNX Runtime)</h2>")
-    for v in report["variants"]:
-        body.append(f"<h3>{html.escape(v['label'])}</h3>")
-        body.append(histogram_svg(v["cpu_latency"]["latencies_ms"]))
-        if "latency" in v["engine"]:
-            body.append(f"<h3>{html.escape(v['label'])} engine</h3>")
-            body.append(histogram_svg(v["engine"]["latency"]["latencies_ms"]))
-    stage_rows = [[k, f"{s:.1f}"] for k, s in report["stages_s"].items()]
-    body += ["<h2>Stages</h2>", _table_html(["stage", "seconds"], stage_rows)]
-    env_rows = [[k, str(v)] for k, v in env.items()]
-    body += ["<h2>Environment</h2>", _table_html(["", ""], env_rows)]
-    return html_page(f"axial-deploy {report['model']}", body)

@@ -580,12 +580,12 @@ def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[i
     """A shipped model's recorded settings (so evaluation reproduces its recorded PQ), else
     Panoptic-DeepLab's scaled to the input size."""
     from axial_deploy.models import pretrained_record
-    from axial_deploy.models.postprocess import PanopticConfig, scaled_config
+    from axial_deploy.models.postprocess import scaled_config
 
     if pretrained and isinstance(target, str):
-        recorded = pretrained_record(target).get("postprocess")
-        if recorded:
-            return PanopticConfig(**recorded)
+        recorded = pretrained_record(target).postprocess_config()
+        if recorded is not None:
+            return recorded
     return scaled_config(things, hw)
 
 

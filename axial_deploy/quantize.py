@@ -36,6 +36,7 @@ from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.numerics import OutputError, match_outputs, output_error
+from axial_deploy.task import task_of
 
 PRECISIONS = ("fp16", "int8")
 QUANTIZERS = ("native", "modelopt")
@@ -123,12 +124,6 @@ def input_shape(info: onnx.ValueInfoProto) -> tuple:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
 
 
-def detect_task(model: onnx.ModelProto) -> str:
-    """'panoptic' when the graph has a semantic output (Axial-DeepLab), else 'classification'."""
-    names = {o.name for o in model.graph.output}
-    return "panoptic" if "semantic" in names else "classification"
-
-
 def _check_fp32(model: onnx.ModelProto, path) -> None:
     ops = {node.op_type for node in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"}:
@@ -168,7 +163,7 @@ def _calibration_batches(model, path, calib, batches, batch_size, seed):
     source = open_source(
         calib,
         shape,
-        task=detect_task(model),
+        task=task_of(model),
         seed=seed,
         batch_size=batch_size,
         samples=batches * batch_size,
@@ -359,7 +354,7 @@ def accuracy_report(
     from axial_deploy.ort_ops import create_session
 
     reference = _load(reference_path, "reference")
-    task = task or detect_task(reference)
+    task = task or task_of(reference)
     if task not in ("classification", "panoptic", "segmentation"):
         raise QuantizeError(f"task must be classification, panoptic or segmentation, got {task}")
     source, batch_list, input_name = _calibration_batches(

@@ -1,4 +1,12 @@
-"""Profile reports: JSON for machines, one self-contained HTML file (inline SVG) for people."""
+"""Every report the toolkit writes: JSON for machines, one self-contained HTML file (inline
+SVG) for people, and the console tables.
+
+- `profile`: `write_json` / `write_html` of a `ProfileResult`;
+- `deploy`: `write_deploy_report` (report.json from `DeployReport.to_json()`, report.html from
+  `render_deploy_html`) and `deploy_summary_table`, the console table.
+
+Both pages share `html_page`, `table_html` and `histogram_svg`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,15 @@ import html
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.profile import ProfileResult
+
+if TYPE_CHECKING:
+    from axial_deploy.deploy import DeployReport, EngineResult, Variant
 
 WIDTH, HEIGHT, MARGIN = 640, 240, 40
 
@@ -126,3 +138,143 @@ def write_html(result: ProfileResult, path: str | os.PathLike) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(render_html(result))
     return Path(path)
+
+
+def table_html(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell: the first left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        rest = zip(row[1:], widths[1:], strict=True)
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The deploy report
+# --------------------------------------------------------------------------------------
+
+
+def write_deploy_report(report: DeployReport, out: str | os.PathLike) -> tuple[Path, Path]:
+    """report.json and report.html in `out`, each written atomically."""
+    json_path, html_path = Path(out) / "report.json", Path(out) / "report.html"
+    with atomic_output(json_path) as tmp:
+        tmp.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    with atomic_output(html_path) as tmp:
+        tmp.write_text(render_deploy_html(report))
+    return json_path, html_path
+
+
+def _cell(value, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _primary(report: DeployReport) -> str:
+    return "PQ" if report.plan.task == "panoptic" else "top1"
+
+
+def deploy_rows(report: DeployReport) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table: accuracy, its drop, output error and latency per variant."""
+    primary = _primary(report)
+    header = ["variant", primary, "drop", "gate", "max rel vs fp32", "CPU mean ms", "CPU p95 ms",
+              "engine", f"engine {primary}", "engine ms"]  # fmt: skip
+    return header, [_variant_row(v, primary) for v in report.variants]
+
+
+def _variant_row(v: Variant, primary: str) -> list[str]:
+    cpu = v.cpu_latency.latency if v.cpu_latency else None
+    gate = "-" if v.drop is None else ("FLAGGED" if v.flagged else "ok")
+    return [
+        v.label, _cell(v.accuracy.get(primary)), _cell(v.drop, "{:+.2f}"), gate,
+        _cell(v.max_rel_vs_fp32, "{:.1e}"), _cell(cpu.mean_ms if cpu else None),
+        _cell(cpu.p95_ms if cpu else None), *_engine_cells(v.engine, primary),
+    ]  # fmt: skip
+
+
+def _engine_cells(engine: EngineResult | None, primary: str) -> list[str]:
+    if engine is None:
+        return ["-", "-", "-"]
+    built = (
+        f"{engine.size_mb:.1f} MiB, {engine.build_s:.1f} s"
+        if engine.path
+        else ("failed" if engine.error else "-")
+    )
+    latency = engine.latency.latency.mean_ms if engine.latency else None
+    return [built, _cell((engine.accuracy or {}).get(primary)), _cell(latency, "{:.3f}")]
+
+
+def deploy_summary_table(report: DeployReport) -> str:
+    return text_table(*deploy_rows(report))
+
+
+def render_deploy_html(report: DeployReport) -> str:
+    env = report.environment
+    body = [
+        f"<h1>axial-deploy: {html.escape(report.plan.model)}</h1>",
+        _deploy_intro(report),
+        *(f"<p><b>note:</b> {html.escape(note)}</p>" for note in report.notes),
+        "<h2>Accuracy and latency per variant</h2>",
+        table_html(*deploy_rows(report)),
+        "<p>variant: precision of the rewritten graph (AxialAttention nodes, what TensorRT "
+        "builds with the plugin); '-plain': the same precision of the plain export (what "
+        "TensorRT-RTX builds). CPU latency: ONNX Runtime on "
+        f"{html.escape(str(env.cpu))} ({env.cpu_count} cores), a reference only; "
+        "rewritten graphs run the AxialAttention reference op there (plain ONNX ops, unfused), "
+        "so their CPU time says nothing about the plugin. Engine columns: TensorRT / "
+        "TensorRT-RTX engines, evaluated and timed only where a GPU is present.</p>",
+        *_accuracy_html(report),
+        "<h2>CPU latency histograms (ONNX Runtime)</h2>",
+    ]
+    for v in report.variants:
+        if v.cpu_latency:
+            body.append(f"<h3>{html.escape(v.label)}</h3>")
+            body.append(histogram_svg(v.cpu_latency.latencies_ms))
+        if v.engine and v.engine.latency:
+            body.append(f"<h3>{html.escape(v.label)} engine</h3>")
+            body.append(histogram_svg(v.engine.latency.latencies_ms))
+    stage_rows = [[k, f"{s:.1f}"] for k, s in report.stages_s.items()]
+    body += ["<h2>Stages</h2>", table_html(["stage", "seconds"], stage_rows)]
+    env_rows = [[k, str(v)] for k, v in env.to_json().items()]
+    body += ["<h2>Environment</h2>", table_html(["", ""], env_rows)]
+    return html_page(f"axial-deploy {report.plan.model}", body)
+
+
+def _deploy_intro(report: DeployReport) -> str:
+    plan = report.plan
+    shape = "x".join(map(str, plan.input_shape))
+    return (
+        f"<p>{html.escape(plan.task)} model, {html.escape(plan.weights)} weights, "
+        f"input {shape}; rewrite: {report.rewrite.rewritten} AxialAttention layers, "
+        f"verify max rel {report.verify.max_rel:.1e}; engines: "
+        f"{html.escape(str(report.engine_backend or 'not built'))}</p>"
+    )
+
+
+def _accuracy_html(report: DeployReport) -> list[str]:
+    """The gate's verdict and the prediction panels (nothing when accuracy was skipped)."""
+    from axial_deploy.panels import panels_html
+
+    accuracy, parts = report.accuracy, []
+    if accuracy.gate is not None:
+        gate = accuracy.gate
+        verdict = "PASSED" if gate.passed else "FAILED"
+        parts.append(
+            f"<p>accuracy gate: {gate.metric} drop vs {gate.reference} &le; "
+            f"{gate.max_drop:g} points on {accuracy.images} held-out images: "
+            f"<b>{verdict}</b>; PyTorch FP32: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.pytorch.items())
+            + "</p>"
+        )
+    if accuracy.panels:
+        title = "Input, ground truth and prediction per precision"
+        parts.append(panels_html([str(p) for p in accuracy.panels], title))
+    return parts

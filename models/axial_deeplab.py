@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .axialnet import AxialBlock, init_weights, make_axial_stage
+from .registry import register_model
 
 SPAN = 65  # the paper's local span for segmentation
 # The heads predict offsets in stride-4 pixels; x4 turns them into input pixels (exact with
@@ -193,22 +194,27 @@ class AxialDeepLab(nn.Module):
         }
 
 
+@register_model(task="panoptic", input_shape=(1, 3, 1025, 2049))
 def axial_deeplab_s(num_classes: int = 19, **kwargs) -> AxialDeepLab:
     return AxialDeepLab(AxialDeepLabConfig(0.5, num_classes, **kwargs))
 
 
+@register_model(task="panoptic", input_shape=(1, 3, 1025, 2049))
 def axial_deeplab_m(num_classes: int = 19, **kwargs) -> AxialDeepLab:
     return AxialDeepLab(AxialDeepLabConfig(0.75, num_classes, **kwargs))
 
 
+@register_model(task="panoptic", input_shape=(1, 3, 1025, 2049))
 def axial_deeplab_l(num_classes: int = 19, **kwargs) -> AxialDeepLab:
     return AxialDeepLab(AxialDeepLabConfig(1.0, num_classes, **kwargs))
 
 
+@register_model(task="panoptic", input_shape=(1, 3, 1025, 2049))
 def axial_deeplab_xl(num_classes: int = 19, **kwargs) -> AxialDeepLab:
     return AxialDeepLab(AxialDeepLabConfig(2.0, num_classes, **kwargs))
 
 
+@register_model(task="panoptic", input_shape=(1, 3, 129, 129))
 def axial_deeplab_tiny(num_classes: int = 7, **kwargs) -> AxialDeepLab:
     """A small Axial-DeepLab with the full architecture (Inception stem, axial-attention
     stages with local span 17, output stride 16, dual decoder, semantic / center / offset

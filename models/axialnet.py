@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .axial_attention import GLOBAL_SPAN, AxialAttention
+from .registry import register_model
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -170,22 +171,27 @@ def init_weights(model: nn.Module, zero_init_residual: bool) -> None:
                 nn.init.zeros_(module.bn2.weight)
 
 
+@register_model(task="classification", input_shape=(1, 3, 224, 224))
 def axial26s(num_classes: int = 1000, **kwargs) -> AxialAttentionNet:
     return AxialAttentionNet((1, 2, 4, 1), num_classes=num_classes, s=0.5, **kwargs)
 
 
+@register_model(task="classification", input_shape=(1, 3, 224, 224))
 def axial50s(num_classes: int = 1000, **kwargs) -> AxialAttentionNet:
     return AxialAttentionNet((3, 4, 6, 3), num_classes=num_classes, s=0.5, **kwargs)
 
 
+@register_model(task="classification", input_shape=(1, 3, 224, 224))
 def axial50m(num_classes: int = 1000, **kwargs) -> AxialAttentionNet:
     return AxialAttentionNet((3, 4, 6, 3), num_classes=num_classes, s=0.75, **kwargs)
 
 
+@register_model(task="classification", input_shape=(1, 3, 224, 224))
 def axial50l(num_classes: int = 1000, **kwargs) -> AxialAttentionNet:
     return AxialAttentionNet((3, 4, 6, 3), num_classes=num_classes, s=1.0, **kwargs)
 
 
+@register_model(task="classification", input_shape=(1, 3, 64, 64))
 def axial26_tiny(num_classes: int = 5, **kwargs) -> AxialAttentionNet:
     """A small Axial-ResNet (width 0.25, one block per stage) for the synthetic shape
     classification dataset (64 x 64 images): trains on a CPU in minutes."""

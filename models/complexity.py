@@ -111,7 +111,8 @@ class ZooComplexity:
 
 def zoo_complexity() -> list[ZooComplexity]:
     """Parameters and multiply-adds of every zoo model at its default input size."""
-    from .zoo import create_model, default_input_shape, list_models, model_task
+    from .registry import default_input_shape, list_models, model_task
+    from .zoo import create_model
 
     rows = []
     for name in list_models():

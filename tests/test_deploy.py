@@ -16,6 +16,7 @@ from axial_deploy.deploy import (
     choose_backend,
     deploy,
     parse_precisions,
+    run_pipeline,
 )
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -145,7 +146,7 @@ def test_strict_gate_fails_on_a_damaged_int8_calibration(tmp_path):
 @pytest.mark.slow
 def test_random_weights_skip_task_accuracy(tmp_path):
     out = tmp_path / "deploy"
-    report = deploy(
+    typed = run_pipeline(
         DeploySettings(
             out=out,
             pretrained=False,
@@ -155,9 +156,104 @@ def test_random_weights_skip_task_accuracy(tmp_path):
             progress=False,
         )
     )
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads(json.dumps(typed.to_json(), default=str))
+    assert typed.gate_passed is None and typed.plan.weights == "random"
     assert report["weights"] == "random"
     assert report["accuracy"] == {"skipped": "random weights"}
     assert not (out / "data").exists()
     fp16 = next(v for v in report["variants"] if v["label"] == "fp16")
     assert 0 < fp16["max_rel_vs_fp32"] < 0.05 and fp16["drop"] is None
     assert any("random weights" in note for note in report["notes"])
+
+
+def _typed_report(tmp_path: Path):
+    """A DeployReport assembled from typed stage results (no pipeline run): three variants,
+    one engine built and timed, one failed, one graph not built."""
+    from axial_deploy.deploy import (
+        AccuracyResult,
+        BackendChoice,
+        DeployPlan,
+        DeployReport,
+        EngineResult,
+        Environment,
+        ExportResult,
+        RewriteStage,
+        Variant,
+        VerifyResult,
+    )  # fmt: skip
+    from axial_deploy.evaluate import GateReport, GateRow
+    from axial_deploy.profile import ProfileResult, latency_stats
+
+    def timed(ms: list[float]) -> ProfileResult:
+        return ProfileResult("m.onnx", "onnxruntime", latency_stats(ms), ms, 0.2)
+
+    for name in ("m.onnx", "m.axial.onnx", "m.axial.int8.onnx"):
+        (tmp_path / name).write_bytes(b"x" * 2048)
+    plan = DeployPlan(
+        "axial_deeplab_tiny", "panoptic", "pretrained", True, (1, 3, 129, 129),
+        BackendChoice("tensorrt-rtx", "plain", "TensorRT-RTX on the plain graphs"),
+    )  # fmt: skip
+    built = EngineResult(
+        "tensorrt-rtx", path="m.engine", build_s=2.5, size_mb=1.25, precision="fp32",
+        accuracy={"PQ": 70.0}, drop=0.5, flagged=False, latency=timed([0.5, 0.7]),
+    )  # fmt: skip
+    variants = [
+        Variant("fp32", "axial", tmp_path / "m.axial.onnx", 0.0, {"PQ": 70.5}, 0.0, False,
+                timed([3.0, 4.0])),
+        Variant("fp32", "plain", tmp_path / "m.onnx", 0.0, {"PQ": 70.5}, 0.0, False,
+                timed([2.0, 2.5]), built),
+        Variant("int8", "axial", tmp_path / "m.axial.int8.onnx", 0.2, {"PQ": 60.0}, 10.5, True,
+                timed([1.0, 1.5]), EngineResult("tensorrt-rtx", error="no plugins")),
+    ]  # fmt: skip
+    gate = GateReport("PQ", "fp32", 1.0, [
+        GateRow("fp32", 70.5, 0.0, False), GateRow("fp32-plain", 70.5, 0.0, False),
+        GateRow("int8", 60.0, 10.5, True), GateRow("fp32-plain-engine", 70.0, 0.5, False),
+    ])  # fmt: skip
+    return DeployReport(
+        settings=DeploySettings(out=tmp_path, precisions=("fp32", "int8")),
+        plan=plan,
+        export=ExportResult(tmp_path / "m.onnx", 1e-6),
+        rewrite=RewriteStage(tmp_path / "m.axial.onnx", 8, [("softmax_3", "odd span")]),
+        verify=VerifyResult(True, 2e-7, 1e-4),
+        variants=variants,
+        accuracy=AccuracyResult(data=tmp_path, images=4, pytorch={"PQ": 70.5}, gate=gate),
+        environment=Environment("3.11", "2.13", "1.22", "x86_64", 2),
+        stages_s={"export": 1.0, "rewrite": 0.5},
+        notes=["accuracy gate FAILED: a drop above 1 points"],
+    )
+
+
+def test_report_json_and_html_from_typed_stage_results(tmp_path):
+    from axial_deploy.report import deploy_summary_table, write_deploy_report
+
+    report = _typed_report(tmp_path)
+    assert report.gate_passed is False and report.engine_backend == "tensorrt-rtx"
+    json_path, html_path = write_deploy_report(report, tmp_path)
+    data = json.loads(json_path.read_text())
+    assert list(data) == [
+        "model", "task", "weights", "input_shape", "precisions", "settings", "export",
+        "rewrite", "verify", "engine_backend", "accuracy", "stages_s", "variants",
+        "environment", "notes",
+    ]  # fmt: skip
+    assert data["rewrite"]["left_intact"] == [{"layer": "softmax_3", "reason": "odd span"}]
+    assert data["accuracy"]["gate"]["passed"] is False and "panels" not in data["accuracy"]
+    assert data["input_shape"] == [1, 3, 129, 129] and data["precisions"] == ["fp32", "int8"]
+    assert list(data["environment"]) == ["python", "torch", "onnxruntime", "cpu", "cpu_count"]
+    fp32, plain, int8 = data["variants"]
+    assert fp32["engine"] == {} and fp32["onnx_mb"] == round(2048 / 2**20, 3)
+    assert int8["engine"] == {"backend": "tensorrt-rtx", "error": "no plugins"}
+    assert list(plain["engine"]) == [
+        "backend", "path", "build_s", "size_mb", "precision", "accuracy", "drop", "flagged",
+        "latency",
+    ]  # fmt: skip
+    assert plain["engine"]["latency"]["latencies_ms"] == [0.5, 0.7]
+    assert plain["cpu_latency"]["latency"]["mean_ms"] == pytest.approx(2.25)
+
+    table = deploy_summary_table(report).splitlines()
+    assert table[0].split()[:3] == ["variant", "PQ", "drop"]
+    assert "FLAGGED" in table[3] and "failed" in table[3] and "+10.50" in table[3]
+    assert "1.2 MiB, 2.5 s" in table[2] and "0.600" in table[2]
+    page = html_path.read_text()
+    assert "accuracy gate: PQ drop vs fp32" in page and "<b>FAILED</b>" in page
+    assert page.count("<svg") == 4 and "int8" in page and "softmax" not in page

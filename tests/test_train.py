@@ -12,6 +12,7 @@ import torch
 from axial_deploy.cli import main
 from axial_deploy.evaluate import evaluate
 from axial_deploy.models import (
+    PretrainedConfig,
     PretrainedWeightsError,
     create_model,
     pretrained_models,
@@ -100,6 +101,10 @@ def test_train_command_writes_checkpoint_and_record(tiny_panoptic, tmp_path, cap
     )
     assert record["steps"] == 2 and record["num_classes"] == 7 and record["dataset"]["seed"] == 5
     assert set(record["val_metrics"]) >= {"pq", "sq", "rq", "miou"}
+    # what `train` writes is what the zoo reads back as a shipped model's typed record
+    typed = PretrainedConfig.from_json(record)
+    assert typed.dataset.seed == 5 and typed.input_size == tuple(record["input_size"])
+    assert isinstance(typed.postprocess_config(), PanopticConfig) and not typed.extra
     assert all(v.dtype in (torch.float16, torch.int64) for v in torch.load(out).values())
     # a dataset that is not there: a clear error, exit status 2
     assert (
@@ -128,43 +133,43 @@ def test_models_without_shipped_weights_say_so():
 def test_shipped_checkpoint_reproduces_its_recorded_metric(tmp_path, name):
     assert name in pretrained_models()
     record = pretrained_record(name)
-    dataset = record["dataset"]
-    size = tuple(record["input_size"])
-    n = record["eval_subset"]
+    dataset = record.dataset
+    size = record.input_size
+    n = record.eval_subset
     model = create_model(name, pretrained=True)
     assert not model.training
     with pytest.raises(PretrainedWeightsError, match="classes"):
-        create_model(name, pretrained=True, num_classes=record["num_classes"] + 1)
+        create_model(name, pretrained=True, num_classes=record.num_classes + 1)
     # The val split regenerated from the recorded seed: image i depends on (seed, split, i)
     # only, so its first n images are those the metric was recorded on.
-    if record["task"] == "panoptic":
+    if record.task == "panoptic":
         generate_panoptic(
             tmp_path,
-            seed=dataset["seed"],
+            seed=dataset.seed,
             train=0,
             val=n,
-            size=tuple(dataset["size"]),
+            size=dataset.size,
             progress=False,
         )
         data = load_panoptic_split(tmp_path, "val", size)
-        metrics = evaluate_panoptic(model, data, PanopticConfig(**record["postprocess"]))
+        metrics = evaluate_panoptic(model, data, record.postprocess_config())
         keys = ("pq", "sq", "rq", "miou")
     else:
         generate_classification(
             tmp_path,
-            seed=dataset["seed"],
+            seed=dataset.seed,
             train=0,
             val=n,
-            size=tuple(dataset["size"]),
+            size=dataset.size,
             progress=False,
         )
         data = load_image_folder(tmp_path, "val", size)
-        assert isinstance(data, ClassificationData) and data.class_names == record["class_names"]
+        assert isinstance(data, ClassificationData) and data.class_names == record.class_names
         metrics = evaluate_classification(model, data)
         keys = ("top1",)
-    recorded = record["val_subset_metrics"]
+    recorded = record.val_subset_metrics
     # it really learned: far above chance (top-1 20 %) and an untrained model (PQ 0)
-    assert record["val_metrics"]["pq" if record["task"] == "panoptic" else "top1"] > 60
+    assert record.val_metrics["pq" if record.task == "panoptic" else "top1"] > 60
     assert metrics["images"] == recorded["images"] == n
     for key in keys:
         # identical up to float summation order across machines

@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.deploy import DeploySettings, deploy, parse_precisions
+    from axial_deploy.deploy import DeploySettings, parse_precisions, run_pipeline
 
     settings = DeploySettings(
         model=args.model,
@@ -105,6 +105,5 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         seed=args.seed,
     )
-    report = deploy(settings)
-    gate = report.get("accuracy", {}).get("gate")
-    return 1 if args.strict and gate is not None and not gate["passed"] else 0
+    report = run_pipeline(settings)
+    return 1 if args.strict and report.gate_passed is False else 0

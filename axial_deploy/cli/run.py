@@ -26,14 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import atomic_output, check_distinct
     from axial_deploy.inputs import InputFileError, read_input
     from axial_deploy.runtime import Engine
-    from axial_deploy.task import task_from_outputs
+    from axial_deploy.task import task_of_outputs
 
     check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, {"-o": args.output})
     with Engine(args.model, cuda=args.cuda) as engine:
         if len(engine.inputs) != 1:
             raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
         meta = engine.inputs[0]
-        task = task_from_outputs(m.name for m in engine.outputs)
+        task = task_of_outputs(m.name for m in engine.outputs)
         array = read_input(args.input, tuple(meta.shape), task, args.model)
         outputs = engine.infer({meta.name: array})
         print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
