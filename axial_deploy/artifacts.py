@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -104,6 +105,14 @@ def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> Non
                 f"that file; choose another path for {label}"
             )
         seen[resolved] = label
+
+
+def write_json(path: str | os.PathLike, document, indent: int | None = 2) -> Path:
+    """Writes a JSON document atomically (values JSON cannot hold, e.g. paths, as strings);
+    returns the path."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=indent, default=str) + "\n")
+    return Path(path)
 
 
 def load_onnx(

@@ -168,9 +168,3 @@ def _check_split(json_path: Path, data) -> None:
                     f"{json_path}: a segment of {ann['file_name']} has category_id "
                     f"{segment.get('category_id')!r}, which is not among the 'categories'"
                 )
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Writes a panoptic (or any) JSON document atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data))

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from axial_deploy.artifacts import write_json
 from axial_deploy.coco_panoptic import (
     VOID_ID,
     PanopticFormatError,
     load_split,
     read_segment_png,
     split_paths,
-    write_json,
     write_segment_png,
 )
 from axial_deploy.errors import AxialDeployError
@@ -662,9 +662,9 @@ def _evaluate_panoptic(
                     {"image_id": ann["image_id"], "file_name": name, "segments_info": segments}
                 )
         pred_json = out_dir / "panoptic_pred.json"
-        write_json(pred_json, {"annotations": pred_annotations, "categories": categories})
+        write_json(pred_json, {"annotations": pred_annotations, "categories": categories}, None)
         subset = out_dir / "panoptic_gt_subset.json"
-        write_json(subset, {**gt.data, "annotations": annotations})
+        write_json(subset, {**gt.data, "annotations": annotations}, None)
         pq = pq_compute_files(subset, segments_dir, pred_json, out_segments)
     finally:
         if temporary is not None:

@@ -17,7 +17,6 @@ NVIDIA ModelOpt, when installed, is an alternative INT8 quantizer (`quantizer="m
 from __future__ import annotations
 
 import collections
-import json
 import os
 import tempfile
 import time
@@ -417,10 +416,3 @@ def _miou(confusion: np.ndarray) -> float:
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
     present = union > 0
     return float((hits[present] / union[present]).mean()) if present.any() else 1.0
-
-
-def write_json(report, path: str | os.PathLike) -> Path:
-    """Write a report's to_json() atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    return Path(path)

@@ -11,26 +11,19 @@ Both pages share `html_page`, `table_html` and `histogram_svg`.
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, write_json
 from axial_deploy.profile import ProfileResult
 
 if TYPE_CHECKING:
     from axial_deploy.deploy import DeployReport, EngineResult, Variant
 
 WIDTH, HEIGHT, MARGIN = 640, 240, 40
-
-
-def write_json(result: ProfileResult, path: str | os.PathLike) -> Path:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return Path(path)
 
 
 def histogram_svg(latencies_ms: list[float], bins: int = 30) -> str:
@@ -167,8 +160,7 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 def write_deploy_report(report: DeployReport, out: str | os.PathLike) -> tuple[Path, Path]:
     """report.json and report.html in `out`, each written atomically."""
     json_path, html_path = Path(out) / "report.json", Path(out) / "report.html"
-    with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    write_json(json_path, report.to_json())
     with atomic_output(html_path) as tmp:
         tmp.write_text(render_deploy_html(report))
     return json_path, html_path

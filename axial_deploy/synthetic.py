@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from axial_deploy.artifacts import atomic_output, remove_stale_temporaries
-from axial_deploy.coco_panoptic import split_paths, write_json, write_segment_png
+from axial_deploy.artifacts import atomic_output, remove_stale_temporaries, write_json
+from axial_deploy.coco_panoptic import split_paths, write_segment_png
 from axial_deploy.errors import AxialDeployError
 
 VOID = 255  # semantic-map value of void pixels
@@ -372,9 +372,8 @@ def _write_panoptic(out, final, seed, counts, size, command, progress) -> dict:
             )
             segment_count += len(segments)
             crowd_count += sum(s["iscrowd"] for s in segments)
-        write_json(
-            json_path, {"images": images, "annotations": annotations, "categories": categories}
-        )
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        write_json(json_path, document, indent=None)  # compact: hundreds of annotations
         totals[split] = {"images": n, "segments": segment_count, "crowd_segments": crowd_count}
     record = {
         "generator": "axial_deploy.synthetic.generate_panoptic",

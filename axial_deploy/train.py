@@ -21,7 +21,6 @@ synthetic datasets are a few hundred small images.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, write_json
 from axial_deploy.coco_panoptic import load_split, read_segment_png, split_paths
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.models.metrics import ConfusionMatrix, PanopticQuality, TopKAccuracy
@@ -467,8 +466,7 @@ def train(settings: TrainSettings, output: str | Path, command: str = "") -> dic
         "python": platform.python_version(),
         **extra,
     }
-    with atomic_output(output.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(output.with_suffix(".json"), record)
     return record
 
 

@@ -49,8 +49,8 @@ def labelled(texts: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
-    from axial_deploy.quantize import accuracy_report, write_json
+    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.quantize import accuracy_report
 
     candidates = labelled(args.candidates)
     inputs = {"REF.onnx": args.reference, **{f"candidate {k}": v for k, v in candidates.items()}}
@@ -66,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     if args.report:
-        write_json(report, args.report)
+        write_json(args.report, report.to_json())
         print(f"wrote {args.report}")
     return 0

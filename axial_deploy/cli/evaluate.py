@@ -67,9 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
-    from axial_deploy.artifacts import atomic_output, check_distinct
+    from axial_deploy.artifacts import check_distinct, write_json
     from axial_deploy.evaluate import comparison_table, evaluate_with_gate, labelled_targets
 
     targets = labelled_targets(args.targets, args.labels)
@@ -96,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for note in evaluation.notes:
         print(note)
     if args.report:
-        with atomic_output(args.report) as tmp:
-            tmp.write_text(json.dumps(evaluation.to_json(), indent=2))
+        write_json(args.report, evaluation.to_json())
         print(f"wrote {args.report}")
     gate = evaluation.gate
     return 1 if args.strict and gate is not None and not gate.passed else 0

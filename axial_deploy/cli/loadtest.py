@@ -7,7 +7,6 @@ batch-size histogram (from Triton's statistics). Exits 1 on any failed request.
 from __future__ import annotations
 
 import argparse
-import json
 
 from axial_deploy.cli.args import add_report, add_seed, positive_float, positive_int
 from axial_deploy.cli.serving_args import add_client
@@ -30,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import atomic_output
+    from axial_deploy.artifacts import write_json
     from axial_deploy.serving.client import TritonClient, input_for
     from axial_deploy.serving.loadtest import random_feed, run_load
 
@@ -49,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     if args.report:
-        with atomic_output(args.report) as tmp:
-            tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_json(args.report, report.to_json())
         print(f"wrote {args.report}")
     return 1 if report.errors else 0

@@ -41,9 +41,9 @@ def report_paths(report: str) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
+    from axial_deploy.artifacts import check_distinct, write_json
     from axial_deploy.profile import profile_engine
-    from axial_deploy.report import write_html, write_json
+    from axial_deploy.report import write_html
     from axial_deploy.runtime import Engine
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(result.summary())
     if args.report:
-        write_json(result, json_path)
+        write_json(json_path, result.to_dict())
         write_html(result, html_path)
         print(f"wrote {json_path} and {html_path}")
     return 0

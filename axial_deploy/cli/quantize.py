@@ -67,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
-    from axial_deploy.quantize import quantize_file, write_json
+    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.quantize import quantize_file
 
     outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
     check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
@@ -90,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     if args.report:
-        write_json(report, args.report)
+        write_json(args.report, report.to_json())
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
     return 0
