@@ -23,6 +23,13 @@ import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import (
+    SymbolicDimensionError,
+    graph_input_dims,
+    is_static,
+    producers,
+    static_shape,
+)
 from axial_deploy.manifest import (
     Environment,
     Manifest,
@@ -90,20 +97,6 @@ def parse_shape_spec(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
     return name, shapes  # type: ignore[return-value]
 
 
-def graph_input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
-    """name -> dims (int, or the symbol / '?' of a dynamic axis) of the graph's real inputs."""
-    initializers = {init.name for init in model.graph.initializer}
-    dims = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        shape = value.type.tensor_type.shape.dim
-        dims[value.name] = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape
-        ]
-    return dims
-
-
 def resolve_profile(model: onnx.ModelProto, shapes: Shapes | None = None) -> Shapes:
     """One optimization profile for every input: from `shapes`, else from the graph.
 
@@ -127,26 +120,22 @@ def resolve_profile(model: onnx.ModelProto, shapes: Shapes | None = None) -> Sha
                     f"--shapes {name}: rank {len(low)}, but the graph's input has rank {len(dims)}"
                 )
             for axis, dim in enumerate(dims):
-                if isinstance(dim, int) and not low[axis] == opt[axis] == high[axis] == dim:
+                if is_static(dim) and not low[axis] == opt[axis] == high[axis] == dim:
                     raise BuildError(
                         f"--shapes {name}: axis {axis} is fixed to {dim} in the graph; "
                         "re-export the model with that axis dynamic to vary it"
                     )
             profile[name] = (low, opt, high)
             continue
-        low, opt, high = [], [], []
-        for axis, dim in enumerate(dims):
-            if isinstance(dim, int):
-                low.append(dim), opt.append(dim), high.append(dim)
-            elif axis == 0:
-                low.append(1), opt.append(1), high.append(DEFAULT_MAX_BATCH)
-            else:
-                raise BuildError(
-                    f"input {name!r} has dynamic axis {axis} ({dim!r}) with no default range: "
-                    f"give it with --shapes {name}:MIN/OPT/MAX, e.g. "
-                    f"{name}:1x3x256x256/1x3x512x512/1x3x1024x1024"
-                )
-        profile[name] = (tuple(low), tuple(opt), tuple(high))
+        try:
+            low = static_shape(dims, 1)
+        except SymbolicDimensionError as error:
+            raise BuildError(
+                f"input {name!r} has dynamic axis {error.axis} ({error.dim!r}) with no default "
+                f"range: give it with --shapes {name}:MIN/OPT/MAX, e.g. "
+                f"{name}:1x3x256x256/1x3x512x512/1x3x1024x1024"
+            ) from None
+        profile[name] = (low, low, static_shape(dims, DEFAULT_MAX_BATCH))
     return profile
 
 
@@ -162,7 +151,7 @@ def rewritten_layer_blocks(model: onnx.ModelProto) -> dict[str, str]:
     The rewriter names its nodes by number; the block is the scope ('/layer1/...') of the
     nearest exporter-named node upstream of the AxialAttention node.
     """
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = producers(model.graph)
     blocks = {}
     for node in model.graph.node:
         if node.op_type != OP_TYPE or not node.name:

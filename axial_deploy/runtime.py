@@ -27,6 +27,7 @@ from axial_deploy.build import (
     running_environment,
 )
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.manifest import check_manifest, read_manifest
 
 CUDA_LIBRARIES = ("cuda-python", "pycuda")
@@ -180,19 +181,13 @@ class Engine:
         generator = np.random.default_rng(seed)
         feed = {}
         for meta in self.inputs:
-            shape = []
-            for axis, dim in enumerate(meta.shape):
-                if dim >= 0:
-                    shape.append(dim)
-                elif axis == 0:
-                    shape.append(batch)
-                elif meta.profile is not None:
-                    shape.append(meta.profile[1][axis])
-                else:
-                    raise EngineError(
-                        f"input {meta.name!r} has dynamic axis {axis} and no profile to size it: "
-                        "feed inputs explicitly or export the model at a fixed size"
-                    )
+            try:
+                shape = static_shape(meta.shape, batch, meta.profile and meta.profile[1])
+            except SymbolicDimensionError as error:
+                raise EngineError(
+                    f"input {meta.name!r} has dynamic axis {error.axis} and no profile to size "
+                    "it: feed inputs explicitly or export the model at a fixed size"
+                ) from None
             if batch != 1 and meta.shape and meta.shape[0] >= 0 and meta.shape[0] != batch:
                 raise EngineError(
                     f"--batch {batch}: input {meta.name!r} has a fixed batch of {meta.shape[0]}; "

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from axial_deploy.graph import attribute, label, replace_nodes, unique_name, used_names
+
 from .ranges import TensorRange, float_tensor_types
 
 FP16_LIMIT = 60000.0  # FP16 max is 65504: keep a margin for values beyond the calibration set
@@ -93,32 +95,20 @@ def _typed_inputs(node: onnx.NodeProto) -> list[int]:
     return [p for p in positions if p < len(node.input) and node.input[p]]
 
 
-def _label(node: onnx.NodeProto) -> str:
-    return node.name or node.output[0]
-
-
 def constants_to_initializers(model: onnx.ModelProto) -> None:
     """Constant nodes holding a tensor become initializers, so one rule converts all weights."""
     kept = []
     for node in model.graph.node:
-        value = next((a for a in node.attribute if a.name == "value"), None)
+        value = attribute(node, "value")
         if node.op_type == "Constant" and value is not None and len(node.attribute) == 1:
             tensor = onnx.TensorProto()
-            tensor.CopyFrom(value.t)
+            tensor.CopyFrom(value)
             tensor.name = node.output[0]
             model.graph.initializer.append(tensor)
         else:
             kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
-
-
-def _unique(base: str, taken: set[str]) -> str:
-    name, number = base, 1
-    while name in taken:
-        name, number = f"{base}_{number}", number + 1
-    taken.add(name)
-    return name
 
 
 def convert_to_fp16(
@@ -139,8 +129,7 @@ def convert_to_fp16(
     ranges = ranges or {}
     initializers = {init.name: init for init in graph.initializer}
     keep_nodes = set(keep_nodes)
-    taken = {n for node in graph.node for n in [node.name, *node.input, *node.output]}
-    taken |= set(initializers) | {i.name for i in [*graph.input, *graph.output]}
+    taken = used_names(graph)
 
     def is_float32(name: str) -> bool:
         return types.get(name) == FLOAT
@@ -158,7 +147,7 @@ def convert_to_fp16(
         typed = [node.input[p] for p in _typed_inputs(node) if is_float32(node.input[p])]
         outputs = [name for name in node.output if is_float32(name)]
         if node.op_type == "Cast":
-            to = next(a.i for a in node.attribute if a.name == "to")
+            to = attribute(node, "to")
             outputs = node.output if to == FLOAT else []
         if not typed and not outputs:
             precision[index] = None
@@ -166,7 +155,7 @@ def convert_to_fp16(
         reason = None
         if node.op_type in KEEP_FP32_OPS:
             reason = f"{node.op_type} is precision-sensitive"
-        elif _label(node) in keep_nodes:
+        elif label(node) in keep_nodes:
             reason = "asked"
         elif not typed and node.op_type != "Cast":
             reason = "creates float values from attributes (kept as written)"
@@ -175,7 +164,7 @@ def convert_to_fp16(
             if large:
                 reason = f"{large[0]} exceeds the FP16 range (|x| > {limit:g})"
         if reason:
-            result.kept_fp32[_label(node)] = reason
+            result.kept_fp32[label(node)] = reason
             precision[index] = FLOAT
         else:
             precision[index] = FLOAT16
@@ -192,9 +181,9 @@ def convert_to_fp16(
         if precision[index] is None:
             continue
         if node.op_type == "Cast":
-            for attribute in node.attribute:
-                if attribute.name == "to" and attribute.i == FLOAT:
-                    attribute.i = precision[index]
+            for entry in node.attribute:
+                if entry.name == "to" and entry.i == FLOAT:
+                    entry.i = precision[index]
         for name in node.output:
             if is_float32(name):
                 dtype[name] = precision[index]
@@ -208,13 +197,13 @@ def convert_to_fp16(
         key = (name, to)
         if key not in casts:
             suffix = "fp16" if to == FLOAT16 else "fp32"
-            casts[key] = _unique(f"{name}/cast_{suffix}", taken)
+            casts[key] = unique_name(f"{name}/cast_{suffix}", taken)
             before.append(
                 onnx.helper.make_node(
                     "Cast",
                     [name],
                     [casts[key]],
-                    name=_unique(f"{name}/Cast_{suffix}", taken),
+                    name=unique_name(f"{name}/Cast_{suffix}", taken),
                     to=to,
                 )
             )
@@ -232,7 +221,7 @@ def convert_to_fp16(
                     if want == FLOAT16:
                         if name not in fp16_weights:
                             array = numpy_helper.to_array(initializers[name]).astype(np.float16)
-                            fp16_weights[name] = _unique(f"{name}_fp16", taken)
+                            fp16_weights[name] = unique_name(f"{name}_fp16", taken)
                             graph.initializer.append(
                                 numpy_helper.from_array(array, fp16_weights[name])
                             )
@@ -248,7 +237,7 @@ def convert_to_fp16(
             if name in dtype:
                 graph_output.type.tensor_type.elem_type = dtype[name]
             continue
-        inner = _unique(f"{name}/{'fp16' if dtype[name] == FLOAT16 else 'fp32'}", taken)
+        inner = unique_name(f"{name}/{'fp16' if dtype[name] == FLOAT16 else 'fp32'}", taken)
         for node in nodes:
             for position, value in enumerate(node.input):
                 if value == name:
@@ -261,19 +250,14 @@ def convert_to_fp16(
                 casts[(inner, to)] = target
         nodes.append(
             onnx.helper.make_node(
-                "Cast", [inner], [name], name=_unique(f"{name}/Cast_out", taken), to=io_type
+                "Cast", [inner], [name], name=unique_name(f"{name}/Cast_out", taken), to=io_type
             )
         )
         result.casts += 1
         dtype[inner], dtype[name] = dtype[name], io_type
         graph_output.type.tensor_type.elem_type = io_type
 
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    remaining = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(remaining)
+    replace_nodes(graph, nodes)
     for info in graph.value_info:
         if info.name in dtype:
             info.type.tensor_type.elem_type = dtype[info.name]
@@ -292,5 +276,5 @@ def check_strongly_typed(model: onnx.ModelProto) -> list[str]:
             if types.get(node.input[p]) in (FLOAT, FLOAT16)
         }
         if len(found) > 1:
-            problems.append(f"{_label(node)} ({node.op_type}) mixes FLOAT and FLOAT16 inputs")
+            problems.append(f"{label(node)} ({node.op_type}) mixes FLOAT and FLOAT16 inputs")
     return problems

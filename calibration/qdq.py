@@ -33,6 +33,15 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import (
+    attribute,
+    consumers,
+    label,
+    producers,
+    replace_nodes,
+    unique_name,
+    used_names,
+)
 from axial_deploy.op_spec import OP_TYPE
 
 from .fp16 import constants_to_initializers
@@ -57,26 +66,15 @@ class QdqResult:
     attention_casts: int = 0
 
 
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
 def _weight_axis(node: onnx.NodeProto, position: int, rank: int) -> int | None:
     """The output-channel axis of a weight input, or None when the input is not a weight."""
     if node.op_type == "Conv" and position == 1:
         return 0
     if node.op_type == "Gemm" and position == 1 and rank == 2:
-        return 0 if _attribute(node, "transB", 0) else 1
+        return 0 if attribute(node, "transB", 0) else 1
     if node.op_type == "MatMul" and position == 1 and rank == 2:
         return 1
     return None
-
-
-def _label(node: onnx.NodeProto) -> str:
-    return node.name or node.output[0]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -109,18 +107,14 @@ def quantize_int8(
     initializers = {init.name: init for init in graph.initializer}
     skip = set(skip_nodes)
     result = QdqResult(quantized)
-    producer = {name: node for node in graph.node for name in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    producer, readers = producers(graph), consumers(graph)
     graph_outputs = {o.name for o in graph.output}
 
     # 1. Which (node, input position) pairs read INT8: activations and weights.
     activation_uses: list[tuple[onnx.NodeProto, int]] = []
     weight_uses: list[tuple[onnx.NodeProto, int, int]] = []
     for node in graph.node:
-        if node.op_type not in WEIGHTED_OPS or _label(node) in skip:
+        if node.op_type not in WEIGHTED_OPS or label(node) in skip:
             continue
         activations, weights = [], []
         for position in (0, 1):
@@ -135,19 +129,19 @@ def quantize_int8(
         else:
             activation_uses.extend(activations)
             weight_uses.extend(weights)
-            result.quantized_nodes.append(_label(node))
+            result.quantized_nodes.append(label(node))
 
     def fusable_conv_output(name: str) -> bool:
         node = producer.get(name)
         return (
             node is not None
             and node.op_type == "Conv"
-            and len(consumers[name]) == 1
+            and len(readers.get(name, [])) == 1
             and name not in graph_outputs
         )
 
     for node in graph.node:
-        if node.op_type != "Add" or _label(node) in skip or len(node.input) != 2:
+        if node.op_type != "Add" or label(node) in skip or len(node.input) != 2:
             continue
         if any(name in initializers or not name for name in node.input):
             continue
@@ -159,15 +153,10 @@ def quantize_int8(
         result.residual_adds += 1
 
     # 2. One Q/DQ pair per activation tensor, shared by all its INT8 uses.
-    taken = {n for node in graph.node for n in [node.name, *node.input, *node.output]}
-    taken |= set(initializers) | {i.name for i in [*graph.input, *graph.output]}
+    taken = used_names(graph)
 
     def unique(base: str) -> str:
-        name, number = base, 1
-        while name in taken:
-            name, number = f"{base}_{number}", number + 1
-        taken.add(name)
-        return name
+        return unique_name(base, taken)
 
     inserted_before: dict[int, list[onnx.NodeProto]] = defaultdict(list)
     node_index = {id(node): index for index, node in enumerate(graph.node)}
@@ -177,7 +166,7 @@ def quantize_int8(
         if name not in dequantized:
             if name not in ranges:
                 raise QuantizationError(
-                    f"no calibrated range for tensor {name} (input of {_label(node)}): were "
+                    f"no calibrated range for tensor {name} (input of {label(node)}): were "
                     "the ranges collected on this graph?"
                 )
             scale = float(ranges[name].scale)
@@ -279,12 +268,7 @@ def quantize_int8(
         nodes.extend(inserted_before[index])
         nodes.append(node)
         nodes.extend(appended_after[index])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    remaining = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(remaining)
+    replace_nodes(graph, nodes)
     return result
 
 
