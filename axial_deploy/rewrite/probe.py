@@ -25,14 +25,20 @@ import numpy as np
 import onnx
 
 from axial_deploy.graph import attribute
+from axial_deploy.op_spec import INT_ATTRIBUTES, TABLE_ATTRIBUTES
 
 from .locate import GraphIndex
 from .pieces import PieceExtractor, SubModel
 from .records import Refusal
 
+# The operator's int arguments (the node's table_length follows from the tables).
+_INT_ARGUMENTS = tuple(name for name in INT_ATTRIBUTES if name != "table_length")
+
 
 @dataclass
 class Extracted:
+    """What probing extracted: the replacement's 1x1 Conv and the operator's constants."""
+
     weight: np.ndarray  # [G*(2Dq+Dv), Cin] blocked Q|K|V, value scales folded
     bias: np.ndarray
     rel_q: np.ndarray
@@ -48,17 +54,11 @@ class Extracted:
 
     def tables(self) -> tuple[np.ndarray, ...]:
         """The operator's table inputs, in its argument order (rel_q ... out_bias)."""
-        return self.rel_q, self.rel_k, self.rel_v, self.logit_scale, self.out_bias
+        return tuple(getattr(self, name) for name in TABLE_ATTRIBUTES)
 
     def int_attributes(self) -> dict[str, int]:
         """The operator's int attributes, by name."""
-        return {
-            "axis": self.axis,
-            "num_heads": self.num_heads,
-            "key_depth": self.key_depth,
-            "value_depth": self.value_depth,
-            "span": self.span,
-        }
+        return {name: getattr(self, name) for name in _INT_ARGUMENTS}
 
 
 def extract_layer(
