@@ -316,6 +316,58 @@ def build_engine(
     model_path, output = Path(model_path), Path(output)
     model = load_onnx(model_path, BuildError, load_external_data=False)
     nodes = axial_attention_nodes(model)
+    plugin = _checked_plugin(nodes, options)
+    profile = resolve_profile(model, options.shapes)
+
+    trt = import_backend(options.backend)
+    legacy = options.fp16 or options.int8
+    if legacy and int(trt.__version__.split(".")[0]) >= 11:
+        raise BuildError(
+            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
+            "with `axial-deploy precision` and build it strongly typed"
+        )
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if plugin and nodes:
+        load_plugin_library(trt, plugin)
+    flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    _parse(trt, parser, model_path)
+
+    config = _builder_config(trt, builder, options, plugin if nodes else None)
+    extra: dict = {}
+    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
+        extra["layer_blocks"] = layer_blocks
+    cache_path = _use_timing_cache(config, options, extra)
+    trt_profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile.items():
+        trt_profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(trt_profile)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise BuildError(
+            f"{options.backend} failed to build {model_path} (see the messages above); try a "
+            "larger --workspace or narrower --shapes"
+        )
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    if cache_path is not None:
+        with atomic_output(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+
+    built = _Built(model_path, model, trt, network, profile, serialized, seconds, extra)
+    manifest = _manifest(built, options, plugin, uses_plugin=bool(plugin and nodes))
+    write_manifest(manifest, output)
+    return manifest
+
+
+def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLike | None:
+    """The plugin library the build uses (the default one for graphs that need it), after
+    refusing option combinations that cannot build."""
     plugin = options.plugin_library
     if nodes and options.backend == "tensorrt-rtx":
         raise BuildError(
@@ -338,24 +390,12 @@ def build_engine(
         raise BuildError(
             "--int8 needs --calib-cache (or a Q/DQ graph from `axial-deploy precision`)"
         )
-    profile = resolve_profile(model, options.shapes)
+    return plugin
 
-    trt = import_backend(options.backend)
-    legacy = options.fp16 or options.int8
-    if legacy and int(trt.__version__.split(".")[0]) >= 11:
-        raise BuildError(
-            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
-            "with `axial-deploy precision` and build it strongly typed"
-        )
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    if plugin and nodes:
-        load_plugin_library(trt, plugin)
-    flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    _parse(trt, parser, model_path)
 
+def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
+    """The builder config of `options` (progress, workspace, legacy flags, plugin to serialize;
+    `plugin` is None for graphs without AxialAttention nodes)."""
     config = builder.create_builder_config()
     if options.progress and hasattr(trt, "IProgressMonitor"):
         config.progress_monitor = make_progress_monitor(trt)
@@ -369,64 +409,66 @@ def build_engine(
 
         # Its class follows the cache's algorithm: TensorRT ignores a cache of another one.
         config.int8_calibrator = cache_calibrator(trt, options.calib_cache)
-    if plugin and nodes and options.serialize_plugin:
+    if plugin and options.serialize_plugin:
         config.plugins_to_serialize = [str(Path(plugin).resolve())]
+    return config
+
+
+def _use_timing_cache(config, options: BuildOptions, extra: dict) -> Path | None:
+    """Reuse earlier builds' tactic timings (the cache is updated after the build); returns
+    the cache's path, None where there is none or the backend has none (noted in `extra`)."""
     cache_path = Path(options.timing_cache) if options.timing_cache else None
-    extra: dict = {}
-    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
-        extra["layer_blocks"] = layer_blocks
     if cache_path is not None and options.backend == "tensorrt-rtx":
         extra["timing_cache"] = (
             f"{cache_path} not used: TensorRT-RTX has no timing cache (it picks kernels when "
             "the engine loads on the GPU)"
         )
-        cache_path = None
-    if cache_path is not None:  # reuse earlier builds' tactic timings; updated after the build
+        return None
+    if cache_path is not None:
         cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache_path
 
-    trt_profile = builder.create_optimization_profile()
-    for name, (low, opt, high) in profile.items():
-        trt_profile.set_shape(name, low, opt, high)
-    config.add_optimization_profile(trt_profile)
 
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise BuildError(
-            f"{options.backend} failed to build {model_path} (see the messages above); try a "
-            "larger --workspace or narrower --shapes"
-        )
-    with atomic_output(output) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-    if cache_path is not None:
-        with atomic_output(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+@dataclass
+class _Built:
+    """What one build produced, for its manifest."""
 
+    model_path: Path
+    model: onnx.ModelProto
+    trt: ModuleType
+    network: object
+    profile: Shapes
+    serialized: object
+    seconds: float
+    extra: dict
+
+
+def _manifest(built: _Built, options: BuildOptions, plugin, *, uses_plugin: bool) -> Manifest:
+    """The manifest of a build; `uses_plugin`: the graph has AxialAttention nodes."""
+    trt = built.trt
     environment = running_environment(options.backend, trt, plugin)
     sm = environment.sm if options.backend == "tensorrt" else None  # RTX engines are portable
-    manifest = Manifest(
+    profile = built.profile
+    return Manifest(
         backend=options.backend,
         tensorrt_version=trt.__version__,
         cuda_version=environment.cuda_version,
         gpu_name=environment.gpu_name if options.backend == "tensorrt" else None,
         sm=sm,
-        precision=describe_precision(model, options.fp16, options.int8),
+        precision=describe_precision(built.model, options.fp16, options.int8),
         profiles=[{name: [list(s) for s in shapes] for name, shapes in profile.items()}],
-        inputs=_tensors(trt, network, "input"),
-        outputs=_tensors(trt, network, "output"),
-        onnx_sha256=sha256_file(model_path),
-        engine_sha256=hashlib.sha256(memoryview(serialized)).hexdigest(),  # what was written
-        plugin_library=str(plugin) if plugin and nodes else None,
-        plugin_sha256=environment.plugin_sha256 if plugin and nodes else None,
-        plugin_serialized=bool(plugin and nodes and options.serialize_plugin),
-        build_seconds=round(seconds, 3),
-        extra=extra,
+        inputs=_tensors(trt, built.network, "input"),
+        outputs=_tensors(trt, built.network, "output"),
+        onnx_sha256=sha256_file(built.model_path),
+        engine_sha256=hashlib.sha256(memoryview(built.serialized)).hexdigest(),  # as written
+        plugin_library=str(plugin) if uses_plugin else None,
+        plugin_sha256=environment.plugin_sha256 if uses_plugin else None,
+        plugin_serialized=bool(uses_plugin and options.serialize_plugin),
+        build_seconds=round(built.seconds, 3),
+        extra=built.extra,
     )
-    write_manifest(manifest, output)
-    return manifest
 
 
 def _tensors(trt: ModuleType, network, mode: str) -> list[TensorInfo]:
