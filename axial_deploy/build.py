@@ -26,6 +26,13 @@ import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import (
+    SymbolicDimensionError,
+    graph_input_dims,
+    is_static,
+    producers,
+    static_shape,
+)
 from axial_deploy.manifest import (
     Environment,
     Manifest,
@@ -93,20 +100,6 @@ def parse_shape_spec(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
     return name, shapes  # type: ignore[return-value]
 
 
-def graph_input_dims(model: onnx.ModelProto) -> dict[str, list[int | str]]:
-    """name -> dims (int, or the symbol / '?' of a dynamic axis) of the graph's real inputs."""
-    initializers = {init.name for init in model.graph.initializer}
-    dims = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        shape = value.type.tensor_type.shape.dim
-        dims[value.name] = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape
-        ]
-    return dims
-
-
 def resolve_profile(model: onnx.ModelProto, shapes: Shapes | None = None) -> Shapes:
     """One optimization profile for every input: from `shapes`, else from the graph.
 
@@ -130,26 +123,22 @@ def resolve_profile(model: onnx.ModelProto, shapes: Shapes | None = None) -> Sha
                     f"--shapes {name}: rank {len(low)}, but the graph's input has rank {len(dims)}"
                 )
             for axis, dim in enumerate(dims):
-                if isinstance(dim, int) and not low[axis] == opt[axis] == high[axis] == dim:
+                if is_static(dim) and not low[axis] == opt[axis] == high[axis] == dim:
                     raise BuildError(
                         f"--shapes {name}: axis {axis} is fixed to {dim} in the graph; "
                         "re-export the model with that axis dynamic to vary it"
                     )
             profile[name] = (low, opt, high)
             continue
-        low, opt, high = [], [], []
-        for axis, dim in enumerate(dims):
-            if isinstance(dim, int):
-                low.append(dim), opt.append(dim), high.append(dim)
-            elif axis == 0:
-                low.append(1), opt.append(1), high.append(DEFAULT_MAX_BATCH)
-            else:
-                raise BuildError(
-                    f"input {name!r} has dynamic axis {axis} ({dim!r}) with no default range: "
-                    f"give it with --shapes {name}:MIN/OPT/MAX, e.g. "
-                    f"{name}:1x3x256x256/1x3x512x512/1x3x1024x1024"
-                )
-        profile[name] = (tuple(low), tuple(opt), tuple(high))
+        try:
+            low = static_shape(dims, 1)
+        except SymbolicDimensionError as error:
+            raise BuildError(
+                f"input {name!r} has dynamic axis {error.axis} ({error.dim!r}) with no default "
+                f"range: give it with --shapes {name}:MIN/OPT/MAX, e.g. "
+                f"{name}:1x3x256x256/1x3x512x512/1x3x1024x1024"
+            ) from None
+        profile[name] = (low, low, static_shape(dims, DEFAULT_MAX_BATCH))
     return profile
 
 
@@ -165,7 +154,7 @@ def rewritten_layer_blocks(model: onnx.ModelProto) -> dict[str, str]:
     The rewriter names its nodes by number; the block is the scope ('/layer1/...') of the
     nearest exporter-named node upstream of the AxialAttention node.
     """
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = producers(model.graph)
     blocks = {}
     for node in model.graph.node:
         if node.op_type != OP_TYPE or not node.name:
@@ -330,11 +319,77 @@ def _parse(trt: ModuleType, parser, model_path: Path) -> None:
 def build_engine(
     model_path: str | os.PathLike, output: str | os.PathLike, options: BuildOptions | None = None
 ) -> Manifest:
-    """Builds `output` (and `output.json`) from an ONNX file; returns the manifest written."""
+    """Builds `output` (and `output.json`, as one step) from an ONNX file; returns the
+    manifest written."""
     options = options or BuildOptions()
     model_path, output = Path(model_path), Path(output)
     model = load_onnx(model_path, BuildError, load_external_data=False)
     nodes = axial_attention_nodes(model)
+    plugin = _checked_plugin(nodes, options)
+    profile = resolve_profile(model, options.shapes)
+
+    trt = import_backend(options.backend)
+    # the parser stays referenced until the build ends: the network uses weights it owns
+    builder, network, _parser = _parsed_network(trt, model_path, options, plugin if nodes else None)
+    config, monitor = _builder_config(trt, builder, options, plugin if nodes else None)
+    extra: dict = {}
+    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
+        extra["layer_blocks"] = layer_blocks
+    cache_path = _use_timing_cache(config, options, extra)
+    trt_profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile.items():
+        trt_profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(trt_profile)
+
+    start = time.perf_counter()
+    with _cancel_on_interrupt(monitor):
+        serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if monitor is not None and monitor.interrupted:
+        raise KeyboardInterrupt
+    if serialized is None:
+        raise BuildError(
+            f"{options.backend} failed to build {model_path} (see the messages above); try a "
+            "larger --workspace or narrower --shapes"
+        )
+    if cache_path is not None:
+        with atomic_output(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+
+    built = _Built(model_path, model, trt, network, profile, serialized, seconds, extra)
+    manifest = _manifest(built, options, plugin, uses_plugin=bool(plugin and nodes))
+    write_engine(serialized, manifest, output)
+    return manifest
+
+
+def _parsed_network(trt: ModuleType, model_path: Path, options: BuildOptions, plugin):
+    """(builder, network, parser) with the ONNX graph parsed; `plugin` (None for graphs
+    without AxialAttention nodes) is registered first so the parser maps those nodes."""
+    legacy = options.fp16 or options.int8
+    if legacy and int(trt.__version__.split(".")[0]) >= 11:
+        raise BuildError(
+            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
+            "with `axial-deploy quantize` and build it strongly typed"
+        )
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if plugin:
+        try:
+            register_plugin_library(trt, plugin)
+        except NativeLibraryError as error:
+            raise BuildError(str(error)) from error
+        if hasattr(trt, "init_libnvinfer_plugins"):
+            trt.init_libnvinfer_plugins(None, "")
+    flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    _parse(trt, parser, model_path)
+    return builder, network, parser
+
+
+def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLike | None:
+    """The plugin library the build uses (the default one for graphs that need it), after
+    refusing option combinations that cannot build."""
     plugin = options.plugin_library
     if nodes and options.backend == "tensorrt-rtx":
         raise BuildError(
@@ -357,29 +412,12 @@ def build_engine(
         raise BuildError(
             "--int8 needs --calib-cache (or a Q/DQ graph from `axial-deploy quantize`)"
         )
-    profile = resolve_profile(model, options.shapes)
+    return plugin
 
-    trt = import_backend(options.backend)
-    legacy = options.fp16 or options.int8
-    if legacy and int(trt.__version__.split(".")[0]) >= 11:
-        raise BuildError(
-            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
-            "with `axial-deploy quantize` and build it strongly typed"
-        )
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    if plugin and nodes:
-        try:
-            register_plugin_library(trt, plugin)
-        except NativeLibraryError as error:
-            raise BuildError(str(error)) from error
-        if hasattr(trt, "init_libnvinfer_plugins"):
-            trt.init_libnvinfer_plugins(None, "")
-    flags = 0 if legacy else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    _parse(trt, parser, model_path)
 
+def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
+    """The builder config of `options` (progress, workspace, legacy flags, plugin to serialize;
+    `plugin` is None for graphs without AxialAttention nodes)."""
     config = builder.create_builder_config()
     monitor = None
     if hasattr(trt, "IProgressMonitor"):
@@ -394,65 +432,66 @@ def build_engine(
 
         # Its class follows the cache's algorithm: TensorRT ignores a cache of another one.
         config.int8_calibrator = cache_calibrator(trt, options.calib_cache)
-    if plugin and nodes and options.serialize_plugin:
+    if plugin and options.serialize_plugin:
         config.plugins_to_serialize = [str(Path(plugin).resolve())]
+    return config, monitor
+
+
+def _use_timing_cache(config, options: BuildOptions, extra: dict) -> Path | None:
+    """Reuse earlier builds' tactic timings (the cache is updated after the build); returns
+    the cache's path, None where there is none or the backend has none (noted in `extra`)."""
     cache_path = Path(options.timing_cache) if options.timing_cache else None
-    extra: dict = {}
-    if nodes and (layer_blocks := rewritten_layer_blocks(model)):
-        extra["layer_blocks"] = layer_blocks
     if cache_path is not None and options.backend == "tensorrt-rtx":
         extra["timing_cache"] = (
             f"{cache_path} not used: TensorRT-RTX has no timing cache (it picks kernels when "
             "the engine loads on the GPU)"
         )
-        cache_path = None
-    if cache_path is not None:  # reuse earlier builds' tactic timings; updated after the build
+        return None
+    if cache_path is not None:
         cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache_path
 
-    trt_profile = builder.create_optimization_profile()
-    for name, (low, opt, high) in profile.items():
-        trt_profile.set_shape(name, low, opt, high)
-    config.add_optimization_profile(trt_profile)
 
-    start = time.perf_counter()
-    with _cancel_on_interrupt(monitor):
-        serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
-    if monitor is not None and monitor.interrupted:
-        raise KeyboardInterrupt
-    if serialized is None:
-        raise BuildError(
-            f"{options.backend} failed to build {model_path} (see the messages above); try a "
-            "larger --workspace or narrower --shapes"
-        )
-    if cache_path is not None:
-        with atomic_output(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+@dataclass
+class _Built:
+    """What one build produced, for its manifest."""
 
+    model_path: Path
+    model: onnx.ModelProto
+    trt: ModuleType
+    network: object
+    profile: Shapes
+    serialized: object
+    seconds: float
+    extra: dict
+
+
+def _manifest(built: _Built, options: BuildOptions, plugin, *, uses_plugin: bool) -> Manifest:
+    """The manifest of a build; `uses_plugin`: the graph has AxialAttention nodes."""
+    trt = built.trt
     environment = running_environment(options.backend, trt, plugin)
     sm = environment.sm if options.backend == "tensorrt" else None  # RTX engines are portable
-    manifest = Manifest(
+    profile = built.profile
+    return Manifest(
         backend=options.backend,
         tensorrt_version=trt.__version__,
         cuda_version=environment.cuda_version,
         gpu_name=environment.gpu_name if options.backend == "tensorrt" else None,
         sm=sm,
-        precision=describe_precision(model, options.fp16, options.int8),
+        precision=describe_precision(built.model, options.fp16, options.int8),
         profiles=[{name: [list(s) for s in shapes] for name, shapes in profile.items()}],
-        inputs=_tensors(trt, network, "input"),
-        outputs=_tensors(trt, network, "output"),
-        onnx_sha256=sha256_file(model_path),
-        engine_sha256=hashlib.sha256(memoryview(serialized)).hexdigest(),  # what was written
-        plugin_library=str(plugin) if plugin and nodes else None,
-        plugin_sha256=environment.plugin_sha256 if plugin and nodes else None,
-        plugin_serialized=bool(plugin and nodes and options.serialize_plugin),
-        build_seconds=round(seconds, 3),
-        extra=extra,
+        inputs=_tensors(trt, built.network, "input"),
+        outputs=_tensors(trt, built.network, "output"),
+        onnx_sha256=sha256_file(built.model_path),
+        engine_sha256=hashlib.sha256(memoryview(built.serialized)).hexdigest(),  # as written
+        plugin_library=str(plugin) if uses_plugin else None,
+        plugin_sha256=environment.plugin_sha256 if uses_plugin else None,
+        plugin_serialized=bool(uses_plugin and options.serialize_plugin),
+        build_seconds=round(built.seconds, 3),
+        extra=built.extra,
     )
-    write_engine(serialized, manifest, output)
-    return manifest
 
 
 def _tensors(trt: ModuleType, network, mode: str) -> list[TensorInfo]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from axial_deploy.graph import label, unique_name, used_names
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
 
 if TYPE_CHECKING:
@@ -146,23 +147,15 @@ def _check_qkv(node: onnx.NodeProto, attributes: dict, known: onnx.TypeProto | N
         )
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, number = name, 1
-    while candidate in taken:
-        candidate, number = f"{name}_{number}", number + 1
-    taken.add(candidate)
-    return candidate
-
-
 def _reference_nodes(
     node: onnx.NodeProto, attributes: dict, taken: set[str]
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Cast -> AxialAttentionReference -> CastLike replacing `node`, and its table initializers."""
-    prefix = f"{node.name or node.output[0]}/ort_reference"
+    prefix = f"{label(node)}/ort_reference"
     qkv, y = node.input[0], node.output[0]
-    qkv32, y32 = _unique(f"{prefix}/qkv_float", taken), _unique(f"{prefix}/y_float", taken)
+    qkv32, y32 = unique_name(f"{prefix}/qkv_float", taken), unique_name(f"{prefix}/y_float", taken)
     tables = [
-        onnx.numpy_helper.from_array(attributes[name], _unique(f"{prefix}/{name}", taken))
+        onnx.numpy_helper.from_array(attributes[name], unique_name(f"{prefix}/{name}", taken))
         for name in REFERENCE_TABLE_INPUTS
     ]
     ints = {name: attributes[name] for name in REFERENCE_INT_ATTRIBUTES}
@@ -171,19 +164,19 @@ def _reference_nodes(
             "Cast",
             [qkv],
             [qkv32],
-            name=_unique(f"{prefix}/cast_in", taken),
+            name=unique_name(f"{prefix}/cast_in", taken),
             to=onnx.TensorProto.FLOAT,
         ),
         onnx.helper.make_node(
             REFERENCE_OP_TYPE,
             [qkv32, *(table.name for table in tables)],
             [y32],
-            name=_unique(prefix, taken),
+            name=unique_name(prefix, taken),
             domain=REFERENCE_DOMAIN,
             **ints,
         ),
         onnx.helper.make_node(
-            "CastLike", [y32, qkv], [y], name=_unique(f"{prefix}/cast_out", taken)
+            "CastLike", [y32, qkv], [y], name=unique_name(f"{prefix}/cast_out", taken)
         ),
     ]
     return nodes, tables
@@ -206,9 +199,7 @@ def to_onnxruntime_view(model: onnx.ModelProto) -> onnx.ModelProto:
     view = onnx.ModelProto()
     view.CopyFrom(model)
     graph = view.graph
-    taken = {name for node in graph.node for name in [node.name, *node.input, *node.output]}
-    taken |= {info.name for info in [*graph.input, *graph.output, *graph.value_info]}
-    taken |= {tensor.name for tensor in graph.initializer}
+    taken = used_names(graph)
 
     # Read the caller's nodes, write the view's: extend() copies, so nothing aliases `model`.
     nodes: list[onnx.NodeProto] = []

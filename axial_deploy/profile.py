@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# The rewriter names each fused node `axial_attention_<n>` (see rewrite.py); the plugin layer
-# keeps that name in TensorRT (fused layers join their parts with " + ").
+# The rewriter names each fused node `axial_attention_<n>` (see rewrite/replace.py); the plugin
+# layer keeps that name in TensorRT (fused layers join their parts with " + ").
 _PLUGIN_LAYER = re.compile(r"(^|\+ ?)axial_attention_\d+($| ?\+)|AxialAttention")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from axial_deploy.build import cuda_device_info, import_backend, running_environment
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.manifest import check_manifest, read_manifest
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 
@@ -211,19 +212,13 @@ class Engine:
         generator = np.random.default_rng(seed)
         feed = {}
         for meta in self.inputs:
-            shape = []
-            for axis, dim in enumerate(meta.shape):
-                if dim >= 0:
-                    shape.append(dim)
-                elif axis == 0:
-                    shape.append(batch)
-                elif meta.profile is not None:
-                    shape.append(meta.profile[1][axis])
-                else:
-                    raise EngineError(
-                        f"input {meta.name!r} has dynamic axis {axis} and no profile to size it: "
-                        "feed inputs explicitly or export the model at a fixed size"
-                    )
+            try:
+                shape = static_shape(meta.shape, batch, meta.profile and meta.profile[1])
+            except SymbolicDimensionError as error:
+                raise EngineError(
+                    f"input {meta.name!r} has dynamic axis {error.axis} and no profile to size "
+                    "it: feed inputs explicitly or export the model at a fixed size"
+                ) from None
             if batch != 1 and meta.shape and meta.shape[0] >= 0 and meta.shape[0] != batch:
                 raise EngineError(
                     f"--batch {batch}: input {meta.name!r} has a fixed batch of {meta.shape[0]}; "

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.numerics import match_outputs, output_error
 
 DEFAULT_RTOL = 1e-4
@@ -102,24 +103,20 @@ def _input_specs(session, label: str, batch: int) -> dict[str, tuple[tuple[int, 
     """name -> (static shape, ORT type) of a session's inputs, the batch axis resolved."""
     specs = {}
     for meta in session.get_inputs():
-        shape = []
-        for axis, dim in enumerate(meta.shape):
-            if isinstance(dim, int) and dim >= 0:
-                shape.append(dim)
-            elif axis == 0:
-                shape.append(batch)
-            else:
-                raise VerifyError(
-                    f"model {label}: input {meta.name!r} has symbolic dimension {dim!r} at axis "
-                    f"{axis}; verify needs static dimensions except the batch (axis 0): "
-                    "export the model at a fixed input size"
-                )
+        try:
+            shape = static_shape(meta.shape, batch)
+        except SymbolicDimensionError as error:
+            raise VerifyError(
+                f"model {label}: input {meta.name!r} has symbolic dimension {error.dim!r} at "
+                f"axis {error.axis}; verify needs static dimensions except the batch (axis 0): "
+                "export the model at a fixed input size"
+            ) from None
         if meta.type not in _FLOAT_TYPES:
             raise VerifyError(
                 f"model {label}: input {meta.name!r} is {meta.type}; verify feeds random floats "
                 "and supports float, float16 and double inputs only"
             )
-        specs[meta.name] = (tuple(shape), meta.type)
+        specs[meta.name] = (shape, meta.type)
     return specs
 
 

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from axial_deploy.graph import attribute, label, replace_nodes, unique_name, used_names
+
 from .ranges import TensorRange, float_tensor_types
 
 FP16_LIMIT = 60000.0  # FP16 max is 65504: keep a margin for values beyond the calibration set
@@ -93,32 +95,20 @@ def _typed_inputs(node: onnx.NodeProto) -> list[int]:
     return [p for p in positions if p < len(node.input) and node.input[p]]
 
 
-def _label(node: onnx.NodeProto) -> str:
-    return node.name or node.output[0]
-
-
 def constants_to_initializers(model: onnx.ModelProto) -> None:
     """Constant nodes holding a tensor become initializers, so one rule converts all weights."""
     kept = []
     for node in model.graph.node:
-        value = next((a for a in node.attribute if a.name == "value"), None)
+        value = attribute(node, "value")
         if node.op_type == "Constant" and value is not None and len(node.attribute) == 1:
             tensor = onnx.TensorProto()
-            tensor.CopyFrom(value.t)
+            tensor.CopyFrom(value)
             tensor.name = node.output[0]
             model.graph.initializer.append(tensor)
         else:
             kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
-
-
-def _unique(base: str, taken: set[str]) -> str:
-    name, number = base, 1
-    while name in taken:
-        name, number = f"{base}_{number}", number + 1
-    taken.add(name)
-    return name
 
 
 def convert_to_fp16(
@@ -131,153 +121,174 @@ def convert_to_fp16(
 ) -> Fp16Result:
     """A strongly typed FP16 copy of the FP32 `model` (see the module doc). `ranges` (from
     calibration) keeps nodes that would overflow in FP32; `keep_nodes` names more to keep."""
-    result_model = onnx.ModelProto()
-    result_model.CopyFrom(model)
-    graph = result_model.graph
-    constants_to_initializers(result_model)
-    types = float_tensor_types(result_model)
-    ranges = ranges or {}
-    initializers = {init.name: init for init in graph.initializer}
-    keep_nodes = set(keep_nodes)
-    taken = {n for node in graph.node for n in [node.name, *node.input, *node.output]}
-    taken |= set(initializers) | {i.name for i in [*graph.input, *graph.output]}
-
-    def is_float32(name: str) -> bool:
-        return types.get(name) == FLOAT
-
-    def too_large(name: str) -> bool:
-        if name in initializers and is_float32(name):
-            return float(np.abs(numpy_helper.to_array(initializers[name])).max(initial=0)) > limit
-        measured = ranges.get(name)
-        return measured is not None and measured.absmax > limit
-
-    # 1. Decide each node's precision.
-    precision: dict[int, int | None] = {}  # node index -> FLOAT16 / FLOAT / None (not float)
-    result = Fp16Result(result_model)
-    for index, node in enumerate(graph.node):
-        typed = [node.input[p] for p in _typed_inputs(node) if is_float32(node.input[p])]
-        outputs = [name for name in node.output if is_float32(name)]
-        if node.op_type == "Cast":
-            to = next(a.i for a in node.attribute if a.name == "to")
-            outputs = node.output if to == FLOAT else []
-        if not typed and not outputs:
-            precision[index] = None
-            continue
-        reason = None
-        if node.op_type in KEEP_FP32_OPS:
-            reason = f"{node.op_type} is precision-sensitive"
-        elif _label(node) in keep_nodes:
-            reason = "asked"
-        elif not typed and node.op_type != "Cast":
-            reason = "creates float values from attributes (kept as written)"
-        elif node.op_type not in TYPELESS_OPS or node.op_type == "Cast":
-            large = [name for name in [*typed, *outputs] if too_large(name)]
-            if large:
-                reason = f"{large[0]} exceeds the FP16 range (|x| > {limit:g})"
-        if reason:
-            result.kept_fp32[_label(node)] = reason
-            precision[index] = FLOAT
-        else:
-            precision[index] = FLOAT16
-            result.fp16_nodes += 1
-
-    # 2. The type each float tensor has in the new graph.
-    dtype: dict[str, int] = {}
+    conversion = _Fp16Conversion(model, ranges or {}, set(keep_nodes), limit)
     io_type = FLOAT if keep_io_fp32 else FLOAT16
-    for graph_input in graph.input:
-        if is_float32(graph_input.name) and graph_input.name not in initializers:
-            dtype[graph_input.name] = io_type
-            graph_input.type.tensor_type.elem_type = io_type
-    for index, node in enumerate(graph.node):
-        if precision[index] is None:
-            continue
-        if node.op_type == "Cast":
-            for attribute in node.attribute:
-                if attribute.name == "to" and attribute.i == FLOAT:
-                    attribute.i = precision[index]
-        for name in node.output:
-            if is_float32(name):
-                dtype[name] = precision[index]
-
-    # 3. Make every typed edge agree, converting weights and inserting Casts.
-    fp16_weights: dict[str, str] = {}
-    casts: dict[tuple[str, int], str] = {}
-    nodes: list[onnx.NodeProto] = []
-
-    def cast(name: str, to: int, before: list[onnx.NodeProto]) -> str:
-        key = (name, to)
-        if key not in casts:
-            suffix = "fp16" if to == FLOAT16 else "fp32"
-            casts[key] = _unique(f"{name}/cast_{suffix}", taken)
-            before.append(
-                onnx.helper.make_node(
-                    "Cast",
-                    [name],
-                    [casts[key]],
-                    name=_unique(f"{name}/Cast_{suffix}", taken),
-                    to=to,
-                )
-            )
-            result.casts += 1
-        return casts[key]
-
-    for index, node in enumerate(graph.node):
-        want = precision[index]
-        if want is not None:
-            for position in _typed_inputs(node):
-                name = node.input[position]
-                if not is_float32(name):
-                    continue
-                if name in initializers:
-                    if want == FLOAT16:
-                        if name not in fp16_weights:
-                            array = numpy_helper.to_array(initializers[name]).astype(np.float16)
-                            fp16_weights[name] = _unique(f"{name}_fp16", taken)
-                            graph.initializer.append(
-                                numpy_helper.from_array(array, fp16_weights[name])
-                            )
-                        node.input[position] = fp16_weights[name]
-                elif dtype.get(name, FLOAT) != want:
-                    node.input[position] = cast(name, want, nodes)
-        nodes.append(node)
-
-    # 4. Graph outputs keep their type (FP32 by default): cast what an FP16 node produced.
-    for graph_output in graph.output:
-        name = graph_output.name
-        if name not in dtype or dtype[name] == io_type:
-            if name in dtype:
-                graph_output.type.tensor_type.elem_type = dtype[name]
-            continue
-        inner = _unique(f"{name}/{'fp16' if dtype[name] == FLOAT16 else 'fp32'}", taken)
-        for node in nodes:
-            for position, value in enumerate(node.input):
-                if value == name:
-                    node.input[position] = inner
-            for position, value in enumerate(node.output):
-                if value == name:
-                    node.output[position] = inner
-        for (source, to), target in list(casts.items()):
-            if source == name:
-                casts[(inner, to)] = target
-        nodes.append(
-            onnx.helper.make_node(
-                "Cast", [inner], [name], name=_unique(f"{name}/Cast_out", taken), to=io_type
-            )
-        )
-        result.casts += 1
-        dtype[inner], dtype[name] = dtype[name], io_type
-        graph_output.type.tensor_type.elem_type = io_type
-
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    remaining = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(remaining)
+    precision = conversion.decide()
+    conversion.retype(precision, io_type)
+    nodes = conversion.agree(precision)
+    conversion.cast_outputs(nodes, io_type)
+    graph = conversion.graph
+    replace_nodes(graph, nodes)
     for info in graph.value_info:
-        if info.name in dtype:
-            info.type.tensor_type.elem_type = dtype[info.name]
-    return result
+        if info.name in conversion.dtype:
+            info.type.tensor_type.elem_type = conversion.dtype[info.name]
+    return conversion.result
+
+
+class _Fp16Conversion:
+    """The conversion's steps over one copy of the model, sharing its tensor types, the names
+    taken, the new type of each float tensor (`dtype`) and the Casts made."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        ranges: Mapping[str, TensorRange],
+        keep_nodes: set[str],
+        limit: float,
+    ) -> None:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        constants_to_initializers(copy)
+        self.graph = copy.graph
+        self.types = float_tensor_types(copy)
+        self.ranges, self.keep_nodes, self.limit = ranges, keep_nodes, limit
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.taken = used_names(self.graph)
+        self.result = Fp16Result(copy)
+        self.dtype: dict[str, int] = {}
+        self.casts: dict[tuple[str, int], str] = {}
+        self.fp16_weights: dict[str, str] = {}
+
+    def is_float32(self, name: str) -> bool:
+        return self.types.get(name) == FLOAT
+
+    def too_large(self, name: str) -> bool:
+        if name in self.initializers and self.is_float32(name):
+            weight = numpy_helper.to_array(self.initializers[name])
+            return float(np.abs(weight).max(initial=0)) > self.limit
+        measured = self.ranges.get(name)
+        return measured is not None and measured.absmax > self.limit
+
+    def decide(self) -> dict[int, int | None]:
+        """1. Each node's precision: node index -> FLOAT16 / FLOAT / None (not float)."""
+        precision: dict[int, int | None] = {}
+        for index, node in enumerate(self.graph.node):
+            typed = [node.input[p] for p in _typed_inputs(node) if self.is_float32(node.input[p])]
+            outputs = [name for name in node.output if self.is_float32(name)]
+            if node.op_type == "Cast":
+                outputs = node.output if attribute(node, "to") == FLOAT else []
+            if not typed and not outputs:
+                precision[index] = None
+                continue
+            reason = self._keep_reason(node, typed, outputs)
+            if reason:
+                self.result.kept_fp32[label(node)] = reason
+                precision[index] = FLOAT
+            else:
+                precision[index] = FLOAT16
+                self.result.fp16_nodes += 1
+        return precision
+
+    def _keep_reason(self, node: onnx.NodeProto, typed: list[str], outputs) -> str | None:
+        """Why a float node stays FP32, or None when it runs in FP16."""
+        if node.op_type in KEEP_FP32_OPS:
+            return f"{node.op_type} is precision-sensitive"
+        if label(node) in self.keep_nodes:
+            return "asked"
+        if not typed and node.op_type != "Cast":
+            return "creates float values from attributes (kept as written)"
+        if node.op_type not in TYPELESS_OPS or node.op_type == "Cast":
+            large = [name for name in [*typed, *outputs] if self.too_large(name)]
+            if large:
+                return f"{large[0]} exceeds the FP16 range (|x| > {self.limit:g})"
+        return None
+
+    def retype(self, precision: dict[int, int | None], io_type: int) -> None:
+        """2. The type each float tensor has in the new graph (Casts to FLOAT follow their
+        node's precision)."""
+        for graph_input in self.graph.input:
+            if self.is_float32(graph_input.name) and graph_input.name not in self.initializers:
+                self.dtype[graph_input.name] = io_type
+                graph_input.type.tensor_type.elem_type = io_type
+        for index, node in enumerate(self.graph.node):
+            if precision[index] is None:
+                continue
+            if node.op_type == "Cast":
+                for entry in node.attribute:
+                    if entry.name == "to" and entry.i == FLOAT:
+                        entry.i = precision[index]
+            for name in node.output:
+                if self.is_float32(name):
+                    self.dtype[name] = precision[index]
+
+    def agree(self, precision: dict[int, int | None]) -> list[onnx.NodeProto]:
+        """3. Every typed edge made to agree, converting weights and inserting Casts; returns
+        the new node list."""
+        nodes: list[onnx.NodeProto] = []
+        for index, node in enumerate(self.graph.node):
+            want = precision[index]
+            for position in _typed_inputs(node) if want is not None else []:
+                name = node.input[position]
+                if not self.is_float32(name):
+                    continue
+                if name in self.initializers:
+                    if want == FLOAT16:
+                        node.input[position] = self._fp16_weight(name)
+                elif self.dtype.get(name, FLOAT) != want:
+                    node.input[position] = self._cast(name, want, nodes)
+            nodes.append(node)
+        return nodes
+
+    def _fp16_weight(self, name: str) -> str:
+        """The FP16 copy of initializer `name` (made once)."""
+        if name not in self.fp16_weights:
+            array = numpy_helper.to_array(self.initializers[name]).astype(np.float16)
+            self.fp16_weights[name] = unique_name(f"{name}_fp16", self.taken)
+            self.graph.initializer.append(numpy_helper.from_array(array, self.fp16_weights[name]))
+        return self.fp16_weights[name]
+
+    def _cast(self, name: str, to: int, before: list[onnx.NodeProto]) -> str:
+        """`name` cast to `to`: one Cast per (tensor, type), appended to `before` once."""
+        key = (name, to)
+        if key not in self.casts:
+            suffix = "fp16" if to == FLOAT16 else "fp32"
+            self.casts[key] = unique_name(f"{name}/cast_{suffix}", self.taken)
+            cast_name = unique_name(f"{name}/Cast_{suffix}", self.taken)
+            before.append(
+                onnx.helper.make_node("Cast", [name], [self.casts[key]], name=cast_name, to=to)
+            )
+            self.result.casts += 1
+        return self.casts[key]
+
+    def cast_outputs(self, nodes: list[onnx.NodeProto], io_type: int) -> None:
+        """4. Graph outputs keep their type (FP32 by default): cast what an FP16 node produced."""
+        dtype = self.dtype
+        for graph_output in self.graph.output:
+            name = graph_output.name
+            if name not in dtype or dtype[name] == io_type:
+                if name in dtype:
+                    graph_output.type.tensor_type.elem_type = dtype[name]
+                continue
+            suffix = "fp16" if dtype[name] == FLOAT16 else "fp32"
+            inner = unique_name(f"{name}/{suffix}", self.taken)
+            for node in nodes:
+                _rename(node.input, name, inner)
+                _rename(node.output, name, inner)
+            for (source, to), target in list(self.casts.items()):
+                if source == name:
+                    self.casts[(inner, to)] = target
+            cast_name = unique_name(f"{name}/Cast_out", self.taken)
+            nodes.append(onnx.helper.make_node("Cast", [inner], [name], name=cast_name, to=io_type))
+            self.result.casts += 1
+            dtype[inner], dtype[name] = dtype[name], io_type
+            graph_output.type.tensor_type.elem_type = io_type
+
+
+def _rename(names, old: str, new: str) -> None:
+    """Every `old` in a node's input or output list becomes `new`."""
+    for position, value in enumerate(names):
+        if value == old:
+            names[position] = new
 
 
 def check_strongly_typed(model: onnx.ModelProto) -> list[str]:
@@ -292,5 +303,5 @@ def check_strongly_typed(model: onnx.ModelProto) -> list[str]:
             if types.get(node.input[p]) in (FLOAT, FLOAT16)
         }
         if len(found) > 1:
-            problems.append(f"{_label(node)} ({node.op_type}) mixes FLOAT and FLOAT16 inputs")
+            problems.append(f"{label(node)} ({node.op_type}) mixes FLOAT and FLOAT16 inputs")
     return problems

@@ -33,6 +33,15 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.graph import (
+    attribute,
+    consumers,
+    label,
+    producers,
+    replace_nodes,
+    unique_name,
+    used_names,
+)
 from axial_deploy.op_spec import OP_TYPE
 
 from .fp16 import constants_to_initializers
@@ -57,26 +66,15 @@ class QdqResult:
     attention_casts: int = 0
 
 
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
 def _weight_axis(node: onnx.NodeProto, position: int, rank: int) -> int | None:
     """The output-channel axis of a weight input, or None when the input is not a weight."""
     if node.op_type == "Conv" and position == 1:
         return 0
     if node.op_type == "Gemm" and position == 1 and rank == 2:
-        return 0 if _attribute(node, "transB", 0) else 1
+        return 0 if attribute(node, "transB", 0) else 1
     if node.op_type == "MatMul" and position == 1 and rank == 2:
         return 1
     return None
-
-
-def _label(node: onnx.NodeProto) -> str:
-    return node.name or node.output[0]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -102,190 +100,218 @@ def quantize_int8(
             f"explicit INT8 needs default-domain opset >= {MIN_OPSET} (per-channel "
             f"DequantizeLinear); this model imports {_opset(model)}: re-export it"
         )
-    quantized = onnx.ModelProto()
-    quantized.CopyFrom(model)
-    graph = quantized.graph
-    constants_to_initializers(quantized)
-    initializers = {init.name: init for init in graph.initializer}
-    skip = set(skip_nodes)
-    result = QdqResult(quantized)
-    producer = {name: node for node in graph.node for name in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    graph_outputs = {o.name for o in graph.output}
-
-    # 1. Which (node, input position) pairs read INT8: activations and weights.
-    activation_uses: list[tuple[onnx.NodeProto, int]] = []
-    weight_uses: list[tuple[onnx.NodeProto, int, int]] = []
-    for node in graph.node:
-        if node.op_type not in WEIGHTED_OPS or _label(node) in skip:
-            continue
-        activations, weights = [], []
-        for position in (0, 1):
-            name = node.input[position]
-            if name in initializers:
-                axis = _weight_axis(node, position, len(initializers[name].dims))
-                if axis is None:  # a constant we cannot quantize per channel: node stays float
-                    break
-                weights.append((node, position, axis))
-            else:
-                activations.append((node, position))
-        else:
-            activation_uses.extend(activations)
-            weight_uses.extend(weights)
-            result.quantized_nodes.append(_label(node))
-
-    def fusable_conv_output(name: str) -> bool:
-        node = producer.get(name)
-        return (
-            node is not None
-            and node.op_type == "Conv"
-            and len(consumers[name]) == 1
-            and name not in graph_outputs
-        )
-
-    for node in graph.node:
-        if node.op_type != "Add" or _label(node) in skip or len(node.input) != 2:
-            continue
-        if any(name in initializers or not name for name in node.input):
-            continue
-        conv_inputs = [fusable_conv_output(name) for name in node.input]
-        if not any(conv_inputs):
-            continue
-        other = 1 if conv_inputs[0] else 0  # both Conv outputs: the second one is read as INT8
-        activation_uses.append((node, other))
-        result.residual_adds += 1
-
-    # 2. One Q/DQ pair per activation tensor, shared by all its INT8 uses.
-    taken = {n for node in graph.node for n in [node.name, *node.input, *node.output]}
-    taken |= set(initializers) | {i.name for i in [*graph.input, *graph.output]}
-
-    def unique(base: str) -> str:
-        name, number = base, 1
-        while name in taken:
-            name, number = f"{base}_{number}", number + 1
-        taken.add(name)
-        return name
-
-    inserted_before: dict[int, list[onnx.NodeProto]] = defaultdict(list)
-    node_index = {id(node): index for index, node in enumerate(graph.node)}
-    dequantized: dict[str, str] = {}
-    for node, position in activation_uses:
-        name = node.input[position]
-        if name not in dequantized:
-            if name not in ranges:
-                raise QuantizationError(
-                    f"no calibrated range for tensor {name} (input of {_label(node)}): were "
-                    "the ranges collected on this graph?"
-                )
-            scale = float(ranges[name].scale)
-            result.activation_scales[name] = scale
-            scale_name, zero_name = unique(f"{name}/scale"), unique(f"{name}/zero_point")
-            graph.initializer.extend(
-                [
-                    numpy_helper.from_array(np.array(scale, np.float32), scale_name),
-                    numpy_helper.from_array(np.array(0, np.int8), zero_name),
-                ]
-            )
-            q_out, dq_out = unique(f"{name}/quantized"), unique(f"{name}/dequantized")
-            first_use = min(node_index[id(user)] for user, _ in _uses_of(name, activation_uses))
-            inserted_before[first_use].extend(
-                [
-                    onnx.helper.make_node(
-                        "QuantizeLinear",
-                        [name, scale_name, zero_name],
-                        [q_out],
-                        name=unique(f"{name}/QuantizeLinear"),
-                    ),
-                    onnx.helper.make_node(
-                        "DequantizeLinear",
-                        [q_out, scale_name, zero_name],
-                        [dq_out],
-                        name=unique(f"{name}/DequantizeLinear"),
-                    ),
-                ]
-            )
-            dequantized[name] = dq_out
-        node.input[position] = dequantized[name]
-
-    # 3. Weights: INT8 initializer -> per-channel DequantizeLinear.
-    weight_outputs: dict[str, str] = {}
-    for node, position, axis in weight_uses:
-        name = node.input[position]
-        if name not in weight_outputs:
-            weight = numpy_helper.to_array(initializers[name]).astype(np.float32)
-            scales = weight_scales(weight, axis)
-            shape = [1] * weight.ndim
-            shape[axis] = -1
-            values = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
-            int8_name, scale_name = unique(f"{name}_int8"), unique(f"{name}/scale")
-            zero_name, dq_out = unique(f"{name}/zero_point"), unique(f"{name}/dequantized")
-            graph.initializer.extend(
-                [
-                    numpy_helper.from_array(values, int8_name),
-                    numpy_helper.from_array(scales, scale_name),
-                    numpy_helper.from_array(np.zeros(len(scales), np.int8), zero_name),
-                ]
-            )
-            inserted_before[node_index[id(node)]].append(
-                onnx.helper.make_node(
-                    "DequantizeLinear",
-                    [int8_name, scale_name, zero_name],
-                    [dq_out],
-                    name=unique(f"{name}/DequantizeLinear"),
-                    axis=axis,
-                )
-            )
-            weight_outputs[name] = dq_out
-            result.weights += 1
-        node.input[position] = weight_outputs[name]
-
-    # 4. AxialAttention keeps float I/O: FP16 through Casts, or FP32 as written.
-    appended_after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    placement = _Placement(model, ranges, set(skip_nodes))
+    activation_uses, weight_uses = placement.weighted_op_uses()
+    activation_uses += placement.residual_add_uses()
+    placement.insert_activation_pairs(activation_uses)
+    placement.insert_weight_dequantizers(weight_uses)
     if attention_precision == "fp16":
-        for index, node in enumerate(graph.node):
+        placement.cast_attention_to_fp16()
+    placement.finish()
+    return placement.result
+
+
+class _Placement:
+    """The placement's steps over one copy of the model: which inputs read INT8, then the
+    nodes inserted before (and after) each original node, spliced in by `finish`."""
+
+    def __init__(
+        self, model: onnx.ModelProto, ranges: Mapping[str, TensorRange], skip: set[str]
+    ) -> None:
+        quantized = onnx.ModelProto()
+        quantized.CopyFrom(model)
+        constants_to_initializers(quantized)
+        self.graph = graph = quantized.graph
+        self.ranges, self.skip = ranges, skip
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.result = QdqResult(quantized)
+        self.taken = used_names(graph)
+        # Held, so that each node keeps one Python wrapper and its id() stays valid.
+        self.nodes = list(graph.node)
+        self.node_index = {id(node): index for index, node in enumerate(self.nodes)}
+        self.inserted_before: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+        self.appended_after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+
+    def unique(self, base: str) -> str:
+        return unique_name(base, self.taken)
+
+    def weighted_op_uses(self) -> tuple[list[tuple[onnx.NodeProto, int]], list[tuple]]:
+        """1. The (node, input position) pairs of Conv / Gemm / MatMul that read INT8:
+        activations, and weights (with their per-channel axis)."""
+        activation_uses: list[tuple[onnx.NodeProto, int]] = []
+        weight_uses: list[tuple[onnx.NodeProto, int, int]] = []
+        for node in self.nodes:
+            if node.op_type not in WEIGHTED_OPS or label(node) in self.skip:
+                continue
+            activations, weights = [], []
+            for position in (0, 1):
+                name = node.input[position]
+                if name in self.initializers:
+                    axis = _weight_axis(node, position, len(self.initializers[name].dims))
+                    if axis is None:  # a constant we cannot quantize per channel: stays float
+                        break
+                    weights.append((node, position, axis))
+                else:
+                    activations.append((node, position))
+            else:
+                activation_uses.extend(activations)
+                weight_uses.extend(weights)
+                self.result.quantized_nodes.append(label(node))
+        return activation_uses, weight_uses
+
+    def residual_add_uses(self) -> list[tuple[onnx.NodeProto, int]]:
+        """The Add inputs read as INT8 so that TensorRT fuses the other (a Conv's) into the
+        Conv's epilogue (see the module doc)."""
+        producer, readers = producers(self.graph), consumers(self.graph)
+        graph_outputs = {o.name for o in self.graph.output}
+
+        def fusable_conv_output(name: str) -> bool:
+            node = producer.get(name)
+            return (
+                node is not None
+                and node.op_type == "Conv"
+                and len(readers.get(name, [])) == 1
+                and name not in graph_outputs
+            )
+
+        uses = []
+        for node in self.nodes:
+            if node.op_type != "Add" or label(node) in self.skip or len(node.input) != 2:
+                continue
+            if any(name in self.initializers or not name for name in node.input):
+                continue
+            conv_inputs = [fusable_conv_output(name) for name in node.input]
+            if not any(conv_inputs):
+                continue
+            other = 1 if conv_inputs[0] else 0  # both Conv outputs: the second is read as INT8
+            uses.append((node, other))
+            self.result.residual_adds += 1
+        return uses
+
+    def insert_activation_pairs(self, uses: list[tuple[onnx.NodeProto, int]]) -> None:
+        """2. One Q/DQ pair per activation tensor, before its first INT8 use, shared by all."""
+        dequantized: dict[str, str] = {}
+        for node, position in uses:
+            name = node.input[position]
+            if name not in dequantized:
+                if name not in self.ranges:
+                    raise QuantizationError(
+                        f"no calibrated range for tensor {name} (input of {label(node)}): were "
+                        "the ranges collected on this graph?"
+                    )
+                first_use = min(self.node_index[id(user)] for user, _ in _uses_of(name, uses))
+                dequantized[name] = self._activation_pair(name, first_use)
+            node.input[position] = dequantized[name]
+
+    def _activation_pair(self, name: str, before: int) -> str:
+        """QuantizeLinear -> DequantizeLinear of `name` (per-tensor scale, zero point 0)
+        inserted before node `before`; returns the dequantized tensor."""
+        unique = self.unique
+        scale = float(self.ranges[name].scale)
+        self.result.activation_scales[name] = scale
+        scale_name, zero_name = unique(f"{name}/scale"), unique(f"{name}/zero_point")
+        self.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(scale, np.float32), scale_name),
+                numpy_helper.from_array(np.array(0, np.int8), zero_name),
+            ]
+        )
+        q_out, dq_out = unique(f"{name}/quantized"), unique(f"{name}/dequantized")
+        quantize = onnx.helper.make_node(
+            "QuantizeLinear",
+            [name, scale_name, zero_name],
+            [q_out],
+            name=unique(f"{name}/QuantizeLinear"),
+        )
+        dequantize = onnx.helper.make_node(
+            "DequantizeLinear",
+            [q_out, scale_name, zero_name],
+            [dq_out],
+            name=unique(f"{name}/DequantizeLinear"),
+        )
+        self.inserted_before[before].extend([quantize, dequantize])
+        return dq_out
+
+    def insert_weight_dequantizers(self, uses: list[tuple[onnx.NodeProto, int, int]]) -> None:
+        """3. Weights: INT8 initializer -> per-channel DequantizeLinear (one per weight)."""
+        weight_outputs: dict[str, str] = {}
+        for node, position, axis in uses:
+            name = node.input[position]
+            if name not in weight_outputs:
+                weight_outputs[name] = self._weight_dequantizer(name, axis, node)
+                self.result.weights += 1
+            node.input[position] = weight_outputs[name]
+
+    def _weight_dequantizer(self, name: str, axis: int, user: onnx.NodeProto) -> str:
+        unique = self.unique
+        weight = numpy_helper.to_array(self.initializers[name]).astype(np.float32)
+        scales = weight_scales(weight, axis)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        values = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
+        int8_name, scale_name = unique(f"{name}_int8"), unique(f"{name}/scale")
+        zero_name, dq_out = unique(f"{name}/zero_point"), unique(f"{name}/dequantized")
+        self.graph.initializer.extend(
+            [
+                numpy_helper.from_array(values, int8_name),
+                numpy_helper.from_array(scales, scale_name),
+                numpy_helper.from_array(np.zeros(len(scales), np.int8), zero_name),
+            ]
+        )
+        self.inserted_before[self.node_index[id(user)]].append(
+            onnx.helper.make_node(
+                "DequantizeLinear",
+                [int8_name, scale_name, zero_name],
+                [dq_out],
+                name=unique(f"{name}/DequantizeLinear"),
+                axis=axis,
+            )
+        )
+        return dq_out
+
+    def cast_attention_to_fp16(self) -> None:
+        """4. AxialAttention keeps float I/O: its qkv cast to FP16, its output back to FP32."""
+        unique = self.unique
+        for index, node in enumerate(self.nodes):
             if node.op_type != OP_TYPE:
                 continue
             qkv, y = node.input[0], node.output[0]
             qkv16, y16 = unique(f"{qkv}/fp16"), unique(f"{y}/fp16")
-            inserted_before[index].append(
+            self.inserted_before[index].append(
                 onnx.helper.make_node(
                     "Cast", [qkv], [qkv16], name=unique(f"{qkv}/Cast_fp16"), to=TensorProto.FLOAT16
                 )
             )
             node.input[0], node.output[0] = qkv16, y16
-            appended_after[index].append(
+            self.appended_after[index].append(
                 onnx.helper.make_node(
                     "Cast", [y16], [y], name=unique(f"{y}/Cast_fp32"), to=TensorProto.FLOAT
                 )
             )
-            result.attention_casts += 2
-            # Type the node's new FP16 tensors (ONNX cannot infer a custom op's output).
-            known = {info.name: info for info in graph.value_info}
-            for original, renamed in ((qkv, qkv16), (y, y16)):
-                info = onnx.ValueInfoProto()
-                if original in known:
-                    info.CopyFrom(known[original])
-                else:
-                    info.type.tensor_type.SetInParent()
-                info.name = renamed
-                info.type.tensor_type.elem_type = TensorProto.FLOAT16
-                graph.value_info.append(info)
+            self.result.attention_casts += 2
+            self._type_fp16(((qkv, qkv16), (y, y16)))
 
-    nodes = []
-    for index, node in enumerate(graph.node):
-        nodes.extend(inserted_before[index])
-        nodes.append(node)
-        nodes.extend(appended_after[index])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    remaining = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(remaining)
-    return result
+    def _type_fp16(self, renamed_pairs) -> None:
+        """Type the node's new FP16 tensors (ONNX cannot infer a custom op's output)."""
+        known = {info.name: info for info in self.graph.value_info}
+        for original, renamed in renamed_pairs:
+            info = onnx.ValueInfoProto()
+            if original in known:
+                info.CopyFrom(known[original])
+            else:
+                info.type.tensor_type.SetInParent()
+            info.name = renamed
+            info.type.tensor_type.elem_type = TensorProto.FLOAT16
+            self.graph.value_info.append(info)
+
+    def finish(self) -> None:
+        """Splice the inserted nodes around the originals; drop the replaced FP32 weights."""
+        nodes = []
+        for index, node in enumerate(self.nodes):
+            nodes.extend(self.inserted_before[index])
+            nodes.append(node)
+            nodes.extend(self.appended_after[index])
+        replace_nodes(self.graph, nodes)
 
 
 def _uses_of(name: str, uses: list[tuple[onnx.NodeProto, int]]):

@@ -23,7 +23,7 @@ from axial_deploy.verify import verify_models
 
 from helpers import calibrate_batchnorm
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 FP32_RTOL = 1e-4
 
 

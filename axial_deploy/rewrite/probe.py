@@ -1,0 +1,535 @@
+"""Extract by probing: the operator contract's constants of one located layer.
+
+The piece of graph from the qkv tensor to the Softmax input (logits) is linear in q and k plus
+one bilinear q.k term, and the piece from (qkv, attention weights) to Y is linear in v and the
+weights plus a bias. ONNX Runtime runs both pieces (`LayerPieces`) on probe inputs (each line of
+the batch of lines is an independent probe). One function per probe family reads one part of
+the contract and returns it as a record, whatever ops the exporter chose (Einsum or MatMul,
+Gather, BatchNormalization folded or not):
+
+- `probe_window`: which keys each query sees (global or a clipped local window), the offsets;
+- `probe_roles`: each qkv channel's role (query, key, value) and head;
+- `probe_logits`: the relative query / key tables and the q.k scale of each head;
+- `probe_values`: the output bias, the relative value table and each value channel's scale;
+- `assemble`: the blocked Q|K|V projection with the value scales folded in.
+
+Each raises `Refusal` (the reason reported) where the layer does not have the contract's form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from axial_deploy.graph import attribute
+from axial_deploy.op_spec import INT_ATTRIBUTES, TABLE_ATTRIBUTES
+
+from .locate import GraphIndex
+from .pieces import PieceExtractor, SubModel
+from .records import Refusal
+
+# The operator's int arguments (the node's table_length follows from the tables).
+_INT_ARGUMENTS = tuple(name for name in INT_ATTRIBUTES if name != "table_length")
+
+
+@dataclass
+class Extracted:
+    """What probing extracted: the replacement's 1x1 Conv and the operator's constants."""
+
+    weight: np.ndarray  # [G*(2Dq+Dv), Cin] blocked Q|K|V, value scales folded
+    bias: np.ndarray
+    rel_q: np.ndarray
+    rel_k: np.ndarray
+    rel_v: np.ndarray
+    logit_scale: np.ndarray
+    out_bias: np.ndarray
+    axis: int
+    num_heads: int
+    key_depth: int
+    value_depth: int
+    span: int
+
+    def tables(self) -> tuple[np.ndarray, ...]:
+        """The operator's table inputs, in its argument order (rel_q ... out_bias)."""
+        return tuple(getattr(self, name) for name in TABLE_ATTRIBUTES)
+
+    def int_attributes(self) -> dict[str, int]:
+        """The operator's int attributes, by name."""
+        return {name: getattr(self, name) for name in _INT_ARGUMENTS}
+
+
+def extract_layer(
+    extractor: PieceExtractor,
+    index: GraphIndex,
+    conv: onnx.NodeProto,
+    x_name: str,
+    x_shape: tuple[int, ...],
+    y_name: str,
+    softmax: onnx.NodeProto,
+    values: Callable[[str], np.ndarray],
+) -> tuple[Extracted, dict]:
+    """Probe the layer's two linear pieces in ONNX Runtime and return the contract's constants."""
+    weight, bias, qkv_name = conv_affine(index, conv, values)
+    pieces = LayerPieces(extractor, x_name, x_shape, qkv_name, softmax, y_name)
+    window = probe_window(pieces)
+    roles = probe_roles(pieces, window)
+    logits = probe_logits(pieces, window, roles)
+    value_terms = probe_values(pieces, window, roles)
+    layer = assemble(weight, bias, roles, logits, value_terms, window.span)
+    return layer, {"line_length": pieces.geometry.length}
+
+
+def conv_affine(
+    index: GraphIndex, conv: onnx.NodeProto, values: Callable[[str], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The qkv projection as (W [Cout, Cin], b [Cout], qkv tensor name), folding a
+    BatchNormalization that directly follows the Conv (exporters that did not fold it)."""
+    weight = values(conv.input[1])
+    weight = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    bias = (
+        values(conv.input[2]).astype(np.float64)
+        if len(conv.input) > 2 and conv.input[2]
+        else (np.zeros(weight.shape[0]))
+    )
+    out = conv.output[0]
+    consumers = index.consumers.get(out, [])
+    if len(consumers) == 1 and consumers[0].op_type == "BatchNormalization":
+        bn = consumers[0]
+        scale, shift, mean, var = (values(name).astype(np.float64) for name in bn.input[1:5])
+        factor = scale / np.sqrt(var + attribute(bn, "epsilon", 1e-5))
+        weight = weight * factor[:, None]
+        bias = (bias - mean) * factor + shift
+        out = bn.output[0]
+    return weight, bias, out
+
+
+# ---------------------------------------------------------------------------- the two pieces
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of the probed lines: the qkv is [lines, channels, length], the logits
+    [lines, heads, length, width] (width: keys per query)."""
+
+    lines: int
+    channels: int
+    length: int
+    heads: int
+    width: int
+
+
+class LayerPieces:
+    """The layer's two linear pieces run in ONNX Runtime: qkv -> logits and
+    (qkv, attention weights) -> Y, the layer input fixed at zeros (its shape computations)."""
+
+    def __init__(
+        self,
+        extractor: PieceExtractor,
+        x_name: str,
+        x_shape: tuple[int, ...],
+        qkv_name: str,
+        softmax: onnx.NodeProto,
+        y_name: str,
+    ) -> None:
+        logits_name, weights_name = softmax.input[0], softmax.output[0]
+        self._x_name, self._qkv_name, self._weights_name = x_name, qkv_name, weights_name
+        self._x_zero = np.zeros(x_shape, np.float32)
+        shapes_model = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
+        qkv0, logits0, y0 = shapes_model(**{x_name: self._x_zero})
+        self.geometry = _geometry(qkv0, logits0, attribute(softmax, "axis", -1))
+        self._to_logits = SubModel(extractor, [x_name, qkv_name], [logits_name])
+        self._to_output = SubModel(extractor, [x_name, qkv_name, weights_name], [y_name])
+        # Input and output lines are [N, other, C, L]; the batch of lines is N * other.
+        if y0.ndim != 4 or y0.shape[0] * y0.shape[1] != self.geometry.lines:
+            raise Refusal("the layer output is not lines [N, other, C, L] of the qkv lines")
+        if y0.shape[3] != self.geometry.length:
+            raise Refusal("the layer output's last axis is not the attended line")
+        self.base = self.logits(self.zero_qkv())  # BatchNorm shifts only
+
+    def zero_qkv(self) -> np.ndarray:
+        g = self.geometry
+        return np.zeros((g.lines, g.channels, g.length))
+
+    def zero_attention(self) -> np.ndarray:
+        g = self.geometry
+        return np.zeros((g.lines, g.heads, g.length, g.width))
+
+    def one_hot(self, channels, position: int) -> np.ndarray:
+        """A qkv probe whose line i holds channel `channels[i]` = 1 at `position`."""
+        probe = self.zero_qkv()
+        probe[np.arange(len(channels)), channels, position] = 1.0
+        return probe
+
+    def logits(self, qkv: np.ndarray, keep_mask: bool = False) -> np.ndarray:
+        """Logits for a qkv probe; masked (-inf) entries read 0 unless `keep_mask`."""
+        feeds = {self._x_name: self._x_zero, self._qkv_name: qkv.astype(np.float32)}
+        out = self._to_logits(**feeds)[0].astype(np.float64)
+        return out if keep_mask else np.where(np.isfinite(out), out, 0.0)
+
+    def logit_delta(self, qkv: np.ndarray) -> np.ndarray:
+        """What a qkv probe adds to the logits of the all-zero qkv."""
+        return self.logits(qkv) - self.base
+
+    def output(self, qkv: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        """The layer output for a qkv and attention weights, as lines [lines, C, length]."""
+        feeds = {
+            self._x_name: self._x_zero,
+            self._qkv_name: qkv.astype(np.float32),
+            self._weights_name: attention.astype(np.float32),
+        }
+        y = self._to_output(**feeds)[0].astype(np.float64)
+        return y.reshape(self.geometry.lines, -1, self.geometry.length)
+
+
+def _geometry(qkv0: np.ndarray, logits0: np.ndarray, softmax_axis: int) -> Geometry:
+    if qkv0.ndim != 3:
+        raise Refusal(
+            f"the qkv projection gives a rank-{qkv0.ndim} tensor, expected lines [B, C, L]"
+        )
+    lines, channels, length = qkv0.shape
+    if logits0.ndim != 4 or softmax_axis not in (-1, 3):
+        raise Refusal("the Softmax does not normalise the last axis of [lines, heads, L, keys]")
+    _, heads, length_q, width = logits0.shape
+    if length_q != length or lines != logits0.shape[0]:
+        raise Refusal("the logits are not [lines, heads, L, keys] of the qkv lines")
+    return Geometry(lines, channels, length, heads, width)
+
+
+# ------------------------------------------------------------------------------- the window
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which keys each query attends to, and the relative offsets the tables hold."""
+
+    keys: np.ndarray  # [length, width]: key position of each (query, slot); -1 outside the line
+    is_global: bool
+    span: int  # 0: global; else the window width
+    radius: int  # offsets run from -radius to radius
+    offsets: np.ndarray
+    middle: int
+    probe_positions: list[int]  # positions whose probes see every offset
+
+
+def window_keys(length: int, width: int, is_global: bool) -> np.ndarray:
+    """Key position of each (query, slot) of the logits' last axis; -1 outside the line."""
+    query = np.arange(length)[:, None]
+    slot = np.arange(width)[None, :]
+    keys = (
+        np.broadcast_to(slot, (length, width)).copy()
+        if is_global
+        else query + slot - (width - 1) // 2
+    )
+    keys[(keys < 0) | (keys >= length)] = -1
+    return keys
+
+
+def probe_window(pieces: LayerPieces) -> Window:
+    """The window from the logits' mask (-inf outside it) on the all-zero qkv."""
+    length, width = pieces.geometry.length, pieces.geometry.width
+    valid = np.isfinite(pieces.logits(pieces.zero_qkv(), keep_mask=True)[0, 0])
+    is_global = bool(valid.all()) and width == length
+    keys = window_keys(length, width, is_global)
+    if not np.array_equal(valid, keys >= 0):
+        raise Refusal("the logits' masking does not match a (clipped) window around each query")
+    # Offsets a query can reach on this line: the table needs no more (a window wider than
+    # the line is clipped by it; offsets beyond a table clamp to its ends).
+    radius = min(length - 1, (width - 1) // 2) if not is_global else length - 1
+    middle = length // 2
+    # One probe in the middle sees every offset when the window fits; else probe both ends.
+    centred = middle - radius >= 0 and middle + radius <= length - 1
+    return Window(
+        keys=keys,
+        is_global=is_global,
+        span=0 if is_global else width,
+        radius=radius,
+        offsets=np.arange(-radius, radius + 1),
+        middle=middle,
+        probe_positions=[middle] if centred else [0, length - 1],
+    )
+
+
+# -------------------------------------------------------------------------------- the roles
+
+
+@dataclass(frozen=True)
+class ChannelRoles:
+    """The qkv channels of each role: query and key channels per head, value channels."""
+
+    query: list[np.ndarray]  # per head, in order
+    key: list[np.ndarray]
+    value: np.ndarray
+    key_depth: int
+    value_depth: int
+
+
+def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
+    """A channel set at one position moves logits of one query row (q), of one key column (k),
+    or no logits at all (v). Each line is one probe."""
+    lines, channels, heads = (
+        pieces.geometry.lines,
+        pieces.geometry.channels,
+        pieces.geometry.heads,
+    )
+    valid = window.keys >= 0
+    role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
+    for start in range(0, channels, lines):
+        count = min(lines, channels - start)
+        delta = pieces.logit_delta(pieces.one_hot(start + np.arange(count), window.middle))
+        delta[:, :, ~valid] = 0.0
+        for line in range(count):
+            changed = np.abs(delta[line]) > 1e-7 * max(1.0, np.abs(delta[line]).max())
+            channel = start + line
+            if not changed.any():
+                role[channel] = "v"
+                continue
+            hit_heads = np.flatnonzero(changed.any(axis=(1, 2)))
+            if len(hit_heads) != 1:
+                raise Refusal(f"qkv channel {channel} feeds the logits of several heads")
+            head_of[channel] = hit_heads[0]
+            rows = np.flatnonzero(changed[hit_heads[0]].any(axis=1))
+            role[channel] = "q" if np.array_equal(rows, [window.middle]) else "k"
+    query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
+    key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
+    value = np.flatnonzero(role == "v")
+    key_depth = len(query[0])
+    if any(len(c) != key_depth for c in query + key) or key_depth == 0:
+        raise Refusal("heads do not have equal numbers of query and key channels")
+    if len(value) % heads:
+        raise Refusal("value channels do not split evenly over the heads")
+    return ChannelRoles(query, key, value, key_depth, len(value) // heads)
+
+
+# ------------------------------------------------------------------------------- the logits
+
+
+@dataclass(frozen=True)
+class LogitTerms:
+    """The logits' constants: relative query / key tables [heads, Dq, offsets], q.k scales."""
+
+    rel_q: np.ndarray
+    rel_k: np.ndarray
+    logit_scale: np.ndarray  # [heads]
+
+
+def probe_logits(pieces: LayerPieces, window: Window, roles: ChannelRoles) -> LogitTerms:
+    """A query (key) channel alone at one position gives scale * table column for each offset
+    key - query its window reaches; a q and a k channel together add the q.k term."""
+    seen = {t for p in window.probe_positions for _, _, t in _table_reads(window, p, True)}
+    rel_q = _relative_table(pieces, window, roles.query, is_query=True)
+    rel_k = _relative_table(pieces, window, roles.key, is_query=False)
+    if len(seen) != len(window.offsets):
+        raise Refusal("could not observe every relative offset of the tables")
+    terms = LogitTerms(rel_q, rel_k, np.zeros(pieces.geometry.heads))
+    _probe_logit_scale(pieces, window, roles, terms)
+    return terms
+
+
+def _table_reads(window: Window, position: int, is_query: bool) -> list[tuple[int, int, int]]:
+    """(query, slot, offset index) of the logits that a query (key) channel set at `position`
+    moves: its row, every key of its window (its column, every query whose window holds it)."""
+    keys, radius = window.keys, window.radius
+    if is_query:
+        return [
+            (position, int(slot), int(keys[position, slot]) - position + radius)
+            for slot in np.flatnonzero(keys[position] >= 0)
+        ]
+    reads = []
+    for query in range(keys.shape[0]):
+        slots = np.flatnonzero(keys[query] == position)
+        if len(slots):
+            reads.append((query, int(slots[0]), position - query + radius))
+    return reads
+
+
+def _relative_table(
+    pieces: LayerPieces, window: Window, channels_of: list[np.ndarray], is_query: bool
+) -> np.ndarray:
+    """One relative table [heads, Dq, offsets], probed near both ends of the line where one
+    position does not see every offset (a global table)."""
+    heads, lines = pieces.geometry.heads, pieces.geometry.lines
+    table = np.zeros((heads, len(channels_of[0]), len(window.offsets)))
+    flat = [(g, c, ch) for g in range(heads) for c, ch in enumerate(channels_of[g])]
+    for position in window.probe_positions:
+        reads = _table_reads(window, position, is_query)
+        for start in range(0, len(flat), lines):
+            chunk = flat[start : start + lines]
+            delta = pieces.logit_delta(pieces.one_hot([ch for _, _, ch in chunk], position))
+            for line, (g, c, _) in enumerate(chunk):
+                for query, slot, t in reads:
+                    table[g, c, t] = delta[line, g, query, slot]
+    return table
+
+
+def _probe_logit_scale(
+    pieces: LayerPieces, window: Window, roles: ChannelRoles, terms: LogitTerms
+) -> None:
+    """q.k scale per head: q_a at one position and k_a at another, minus both linear parts;
+    then the paired q / k channels must give the same scale."""
+    lines, heads, length = pieces.geometry.lines, pieces.geometry.heads, pieces.geometry.length
+    middle = window.middle
+    query, key = (
+        (0, min(1, length - 1)) if window.is_global else (middle, min(middle + 1, length - 1))
+    )
+    slot = int(np.flatnonzero(window.keys[query] == key)[0])
+    t = key - query + window.radius
+
+    def linear(head: int, a: int) -> float:
+        return terms.rel_q[head, a, t] + terms.rel_k[head, a, t]
+
+    probe = pieces.zero_qkv()
+    for g in range(heads):
+        line = g % lines
+        probe[line, roles.query[g][0], query] = 1.0
+        probe[line, roles.key[g][0], key] = 1.0
+        if line == lines - 1 or g == heads - 1:
+            delta = pieces.logit_delta(probe)
+            for h in range(g - line, g + 1):
+                terms.logit_scale[h] = delta[h % lines, h, query, slot] - linear(h, 0)
+            probe[:] = 0.0
+    # One head checked for pairing is enough to catch a different layout.
+    for a in range(1, roles.key_depth):
+        probe = pieces.zero_qkv()
+        probe[0, roles.query[0][a], query] = 1.0
+        probe[0, roles.key[0][a], key] = 1.0
+        got = pieces.logit_delta(probe)[0, 0, query, slot] - linear(0, a)
+        if not np.isclose(got, terms.logit_scale[0], rtol=1e-3, atol=1e-6):
+            raise Refusal("query and key channels of a head do not pair up in order")
+
+
+# ------------------------------------------------------------------------------- the values
+
+
+@dataclass(frozen=True)
+class ValueTerms:
+    """The output side's constants: bias [C], relative value table [heads, Dv, offsets], and
+    for each output channel the value channel feeding it and its scale."""
+
+    out_bias: np.ndarray
+    rel_v: np.ndarray
+    value_of_output: np.ndarray
+    value_scale: np.ndarray
+
+
+def probe_values(pieces: LayerPieces, window: Window, roles: ChannelRoles) -> ValueTerms:
+    """Attention weights fed directly: all-zero weights give the output bias; a one-hot weight
+    at offset d gives scale_sve * r^v(d) (+ bias); a value channel added at that key gives its
+    value scale on its output channel."""
+    out_bias_lines = pieces.output(pieces.zero_qkv(), pieces.zero_attention())[0]  # [C, L]
+    out_bias = out_bias_lines[:, 0]
+    if not np.allclose(
+        out_bias_lines, out_bias[:, None], atol=1e-5 * max(1, np.abs(out_bias).max())
+    ):
+        raise Refusal("the output bias varies along the line")
+    if out_bias.shape[0] != pieces.geometry.heads * roles.value_depth:
+        raise Refusal("output channels != heads x value depth")
+    rel_v = _value_table(pieces, window, roles.value_depth, out_bias)
+    value_of_output, value_scale = _value_scales(pieces, window, roles.value, out_bias.shape[0])
+    return ValueTerms(out_bias, rel_v, value_of_output, value_scale)
+
+
+def _value_table(
+    pieces: LayerPieces, window: Window, value_depth: int, out_bias: np.ndarray
+) -> np.ndarray:
+    """The output at query i reads only row i of the weights, so one run holds a one-hot row
+    per (line, query): every offset gets its own row, in as few runs as needed."""
+    heads = pieces.geometry.heads
+    rel_v = np.zeros((heads, value_depth, len(window.offsets)))
+    pending = list(range(len(window.offsets)))
+    while pending:
+        attention, placed = _place_offsets(pieces, window, pending)
+        if not placed:
+            raise Refusal("some relative offsets of the value table cannot be probed")
+        y = pieces.output(pieces.zero_qkv(), attention)
+        for t, line, query in placed:
+            rel_v[:, :, t] = (y[line, :, query] - out_bias).reshape(heads, value_depth)
+        pending = [t for t in pending if t not in {p[0] for p in placed}]
+    return rel_v
+
+
+def _place_offsets(
+    pieces: LayerPieces, window: Window, pending: list[int]
+) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Attention weights with one one-hot row per pending offset where a (line, query) row is
+    still free, and the (offset index, line, query) of each row placed."""
+    lines, length = pieces.geometry.lines, pieces.geometry.length
+    attention = pieces.zero_attention()
+    used = np.zeros((lines, length), bool)
+    placed = []
+    for t in pending:
+        d = window.offsets[t]
+        rows = np.arange(max(0, -d), min(length, length - d))  # queries with key in line
+        for line in range(lines):
+            free = rows[~used[line, rows]]
+            if len(free):
+                query = int(free[0])
+                slot = int(np.flatnonzero(window.keys[query] == query + d)[0])
+                attention[line, :, query, slot] = 1.0
+                used[line, query] = True
+                placed.append((t, line, query))
+                break
+    return attention, placed
+
+
+def _value_scales(
+    pieces: LayerPieces, window: Window, value_channels: np.ndarray, out_channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each output channel, the value channel that reaches it and its scale (attention
+    one-hot on the query's own key, each value channel alone there)."""
+    lines, middle = pieces.geometry.lines, window.middle
+    value_scale = np.zeros(out_channels)
+    value_of_output = np.full(out_channels, -1)
+    attention = pieces.zero_attention()
+    query, slot = middle, int(np.flatnonzero(window.keys[middle] == middle)[0])
+    attention[:, :, query, slot] = 1.0
+    base_y = pieces.output(pieces.zero_qkv(), attention)[0][:, query]
+    for start in range(0, len(value_channels), lines):
+        chunk = value_channels[start : start + lines]
+        ys = pieces.output(pieces.one_hot(chunk, middle), attention)[:, :, query] - base_y
+        for line, ch in enumerate(chunk):
+            hit = np.flatnonzero(np.abs(ys[line]) > 1e-7 * max(1.0, np.abs(ys[line]).max()))
+            if len(hit) != 1:
+                raise Refusal(f"value channel {ch} reaches {len(hit)} output channels, not one")
+            value_of_output[hit[0]] = ch
+            value_scale[hit[0]] = ys[line, hit[0]]
+    if (value_of_output < 0).any():
+        raise Refusal("some output channels are not fed by any value channel")
+    return value_of_output, value_scale
+
+
+# --------------------------------------------------------------------------------- assembly
+
+
+def assemble(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    roles: ChannelRoles,
+    logits: LogitTerms,
+    values: ValueTerms,
+    span: int,
+) -> Extracted:
+    """The blocked Q|K|V projection (rows reordered, value scales folded) and the tables."""
+    heads = len(roles.query)
+    rows = np.concatenate([*roles.query, *roles.key, values.value_of_output])
+    new_weight = weight[rows].copy()
+    new_bias = bias[rows].copy()
+    v_block = slice(2 * heads * roles.key_depth, None)
+    new_weight[v_block] *= values.value_scale[:, None]
+    new_bias[v_block] *= values.value_scale
+    return Extracted(
+        weight=new_weight,
+        bias=new_bias,
+        rel_q=logits.rel_q,
+        rel_k=logits.rel_k,
+        rel_v=values.rel_v,
+        logit_scale=logits.logit_scale,
+        out_bias=values.out_bias,
+        axis=3,  # on the lines viewed as [N, C, other, L]; see layout.normalize_layout
+        num_heads=heads,
+        key_depth=roles.key_depth,
+        value_depth=roles.value_depth,
+        span=span,
+    )

@@ -1,0 +1,84 @@
+"""What the rewrite reports: one record per candidate layer, the report, and its errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from axial_deploy.errors import AxialDeployError
+
+
+class RewriteError(AxialDeployError, ValueError):
+    """The input cannot be rewritten at all (not ONNX, unreadable, ...)."""
+
+
+class Refusal(Exception):
+    """A candidate layer that is not rewritten; the message is the reason reported."""
+
+
+@dataclass
+class LayerRecord:
+    """One candidate attention layer (a Softmax) and what happened to it."""
+
+    softmax: str
+    rewritten: bool = False
+    reason: str = ""
+    axis: int | None = None
+    num_heads: int | None = None
+    key_depth: int | None = None
+    value_depth: int | None = None
+    span: int | None = None
+    line_length: int | None = None
+    table_length: int | None = None
+    input: str | None = None
+    output: str | None = None
+    max_rel_err: float | None = None
+    replaced_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RewriteReport:
+    source: str
+    layers: list[LayerRecord]
+    already_rewritten: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rewritten(self) -> list[LayerRecord]:
+        return [layer for layer in self.layers if layer.rewritten]
+
+    @property
+    def left(self) -> list[LayerRecord]:
+        return [layer for layer in self.layers if not layer.rewritten]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "source": self.source,
+                "rewritten": len(self.rewritten),
+                "left_intact": len(self.left),
+                "already_rewritten": self.already_rewritten,
+                "seconds": round(self.seconds, 2),
+                "layers": [asdict(layer) for layer in self.layers],
+            },
+            indent=2,
+        )
+
+    def summary(self) -> str:
+        lines = [
+            f"{len(self.rewritten)} axial-attention layers rewritten, {len(self.left)} left "
+            f"intact, {self.already_rewritten} AxialAttention nodes already present "
+            f"({self.seconds:.1f} s)"
+        ]
+        for layer in self.layers:
+            if layer.rewritten:
+                lines.append(
+                    f"  rewritten  axis={layer.axis} heads={layer.num_heads} "
+                    f"Dq={layer.key_depth} Dv={layer.value_depth} span={layer.span} "
+                    f"L={layer.line_length} T={layer.table_length} "
+                    f"err={layer.max_rel_err:.1e} nodes={len(layer.replaced_nodes)} "
+                    f"[{layer.softmax}]"
+                )
+            else:
+                lines.append(f"  LEFT       {layer.softmax}: {layer.reason}")
+        return "\n".join(lines)

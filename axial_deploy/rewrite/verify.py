@@ -1,0 +1,55 @@
+"""Verify one layer: the original layer (ONNX Runtime) and the extracted Conv + operator
+(`axial_attention_op`) must agree on a random input, else the layer is left intact."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import LINES_TO_NCHW
+from .pieces import PieceExtractor, SubModel
+from .probe import Extracted
+from .records import Refusal
+
+VERIFY_RTOL = 1e-4  # fp32: max abs error / max |reference| of the layer's output
+
+
+def verify_layer(
+    extractor: PieceExtractor,
+    x_name: str,
+    x_shape: tuple[int, ...],
+    y_name: str,
+    layer: Extracted,
+    seed: int = 0,
+) -> float:
+    """Max relative error of Conv + AxialAttention against the original layer on a random X."""
+    x = np.random.default_rng(seed).standard_normal(x_shape).astype(np.float32)
+    expected = SubModel(extractor, [x_name], [y_name])(**{x_name: x})[0].astype(np.float64)
+    got = operator_output(x, layer)
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+def operator_output(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
+    """What the replacement computes on lines [N, other, C, L]: the lines viewed as NCHW, the
+    1x1 Conv and `axial_attention_op` (the reference, in float64), viewed back as lines."""
+    import torch
+
+    from axial_deploy.models.axial_attention import axial_attention_op
+
+    with torch.no_grad():
+        x = torch.from_numpy(x_lines).double().permute(*LINES_TO_NCHW)
+        weight = torch.from_numpy(layer.weight)[:, :, None, None]
+        qkv = torch.nn.functional.conv2d(x, weight, torch.from_numpy(layer.bias))
+        tables = (torch.from_numpy(table) for table in layer.tables())
+        y = axial_attention_op(qkv, *tables, **layer.int_attributes())
+        return y.permute(*LINES_TO_NCHW).numpy()
+
+
+def check_reproduces(error: float) -> None:
+    """Refusal unless the extracted operator reproduces the layer within VERIFY_RTOL."""
+    if not error < VERIFY_RTOL:
+        raise Refusal(
+            f"extracted operator does not reproduce the layer (max rel err {error:.2e} "
+            f">= {VERIFY_RTOL:.0e}): not an axial-attention layer this rewriter understands"
+        )
