@@ -8,8 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:  # onnx loads in load_onnx: `axial-deploy --help` imports this module
+    import onnx
 
 
 @contextlib.contextmanager
@@ -37,6 +39,8 @@ def load_onnx(
     """Reads a stage's input ONNX file; a missing, unreadable or empty file raises `error`
     (the stage's own ValueError subclass) with a message naming the file and its `label`.
     `load_external_data=False` reads the graph only (weights in external files stay out)."""
+    import onnx
+
     path = Path(path)
     if not path.is_file():
         raise error(f"no such file: {label} {path}")

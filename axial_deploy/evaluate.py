@@ -15,14 +15,14 @@ resampled, so the numbers compare with published ones).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from axial_deploy.coco_panoptic import (
@@ -42,6 +42,9 @@ from axial_deploy.models.metrics import (
     TopKAccuracy,
     match_segments,
 )
+
+if TYPE_CHECKING:  # torch only where a torch model is evaluated
+    import torch
 
 
 class EvaluationError(AxialDeployError, ValueError):
@@ -301,6 +304,8 @@ class _Target:
 
 
 def _torch_runner(model: torch.nn.Module) -> Runner:
+    import torch
+
     model.eval()
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -368,10 +373,9 @@ def _resolve_target(
     checkpoint: str | Path | None,
     pretrained: bool,
 ) -> _Target:
-    if isinstance(target, torch.nn.Module):
+    # torch is loaded when the caller holds a torch module; ONNX files and engines need none.
+    if "torch" in sys.modules and isinstance(target, sys.modules["torch"].nn.Module):
         return _Target(type(target).__name__, _torch_runner(target), None)
-    from axial_deploy.models import list_models
-
     text = str(target)
     path = Path(text)
     if path.suffix == ".onnx":
@@ -382,6 +386,8 @@ def _resolve_target(
         if not path.is_file():
             raise EvaluationError(f"engine file {path} does not exist")
         return _runtime_target(path)
+    from axial_deploy.models import list_models
+
     if text in list_models():
         return _zoo_target(text, task, num_classes, checkpoint, pretrained)
     raise EvaluationError(
@@ -493,7 +499,6 @@ def evaluate(
 def _evaluate_classification(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw, progress
 ) -> EvaluationResult:
-    from axial_deploy.models import default_input_shape
     from axial_deploy.models.preprocess import preprocess_for
 
     classes, samples = classification_samples(data_dir, split)
@@ -501,7 +506,11 @@ def _evaluate_classification(
     resolved = _resolve_target(target, "classification", len(classes), checkpoint, pretrained)
     # A classifier's accuracy depends on the size it was trained at: a zoo model runs at its
     # zoo default (64 x 64 for the shipped tiny one), never at an unrelated fixed size.
-    zoo_hw = default_input_shape(resolved.zoo_name)[2:] if resolved.zoo_name else None
+    zoo_hw = None
+    if resolved.zoo_name:
+        from axial_deploy.models import default_input_shape
+
+        zoo_hw = default_input_shape(resolved.zoo_name)[2:]
     hw = resolved.input_hw or input_hw or zoo_hw or (224, 224)
     if input_hw and resolved.input_hw and input_hw != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
@@ -592,6 +601,10 @@ def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
 ) -> EvaluationResult:  # fmt: skip
+    # The panoptic post-processing (models/postprocess.py) runs in PyTorch: without it this
+    # fails here, before any work, with the [torch] extra named (cli's error handler).
+    import torch
+
     from axial_deploy.models.postprocess import PanopticPostProcessor
     from axial_deploy.models.preprocess import preprocess_for
 

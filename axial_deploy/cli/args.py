@@ -118,9 +118,10 @@ def add_cuda_binding(parser: argparse.ArgumentParser):
 
 
 def add_zoo_model(parser: argparse.ArgumentParser, *, default: str | None = None, what: str = ""):
-    from axial_deploy.models import list_models
+    # The names without the zoo itself: the zoo imports torch, and --help must not.
+    from axial_deploy.zoo_names import ZOO_MODELS
 
-    names = list_models()
+    names = list(ZOO_MODELS)
     parser.add_argument(
         "--model",
         required=default is None,

@@ -1,0 +1,73 @@
+"""Where the toolkit's native libraries are found: one resolver for every caller.
+
+Order: the library's environment variable, then the installed package (`axial_deploy/lib/`,
+where the package build puts what it compiled), then the checkout this package runs from
+(`<checkout>/build/lib/`, what `make plugins` builds). Never the current working directory:
+a library planted there must not run because a command was started from that folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class NativeLibrary:
+    name: str  # what it is, for messages
+    filename: str
+    env: str  # environment variable that names the file explicitly
+    build_hint: str  # how to get it
+
+
+KERNEL = NativeLibrary(
+    "AxialAttention kernel library (C ABI)",
+    "libaxial_attention_capi.so",
+    "AXIAL_DEPLOY_KERNEL_LIB",
+    "build it with `make plugins` (CMake >= 3.25 and nvcc) or install the package on a machine "
+    "with nvcc",
+)
+PLUGIN = NativeLibrary(
+    "AxialAttention TensorRT plugin library",
+    "libaxial_attention_plugin.so",
+    "AXIAL_DEPLOY_PLUGIN_LIB",
+    "build it with `make plugins` on a machine with nvcc and TensorRT",
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    path: Path | None  # None: not found
+    source: str  # "$VAR", "installed package", "checkout build/", or "not found"
+    candidates: list[Path] = field(default_factory=list)  # everywhere it was looked for
+
+    def describe(self) -> str:
+        if self.path is None:
+            return "not found (looked in " + ", ".join(map(str, self.candidates)) + ")"
+        return f"{self.path} ({self.source})"
+
+
+def candidates(library: NativeLibrary) -> list[tuple[str, Path]]:
+    """(source, path) in search order."""
+    places = []
+    override = os.environ.get(library.env)
+    if override:
+        places.append((f"${library.env}", Path(override).expanduser().absolute()))
+    places.append(("installed package", PACKAGE_DIR / "lib" / library.filename))
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "CMakeLists.txt").is_file():  # running from a source checkout
+        places.append(("checkout build/", checkout / "build" / "lib" / library.filename))
+    return places
+
+
+def locate(library: NativeLibrary) -> Found:
+    """The first existing file in search order. An environment override that names a missing
+    file is reported as that (not silently skipped): the user asked for that file."""
+    places = candidates(library)
+    for source, path in places:
+        if path.is_file() or source.startswith("$"):
+            return Found(path if path.is_file() else None, source, [path])
+    return Found(None, "not found", [path for _, path in places])
