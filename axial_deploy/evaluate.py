@@ -601,8 +601,11 @@ def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
 ) -> EvaluationResult:  # fmt: skip
-    # The panoptic post-processing (models/postprocess.py) runs in PyTorch: without it this
-    # fails here, before any work, with the [torch] extra named (cli's error handler).
+    # The panoptic post-processing (models/postprocess.py) runs in PyTorch: without it, fail
+    # here, before any work, naming the [torch] extra.
+    from axial_deploy.extras import require
+
+    require("torch", "evaluate on a panoptic dataset (its post-processing runs in PyTorch)")
     import torch
 
     from axial_deploy.models.postprocess import PanopticPostProcessor

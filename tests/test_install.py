@@ -119,3 +119,30 @@ def test_other_missing_modules_are_not_hidden(monkeypatch):
     monkeypatch.setattr(doctor, "run", run)
     with pytest.raises(ModuleNotFoundError):
         main(["doctor"])
+
+
+def test_plugin_path_prints_the_forms_each_tool_takes(tmp_path, monkeypatch, capsys):
+    library = tmp_path / "with space" / "libaxial_attention_plugin.so"
+    library.parent.mkdir()
+    library.write_bytes(b"\x7fELF")  # only located here, never loaded
+    monkeypatch.setenv("AXIAL_DEPLOY_PLUGIN_LIB", str(library))
+    assert main(["plugin-path", "--format", "path"]) == 0
+    assert capsys.readouterr().out == f"{library}\n"
+    quoted = f"'{library}'"  # shell-quoted: the folder has a space
+    for form, expected in [
+        ("trtexec", f"--dynamicPlugins={quoted}"),
+        ("polygraphy", f"--plugins {quoted}"),
+        ("triton", f"--backend-config=tensorrt,plugins={quoted}"),
+    ]:
+        assert main(["plugin-path", "--format", form]) == 0
+        assert capsys.readouterr().out == expected + "\n"
+    assert main(["plugin-path"]) == 0
+    out = capsys.readouterr().out
+    assert f"{library} ($AXIAL_DEPLOY_PLUGIN_LIB)" in out and "trtexec --onnx=" in out
+
+
+def test_plugin_path_without_a_library_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AXIAL_DEPLOY_PLUGIN_LIB", str(tmp_path / "missing.so"))
+    assert main(["plugin-path"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.so" in err and "make plugins" in err

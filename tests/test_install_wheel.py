@@ -177,3 +177,12 @@ def test_export_is_refused_with_the_extra_hint(venv, work):
     assert "export needs PyTorch" in result.stderr
     assert "pip install 'axial-deploy[torch]'" in result.stderr
     assert not (work / "x.onnx").exists()
+
+
+def test_panoptic_evaluate_says_it_needs_torch(venv, work):
+    cli = venv / "axial-deploy"
+    _run([cli, "dataset", "panoptic", "-o", "panoptic", "--train", "0", "--val", "2"], cwd=work)
+    result = _run([cli, "evaluate", "rewritten.onnx", "--data", "panoptic"], cwd=work, check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "panoptic dataset (its post-processing runs in PyTorch)" in result.stderr
+    assert "pip install 'axial-deploy[torch]'" in result.stderr
