@@ -587,28 +587,52 @@ def panoptic_to_coco(
 def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[int, int]):
     """A shipped model's recorded settings (so evaluation reproduces its recorded PQ), else
     Panoptic-DeepLab's scaled to the input size."""
-    from axial_deploy.models import pretrained_record
-    from axial_deploy.models.postprocess import PanopticConfig, scaled_config
+    from axial_deploy.models.panoptic_config import PanopticConfig, scaled_config
 
     if pretrained and isinstance(target, str):
+        from axial_deploy.models import pretrained_record
+
         recorded = pretrained_record(target).get("postprocess")
         if recorded:
             return PanopticConfig(**recorded)
     return scaled_config(things, hw)
 
 
+def _panoptic_postprocessor(num_classes: int, config) -> Callable:
+    """(semantic, center, offset) numpy maps -> (panoptic, semantic) numpy id maps, with
+    `.config`: the PyTorch post-processor where torch is installed, else its numpy form (equal
+    maps, tests/test_postprocess_numpy.py)."""
+    try:
+        import torch
+
+        from axial_deploy.models.postprocess import PanopticPostProcessor
+    except ModuleNotFoundError:
+        from axial_deploy.models.postprocess_numpy import PanopticPostProcessorNumpy
+
+        numpy_post = PanopticPostProcessorNumpy(num_classes, config)
+
+        def run_numpy(*maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            panoptic, semantic, _, _ = numpy_post(*(np.asarray(m, np.float32) for m in maps))
+            return panoptic, semantic
+
+        run_numpy.config = numpy_post.config  # type: ignore[attr-defined]
+        return run_numpy
+
+    torch_post = PanopticPostProcessor(num_classes, config)
+
+    def run_torch(*maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            panoptic, semantic, _, _ = torch_post(*(torch.from_numpy(m) for m in maps))
+        return panoptic.numpy(), semantic.numpy()
+
+    run_torch.config = torch_post.config  # type: ignore[attr-defined]
+    return run_torch
+
+
 def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
 ) -> EvaluationResult:  # fmt: skip
-    # The panoptic post-processing (models/postprocess.py) runs in PyTorch: without it, fail
-    # here, before any work, naming the [torch] extra.
-    from axial_deploy.extras import require
-
-    require("torch", "evaluate on a panoptic dataset (its post-processing runs in PyTorch)")
-    import torch
-
-    from axial_deploy.models.postprocess import PanopticPostProcessor
     from axial_deploy.models.preprocess import preprocess_for
 
     json_path, segments_dir, images_dir = split_paths(data_dir, split)
@@ -633,7 +657,7 @@ def _evaluate_panoptic(
     out_segments.mkdir(parents=True, exist_ok=True)
     confusion = ConfusionMatrix(len(categories), ignore_label=-1)
     pred_annotations = []
-    postprocessors: dict[tuple[int, int], PanopticPostProcessor] = {}
+    postprocessors: dict[tuple[int, int], Callable] = {}
     try:
         for batch in _progress(list(_batches(annotations, batch_size)), resolved.name, progress):
             inputs, hws = [], []
@@ -658,17 +682,14 @@ def _evaluate_panoptic(
                 )
             if hw not in postprocessors:
                 config = postprocess or _postprocess_config(target, pretrained, things, hw)
-                postprocessors[hw] = PanopticPostProcessor(len(categories), config)
+                postprocessors[hw] = _panoptic_postprocessor(len(categories), config)
             post = postprocessors[hw]
-            with torch.no_grad():
-                panoptic, semantic, _, _ = post(
-                    *(torch.from_numpy(outputs[k]) for k in ("semantic", "center", "offset"))
-                )
+            panoptic, semantic = post(*(outputs[k] for k in ("semantic", "center", "offset")))
             for i, ann in enumerate(batch):
                 gt_ids = read_segment_png(gt.segment_png(ann))
                 gt_hw = gt_ids.shape
-                pan = _resize_nearest(panoptic[i].numpy(), gt_hw)
-                sem = _resize_nearest(semantic[i].numpy(), gt_hw)
+                pan = _resize_nearest(panoptic[i], gt_hw)
+                sem = _resize_nearest(semantic[i], gt_hw)
                 confusion.update(sem, _semantic_gt(gt_ids, ann["segments_info"], cat_index))
                 ids, segments = panoptic_to_coco(pan, categories, post.config.label_divisor)
                 name = Path(ann["file_name"]).with_suffix(".png").name
