@@ -8,11 +8,18 @@ a library planted there must not run because a command was started from that fol
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from axial_deploy.errors import AxialDeployError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class NativeLibraryError(AxialDeployError, ValueError):
+    """A native library that is missing or does not load."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,31 @@ def locate(library: NativeLibrary) -> Found:
         if path.is_file() or source.startswith("$"):
             return Found(path if path.is_file() else None, source, [path])
     return Found(None, "not found", [path for _, path in places])
+
+
+def register_plugin_library(trt, path: str | os.PathLike) -> None:
+    """Registers the TensorRT plugin library's creators with `trt`'s plugin registry.
+
+    TensorRT's own loader (IPluginRegistry::loadLibrary) opens it and calls its getCreators;
+    nothing else needs its symbols, so it is not loaded RTLD_GLOBAL (which would put the
+    library's symbols in front of every later-loaded library's). A failure says why: a
+    preliminary private load (RTLD_LOCAL) gets the dynamic loader's message, e.g. a missing
+    dependency, which TensorRT's registry does not report.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NativeLibraryError(f"plugin library {path} not found: build it with `make plugins`")
+    resolved = str(path.resolve())
+    try:
+        ctypes.CDLL(resolved)  # RTLD_LOCAL (ctypes' default)
+    except OSError as error:
+        raise NativeLibraryError(f"cannot load plugin library {path}: {error}") from error
+    try:
+        handle = trt.get_plugin_registry().load_library(resolved)
+    except RuntimeError as error:
+        raise NativeLibraryError(f"TensorRT cannot load plugin library {path}: {error}") from error
+    if handle is None:
+        raise NativeLibraryError(
+            f"TensorRT cannot load plugin library {path} (see TensorRT's messages above): "
+            "it must export getCreators; rebuild it with `make plugins`"
+        )
