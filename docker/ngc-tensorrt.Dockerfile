@@ -16,8 +16,13 @@ ARG BASE=nvcr.io/nvidia/tensorrt:25.01-py3
 FROM ${BASE}
 
 ARG CUDA_ARCHITECTURES="80-real;86-real;89-real;90"
+# The runtime's CUDA binding, of the image's CUDA major version (12 for 24.xx-25.0x images).
+ARG CUDA_PYTHON="cuda-python==12.*"
 
 # A venv that still sees the image's own TensorRT Python bindings (installed system-wide).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv --system-site-packages /opt/axial-deploy/venv
 ENV PATH=/opt/axial-deploy/venv/bin:/usr/local/cuda/bin:${PATH}
 
@@ -26,9 +31,8 @@ WORKDIR /opt/axial-deploy/src
 
 # The image installs TensorRT from .deb packages: headers in /usr/include/<arch>-linux-gnu and
 # libnvinfer in /usr/lib/<arch>-linux-gnu, where cmake/TensorRTPlugin.cmake looks by itself.
-# cuda-python: the runtime's CUDA binding (the [gpu] extra).
 RUN python3 -m pip install --no-cache-dir --upgrade pip \
- && CUDAARCHS="${CUDA_ARCHITECTURES}" python3 -m pip install --no-cache-dir -v '.[gpu]' \
+ && CUDAARCHS="${CUDA_ARCHITECTURES}" python3 -m pip install --no-cache-dir -v . "${CUDA_PYTHON}" \
  && axial-deploy plugin-path \
  && python3 -c "from axial_deploy.native import KERNEL, PLUGIN, locate; \
 assert locate(KERNEL).path and locate(PLUGIN).path, 'native parts were not built'"
