@@ -126,6 +126,20 @@ def test_installed_package_has_no_torch_and_reads_only_itself(venv, work):
     assert op_type == "AxialAttention"
 
 
+def test_rewrite_without_torch_writes_the_same_graph(venv, work):
+    """Each layer's probe runs the numpy form of the op: every layer is rewritten, and the file
+    is the one the torch environment wrote."""
+    result = _run(
+        [venv / "axial-deploy", "rewrite", "plain.onnx", "-o", "torchfree.onnx",
+         "--report", "torchfree.rewrite.json"],
+        cwd=work,
+    )  # fmt: skip
+    report = json.loads((work / "torchfree.rewrite.json").read_text())
+    assert report["rewritten"] == 8 and report["left_intact"] == 0, result.stdout
+    assert all(layer["max_rel_err"] < 1e-5 for layer in report["layers"])
+    assert (work / "torchfree.onnx").read_bytes() == (work / "rewritten.onnx").read_bytes()
+
+
 def test_build_with_tensorrt_rtx_without_torch(venv, work):
     result = _run(
         [venv / "axial-deploy", "build", "plain.onnx", "--backend", "tensorrt-rtx",
