@@ -10,12 +10,16 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch is pinned in pyproject.toml: its CPU build installs from local disk here, an
-# unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Editable install of everything a developer runs: the deploy side, [torch] (export, train,
+# zoo, deploy), [rtx] (TensorRT-RTX builds engines on CPU), [dev]. constraints.txt keeps torch at
+# the CPU 2.13.0 build. AXIAL_DEPLOY_NATIVE=OFF: the editable install compiles no CUDA;
+# `make plugins` builds the native libraries into build/lib/, where axial_deploy/native.py
+# finds them in a checkout.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,rtx,serve]'
+	AXIAL_DEPLOY_NATIVE=OFF $(BIN)/python -m pip install --quiet -c constraints.txt \
+		-e '.[dev,rtx,serve,torch]'
 	touch $(STAMP)
 
 # Main job: the whole pipeline on the built-in trained model (axial_deeplab_tiny): export ->

@@ -10,8 +10,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:  # onnx loads in load_onnx: `axial-deploy --help` imports this module
+    import onnx
 
 from axial_deploy.errors import AxialDeployError
 
@@ -124,6 +126,8 @@ def load_onnx(
     """Reads a stage's input ONNX file; a missing, unreadable or empty file raises `error`
     (the stage's own ValueError subclass) with a message naming the file and its `label`.
     `load_external_data=False` reads the graph only (weights in external files stay out)."""
+    import onnx
+
     path = Path(path)
     if not path.is_file():
         raise error(f"no such file: {label} {path}")
@@ -146,9 +150,11 @@ def check_external_data(
 ) -> None:
     """Every external-data file a model names must be a regular file inside the model's
     folder once links are resolved; otherwise `error` names the tensor and the location."""
+    from onnx.external_data_helper import _get_all_tensors
+
     folder = path.parent.resolve()
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != tensor.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = (path.parent / location).resolve()

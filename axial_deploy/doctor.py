@@ -68,7 +68,8 @@ def _kernel_library() -> Check:
 
 def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks = [
-        _module("torch", "torch", "pip install -e . (torch is pinned in pyproject.toml)", True),
+        # torch: export, train, the zoo, deploy; the deploy side runs without it
+        _module("torch", "torch", "pip install 'axial-deploy[torch]' (export, train, zoo, deploy)"),
         _module("onnxruntime", "ONNX Runtime", "pip install onnxruntime", True),
         _module(
             "onnxruntime_extensions",

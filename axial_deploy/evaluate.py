@@ -15,14 +15,14 @@ resampled, so the numbers compare with published ones).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from axial_deploy.artifacts import write_json
@@ -43,6 +43,9 @@ from axial_deploy.models.metrics import (
     match_segments,
 )
 from axial_deploy.models.preprocess import open_image
+
+if TYPE_CHECKING:  # torch only where a torch model is evaluated
+    import torch
 
 
 class EvaluationError(AxialDeployError, ValueError):
@@ -302,6 +305,8 @@ class _Target:
 
 
 def _torch_runner(model: torch.nn.Module) -> Runner:
+    import torch
+
     model.eval()
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -369,10 +374,9 @@ def _resolve_target(
     checkpoint: str | Path | None,
     pretrained: bool,
 ) -> _Target:
-    if isinstance(target, torch.nn.Module):
+    # torch is loaded when the caller holds a torch module; ONNX files and engines need none.
+    if "torch" in sys.modules and isinstance(target, sys.modules["torch"].nn.Module):
         return _Target(type(target).__name__, _torch_runner(target), None)
-    from axial_deploy.models import list_models
-
     text = str(target)
     path = Path(text)
     if path.suffix == ".onnx":
@@ -383,6 +387,8 @@ def _resolve_target(
         if not path.is_file():
             raise EvaluationError(f"engine file {path} does not exist")
         return _runtime_target(path)
+    from axial_deploy.models import list_models
+
     if text in list_models():
         return _zoo_target(text, task, num_classes, checkpoint, pretrained)
     raise EvaluationError(
@@ -494,7 +500,6 @@ def evaluate(
 def _evaluate_classification(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw, progress
 ) -> EvaluationResult:
-    from axial_deploy.models import default_input_shape
     from axial_deploy.models.preprocess import preprocess_for
 
     classes, samples = classification_samples(data_dir, split)
@@ -502,7 +507,11 @@ def _evaluate_classification(
     resolved = _resolve_target(target, "classification", len(classes), checkpoint, pretrained)
     # A classifier's accuracy depends on the size it was trained at: a zoo model runs at its
     # zoo default (64 x 64 for the shipped tiny one), never at an unrelated fixed size.
-    zoo_hw = default_input_shape(resolved.zoo_name)[2:] if resolved.zoo_name else None
+    zoo_hw = None
+    if resolved.zoo_name:
+        from axial_deploy.models import default_input_shape
+
+        zoo_hw = default_input_shape(resolved.zoo_name)[2:]
     hw = resolved.input_hw or input_hw or zoo_hw or (224, 224)
     if input_hw and resolved.input_hw and input_hw != resolved.input_hw:
         raise EvaluationError(f"{resolved.name} takes {resolved.input_hw}, not {input_hw}")
@@ -580,7 +589,7 @@ def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[i
     """A shipped model's recorded settings (so evaluation reproduces its recorded PQ), else
     Panoptic-DeepLab's scaled to the input size."""
     from axial_deploy.models import pretrained_record
-    from axial_deploy.models.postprocess import scaled_config
+    from axial_deploy.models.panoptic_config import scaled_config
 
     if pretrained and isinstance(target, str):
         recorded = pretrained_record(target).postprocess_config()
@@ -589,11 +598,41 @@ def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[i
     return scaled_config(things, hw)
 
 
+def _panoptic_postprocessor(num_classes: int, config) -> Callable:
+    """(semantic, center, offset) numpy maps -> (panoptic, semantic) numpy id maps, with
+    `.config`: the PyTorch post-processor where torch is installed, else its numpy form (equal
+    maps, tests/test_postprocess_numpy.py)."""
+    try:
+        import torch
+
+        from axial_deploy.models.postprocess import PanopticPostProcessor
+    except ModuleNotFoundError:
+        from axial_deploy.models.postprocess_numpy import PanopticPostProcessorNumpy
+
+        numpy_post = PanopticPostProcessorNumpy(num_classes, config)
+
+        def run_numpy(*maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            panoptic, semantic, _, _ = numpy_post(*(np.asarray(m, np.float32) for m in maps))
+            return panoptic, semantic
+
+        run_numpy.config = numpy_post.config  # type: ignore[attr-defined]
+        return run_numpy
+
+    torch_post = PanopticPostProcessor(num_classes, config)
+
+    def run_torch(*maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            panoptic, semantic, _, _ = torch_post(*(torch.from_numpy(m) for m in maps))
+        return panoptic.numpy(), semantic.numpy()
+
+    run_torch.config = torch_post.config  # type: ignore[attr-defined]
+    return run_torch
+
+
 def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
 ) -> EvaluationResult:  # fmt: skip
-    from axial_deploy.models.postprocess import PanopticPostProcessor
     from axial_deploy.models.preprocess import preprocess_for
 
     json_path, segments_dir, images_dir = split_paths(data_dir, split)
@@ -618,7 +657,7 @@ def _evaluate_panoptic(
     out_segments.mkdir(parents=True, exist_ok=True)
     confusion = ConfusionMatrix(len(categories), ignore_label=-1)
     pred_annotations = []
-    postprocessors: dict[tuple[int, int], PanopticPostProcessor] = {}
+    postprocessors: dict[tuple[int, int], Callable] = {}
     try:
         for batch in _progress(list(_batches(annotations, batch_size)), resolved.name, progress):
             inputs, hws = [], []
@@ -643,17 +682,14 @@ def _evaluate_panoptic(
                 )
             if hw not in postprocessors:
                 config = postprocess or _postprocess_config(target, pretrained, things, hw)
-                postprocessors[hw] = PanopticPostProcessor(len(categories), config)
+                postprocessors[hw] = _panoptic_postprocessor(len(categories), config)
             post = postprocessors[hw]
-            with torch.no_grad():
-                panoptic, semantic, _, _ = post(
-                    *(torch.from_numpy(outputs[k]) for k in ("semantic", "center", "offset"))
-                )
+            panoptic, semantic = post(*(outputs[k] for k in ("semantic", "center", "offset")))
             for i, ann in enumerate(batch):
                 gt_ids = read_segment_png(gt.segment_png(ann))
                 gt_hw = gt_ids.shape
-                pan = _resize_nearest(panoptic[i].numpy(), gt_hw)
-                sem = _resize_nearest(semantic[i].numpy(), gt_hw)
+                pan = _resize_nearest(panoptic[i], gt_hw)
+                sem = _resize_nearest(semantic[i], gt_hw)
                 confusion.update(sem, _semantic_gt(gt_ids, ann["segments_info"], cat_index))
                 ids, segments = panoptic_to_coco(pan, categories, post.config.label_divisor)
                 name = Path(ann["file_name"]).with_suffix(".png").name

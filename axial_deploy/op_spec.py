@@ -1,7 +1,8 @@
 """The AxialAttention ONNX node: its format, read from the plugin's spec, and helpers that write
 and read it.
 
-plugins/axial_attention/AxialAttention_PluginConfig.yaml is the single source of truth: op_type,
+plugins/axial_attention/AxialAttention_PluginConfig.yaml (installed as
+axial_deploy/data/AxialAttention_PluginConfig.yaml) is the single source of truth: op_type,
 domain, plugin version and namespace, every attribute's type and allowed values, the tables'
 shapes and the tolerances per dtype all come from it. The rewriter writes nodes with
 `axial_attention_node_attributes` (or `make_node`); ONNX Runtime's reference op and the tests
@@ -22,14 +23,13 @@ import numpy as np
 import onnx
 import yaml
 
-# The package is installed editable from a checkout: the spec lives in the repository, beside the
-# plugin it specifies, not inside the package.
-SPEC_PATH = (
-    Path(__file__).resolve().parent.parent
-    / "plugins"
-    / "axial_attention"
-    / "AxialAttention_PluginConfig.yaml"
-)
+SPEC_NAME = "AxialAttention_PluginConfig.yaml"
+# The spec's source of truth is plugins/axial_attention/, beside the plugin it specifies. An
+# installed package carries a copy in axial_deploy/data/ (CMake's install rule in
+# cmake/Install.cmake); an editable install or a bare checkout reads the original.
+_PACKAGED_SPEC = Path(__file__).resolve().parent / "data" / SPEC_NAME
+_CHECKOUT_SPEC = Path(__file__).resolve().parent.parent / "plugins" / "axial_attention" / SPEC_NAME
+SPEC_PATH = _PACKAGED_SPEC if _PACKAGED_SPEC.is_file() else _CHECKOUT_SPEC
 
 
 def load_spec(path: str | Path = SPEC_PATH) -> dict[str, Any]:
@@ -37,9 +37,9 @@ def load_spec(path: str | Path = SPEC_PATH) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"AxialAttention spec not found at {path}: axial_deploy reads it from the "
-            "repository's plugins/axial_attention/ folder, so install the package from a "
-            "checkout (pip install -e .) and keep that folder next to axial_deploy/"
+            f"AxialAttention spec not found at {path} (nor at {_PACKAGED_SPEC}): this "
+            "axial-deploy install is incomplete; reinstall it (pip install axial-deploy, or "
+            "pip install . / pip install -e . from a checkout)"
         )
     with path.open(encoding="utf-8") as stream:
         return yaml.safe_load(stream)

@@ -64,12 +64,16 @@ def _reference_op(
 ) -> np.ndarray:
     """The body of AxialAttentionReference: float32 numpy in, `axial_attention_op`, numpy out."""
     try:
-        import torch
+        arrays = (qkv, rel_q, rel_k, rel_v, logit_scale, out_bias)
+        try:
+            import torch
+        except ModuleNotFoundError:  # the torch-free install: the same contract in numpy
+            from axial_deploy.op_reference import axial_attention_numpy
 
+            return axial_attention_numpy(*(np.asarray(a, np.float32) for a in arrays), **attributes)
         from axial_deploy.models.axial_attention import axial_attention_op
 
         # Copies: ORT hands read-only buffers, which torch.from_numpy warns about.
-        arrays = (qkv, rel_q, rel_k, rel_v, logit_scale, out_bias)
         tensors = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays]
         with torch.no_grad():
             return axial_attention_op(*tensors, **attributes).numpy()

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:  # torch is optional: the metrics take numpy arrays without it
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor
+else:
+    ArrayLike = Any
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch.Tensor (torch is imported only where tensors exist)
         return x.detach().cpu().numpy()
     return np.asarray(x)
 

@@ -196,7 +196,7 @@ class PretrainedConfig:
         """The recorded panoptic post-processing as a `PanopticConfig` (None: classifier)."""
         if self.postprocess is None:
             return None
-        from .postprocess import PanopticConfig  # torch: only when asked for
+        from .panoptic_config import PanopticConfig
 
         return PanopticConfig(**self.postprocess)
 

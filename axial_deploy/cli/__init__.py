@@ -39,6 +39,7 @@ COMMANDS = {
     "infer": "infer",
     "loadtest": "loadtest",
     "doctor": "doctor",
+    "plugin-path": "plugin_path",
 }
 
 EPILOG = """\
@@ -112,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except AxialDeployError as error:
         print(f"axial-deploy {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except ModuleNotFoundError as error:  # an optional part (torch, ...) not installed
+        from axial_deploy.extras import missing_extra
+
+        converted = missing_extra(error, args.command)
+        if converted is None:
+            raise
+        print(f"axial-deploy {args.command}: error: {converted}", file=sys.stderr)
+        return converted.exit_code
     except (ValueError, OSError) as error:  # library checks that are not ours yet
         print(f"axial-deploy {args.command}: error: {_describe(error)}", file=sys.stderr)
         return BAD_INPUT

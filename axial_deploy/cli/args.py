@@ -129,7 +129,7 @@ def add_cuda_binding(parser: argparse.ArgumentParser):
 
 
 def add_zoo_model(parser: argparse.ArgumentParser, *, default: str | None = None, what: str = ""):
-    from axial_deploy.models import list_models
+    from axial_deploy.models import list_models  # the registry: torch-free, --help stays fast
 
     names = list_models()
     parser.add_argument(

@@ -32,8 +32,12 @@ def verify_layer(
 
 def operator_output(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
     """What the replacement computes on lines [N, other, C, L]: the lines viewed as NCHW, the
-    1x1 Conv and `axial_attention_op` (the reference, in float64), viewed back as lines."""
-    import torch
+    1x1 Conv and `axial_attention_op` (the reference, in float64), viewed back as lines. In
+    the torch-free install, the numpy form of the same operator (`op_reference`)."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return _operator_output_numpy(x_lines, layer)
 
     from axial_deploy.models.axial_attention import axial_attention_op
 
@@ -53,3 +57,14 @@ def check_reproduces(error: float) -> None:
             f"extracted operator does not reproduce the layer (max rel err {error:.2e} "
             f">= {VERIFY_RTOL:.0e}): not an axial-attention layer this rewriter understands"
         )
+
+
+def _operator_output_numpy(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
+    from axial_deploy.op_reference import axial_attention_numpy
+
+    x = x_lines.astype(np.float64).transpose(LINES_TO_NCHW)
+    qkv = np.einsum("oc,nchw->nohw", np.asarray(layer.weight, np.float64), x)
+    qkv += np.asarray(layer.bias, np.float64)[:, None, None]
+    tables = (np.asarray(table, np.float64) for table in layer.tables())
+    y = axial_attention_numpy(qkv, *tables, **layer.int_attributes())
+    return y.transpose(LINES_TO_NCHW)
