@@ -633,8 +633,6 @@ def _evaluate_panoptic(
     target, data_dir, split, limit, checkpoint, pretrained, batch_size, input_hw,
     predictions_dir, postprocess, progress,
 ) -> EvaluationResult:  # fmt: skip
-    from axial_deploy.models.preprocess import preprocess_for
-
     json_path, segments_dir, images_dir = split_paths(data_dir, split)
     gt = load_split(json_path, segments_dir)
     categories = gt.categories
@@ -660,26 +658,8 @@ def _evaluate_panoptic(
     postprocessors: dict[tuple[int, int], Callable] = {}
     try:
         for batch in _progress(list(_batches(annotations, batch_size)), resolved.name, progress):
-            inputs, hws = [], []
-            for ann in batch:
-                image_path = gt.image_file(images_dir, ann)
-                with open_image(image_path) as image:
-                    hw = fixed_hw or (image.height, image.width)
-                hws.append(hw)
-                inputs.append(preprocess_for("panoptic", hw).load(image_path))
-            if len(set(hws)) > 1:
-                raise EvaluationError(
-                    "images of different sizes cannot share a batch: use batch_size=1 or "
-                    "--input-size HxW"
-                )
-            hw = hws[0]
-            outputs = resolved.run(np.stack(inputs))
-            missing = {"semantic", "center", "offset"} - set(outputs)
-            if missing:
-                raise EvaluationError(
-                    f"{resolved.name} has no output(s) {sorted(missing)}: a panoptic model "
-                    f"returns 'semantic', 'center' and 'offset' (it has {sorted(outputs)})"
-                )
+            images, hw = _panoptic_batch(gt, images_dir, batch, fixed_hw)
+            outputs = _panoptic_outputs(resolved, images)
             if hw not in postprocessors:
                 config = postprocess or _postprocess_config(target, pretrained, things, hw)
                 postprocessors[hw] = _panoptic_postprocessor(len(categories), config)
@@ -705,7 +685,49 @@ def _evaluate_panoptic(
     finally:
         if temporary is not None:
             temporary.cleanup()
-    miou = confusion.compute()
+    metrics, details = _panoptic_metrics(pq, confusion.compute())
+    return EvaluationResult(
+        resolved.name,
+        "panoptic",
+        metrics,
+        len(annotations),
+        details,
+        None if temporary is not None else out_dir,
+    )
+
+
+def _panoptic_batch(gt, images_dir: Path, batch: list[dict], fixed_hw) -> tuple[np.ndarray, tuple]:
+    """The preprocessed images of `batch` and their size (the graph's fixed one, else each
+    image's own, which must then agree across the batch)."""
+    from axial_deploy.models.preprocess import preprocess_for
+
+    inputs, hws = [], []
+    for ann in batch:
+        image_path = gt.image_file(images_dir, ann)
+        with open_image(image_path) as image:
+            hw = fixed_hw or (image.height, image.width)
+        hws.append(hw)
+        inputs.append(preprocess_for("panoptic", hw).load(image_path))
+    if len(set(hws)) > 1:
+        raise EvaluationError(
+            "images of different sizes cannot share a batch: use batch_size=1 or --input-size HxW"
+        )
+    return np.stack(inputs), hws[0]
+
+
+def _panoptic_outputs(resolved: _Target, images: np.ndarray) -> dict[str, np.ndarray]:
+    outputs = resolved.run(images)
+    missing = {"semantic", "center", "offset"} - set(outputs)
+    if missing:
+        raise EvaluationError(
+            f"{resolved.name} has no output(s) {sorted(missing)}: a panoptic model "
+            f"returns 'semantic', 'center' and 'offset' (it has {sorted(outputs)})"
+        )
+    return outputs
+
+
+def _panoptic_metrics(pq: dict, miou: dict) -> tuple[dict, dict]:
+    """(PQ / SQ / RQ / PQ_th / PQ_st / mIoU in points, details) from the scores."""
     metrics = {
         "PQ": 100 * pq["all"]["pq"],
         "SQ": 100 * pq["all"]["sq"],
@@ -716,15 +738,7 @@ def _evaluate_panoptic(
         if pq[split_name]["n"]:
             metrics[key] = 100 * pq[split_name]["pq"]
     metrics["mIoU"] = 100 * miou["miou"]
-    details = {"pq": {k: pq[k] for k in ("all", "things", "stuff")}, "miou": miou}
-    return EvaluationResult(
-        resolved.name,
-        "panoptic",
-        metrics,
-        len(annotations),
-        details,
-        None if temporary is not None else out_dir,
-    )
+    return metrics, {"pq": {k: pq[k] for k in ("all", "things", "stuff")}, "miou": miou}
 
 
 def evaluate_many(

@@ -190,14 +190,7 @@ def quantize_file(
     (atomically) and, for INT8 or when `cache_path` is given, TensorRT's calibration cache
     (default: OUT with suffix .calib). See the module doc."""
     start = time.perf_counter()
-    if precision not in PRECISIONS:
-        raise QuantizeError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if method not in METHODS:
-        raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
-    if quantizer not in QUANTIZERS:
-        raise QuantizeError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
-    if attention_precision not in ATTENTION_PRECISIONS:
-        raise QuantizeError(f"attention precision must be one of {ATTENTION_PRECISIONS}")
+    _check_choices(precision, method, quantizer, attention_precision)
     model = _load(model_path)
     _check_fp32(model, model_path)
     source, batch_list, input_name = _calibration_batches(
@@ -220,24 +213,11 @@ def quantize_file(
         ranges = None
     else:
         # FP16 only needs to know what would overflow: plain min/max.
-        range_method = method if precision == "int8" else "minmax"
-        ranges = collect_ranges(model, batch_list, method=range_method, progress=progress)
+        ranges = collect_ranges(model, batch_list, method=report.method, progress=progress)
         if precision == "fp16":
-            converted = convert_to_fp16(model, ranges, keep_io_fp32=keep_io_fp32)
-            problems = check_strongly_typed(converted.model)
-            if problems:  # a bug of ours, never the user's: refuse to write a broken graph
-                raise QuantizeError("FP16 conversion left mixed types: " + "; ".join(problems))
-            result = converted.model
-            report.fp16_nodes, report.kept_fp32 = converted.fp16_nodes, converted.kept_fp32
-            report.casts = converted.casts
+            result = _to_fp16(model, ranges, keep_io_fp32, report)
         else:
-            quantized = quantize_int8(model, ranges, attention_precision=attention_precision)
-            result = quantized.model
-            report.int8_nodes = len(quantized.quantized_nodes)
-            report.int8_weights = quantized.weights
-            report.int8_activations = len(quantized.activation_scales)
-            report.residual_adds = quantized.residual_adds
-            report.attention_precision = attention_precision
+            result = _to_int8(model, ranges, attention_precision, report)
     try:
         onnx.checker.check_model(result)
     except onnx.checker.ValidationError as error:
@@ -253,6 +233,37 @@ def quantize_file(
         report.cache, report.cache_tensors = str(cache_path), len(scales)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_choices(precision: str, method: str, quantizer: str, attention_precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise QuantizeError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if method not in METHODS:
+        raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    if quantizer not in QUANTIZERS:
+        raise QuantizeError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
+    if attention_precision not in ATTENTION_PRECISIONS:
+        raise QuantizeError(f"attention precision must be one of {ATTENTION_PRECISIONS}")
+
+
+def _to_fp16(model, ranges, keep_io_fp32: bool, report: QuantizeReport) -> onnx.ModelProto:
+    converted = convert_to_fp16(model, ranges, keep_io_fp32=keep_io_fp32)
+    problems = check_strongly_typed(converted.model)
+    if problems:  # a bug of ours, never the user's: refuse to write a broken graph
+        raise QuantizeError("FP16 conversion left mixed types: " + "; ".join(problems))
+    report.fp16_nodes, report.kept_fp32 = converted.fp16_nodes, converted.kept_fp32
+    report.casts = converted.casts
+    return converted.model
+
+
+def _to_int8(model, ranges, attention_precision: str, report: QuantizeReport) -> onnx.ModelProto:
+    quantized = quantize_int8(model, ranges, attention_precision=attention_precision)
+    report.int8_nodes = len(quantized.quantized_nodes)
+    report.int8_weights = quantized.weights
+    report.int8_activations = len(quantized.activation_scales)
+    report.residual_adds = quantized.residual_adds
+    report.attention_precision = attention_precision
+    return quantized.model
 
 
 def _quantize_modelopt(

@@ -354,7 +354,7 @@ def save_compact(model: nn.Module, path: str | Path) -> None:
 def train(settings: TrainSettings, output: str | Path, command: str = "") -> dict:
     """Trains `settings.model` on `settings.data`, saves CKPT (fp16) and CKPT.json; returns
     the record (metrics measured on the saved fp16 weights, reloaded)."""
-    from axial_deploy.models import create_model, load_checkpoint, model_task
+    from axial_deploy.models import create_model, model_task
     from axial_deploy.synthetic import read_dataset_record
 
     torch.manual_seed(settings.seed)
@@ -362,86 +362,20 @@ def train(settings: TrainSettings, output: str | Path, command: str = "") -> dic
     task = model_task(settings.model)
     dataset = read_dataset_record(settings.data)
     size = tuple(settings.size or dataset["size"])
-    if task == "panoptic":
-        train_data = load_panoptic_split(settings.data, "train", size)
-        val_data = load_panoptic_split(settings.data, "val", size)
-        train_len = len(train_data.images)
-    else:
-        train_data = load_image_folder(settings.data, "train", size)
-        val_data = load_image_folder(settings.data, "val", size)
-        train_len = len(train_data.images)
+    load = load_panoptic_split if task == "panoptic" else load_image_folder
+    train_data, val_data = load(settings.data, "train", size), load(settings.data, "val", size)
     num_classes = len(train_data.class_names)
     model = create_model(settings.model, num_classes=num_classes)
     if task == "panoptic":
         init_prediction_layers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    steps_per_epoch = max(1, train_len // settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _poly(s, total))
-    generator = torch.Generator().manual_seed(settings.seed)
     start = time.perf_counter()
-    log = []
-    progress = tqdm(total=total, desc=f"train {settings.model}", unit="step")
-    for epoch in range(settings.epochs):
-        model.train()
-        order = torch.randperm(train_len, generator=generator)
-        running = {}
-        for step in range(steps_per_epoch):
-            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            if task == "panoptic":
-                batch = _flip(
-                    {
-                        "images": train_data.images[index],
-                        "semantic": train_data.semantic[index],
-                        "center": train_data.center[index],
-                        "center_weight": train_data.center_weight[index],
-                        "offset": train_data.offset[index],
-                        "offset_weight": train_data.offset_weight[index],
-                    },
-                    flip,
-                )
-                losses = panoptic_losses(model(batch["images"]), batch)
-            else:
-                images = _flip({"images": train_data.images[index]}, flip)["images"]
-                loss = F.cross_entropy(model(images), train_data.labels[index])
-                losses = {"total": loss}
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
-            scheduler.step()
-            for name, value in losses.items():
-                running[name] = running.get(name, 0.0) + value.item() / steps_per_epoch
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses['total'].item():.3f}", epoch=epoch + 1)
-        log.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in running.items()}})
-        progress.write(
-            f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in running.items())
-        )
-    progress.close()
+    log, steps = _fit(model, train_data, task, settings)
     train_time = time.perf_counter() - start
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_compact(model, output)
-    # Metrics of the file as shipped: the fp16 weights, loaded back into an fp32 model.
-    model = load_checkpoint(create_model(settings.model, num_classes=num_classes), output)
-    if task == "panoptic":
-        config = postprocess_config(train_data.thing_ids, size)
-        metrics = evaluate_panoptic(model, val_data, config)
-        subset = evaluate_panoptic(model, _subset(val_data, settings.eval_subset), config)
-        extra = {"postprocess": asdict(config), "loss_weights": LOSS_WEIGHTS}
-    else:
-        metrics = evaluate_classification(model, val_data)
-        subset = evaluate_classification(
-            model,
-            ClassificationData(
-                val_data.images[: settings.eval_subset],
-                val_data.labels[: settings.eval_subset],
-                val_data.class_names,
-            ),
-        )
-        extra = {}
+    metrics, subset, extra = _evaluate_saved(settings, output, num_classes, val_data, train_data)
     record = {
         "model": settings.model,
         "task": task,
@@ -452,7 +386,7 @@ def train(settings: TrainSettings, output: str | Path, command: str = "") -> dic
         "seed": settings.seed,
         "dataset": dataset,
         "epochs": settings.epochs,
-        "steps": total,
+        "steps": steps,
         "batch_size": settings.batch_size,
         "lr": settings.lr,
         "threads": settings.threads,
@@ -468,6 +402,67 @@ def train(settings: TrainSettings, output: str | Path, command: str = "") -> dic
     }
     write_json(output.with_suffix(".json"), record)
     return record
+
+
+def _fit(model: nn.Module, data, task: str, settings: TrainSettings) -> tuple[list[dict], int]:
+    """Adam with a poly schedule over `settings.epochs`; returns the per-epoch loss log and the
+    number of steps. The seeded generator draws each epoch's order, then each step's flips."""
+    train_len = len(data.images)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    steps_per_epoch = max(1, train_len // settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _poly(s, total))
+    generator = torch.Generator().manual_seed(settings.seed)
+    log = []
+    progress = tqdm(total=total, desc=f"train {settings.model}", unit="step")
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(train_len, generator=generator)
+        running: dict[str, float] = {}
+        for step in range(steps_per_epoch):
+            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            flip = torch.rand(len(index), generator=generator) < 0.5
+            losses = _step_losses(model, data, task, index, flip)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            for name, value in losses.items():
+                running[name] = running.get(name, 0.0) + value.item() / steps_per_epoch
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses['total'].item():.3f}", epoch=epoch + 1)
+        log.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in running.items()}})
+        progress.write(
+            f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in running.items())
+        )
+    progress.close()
+    return log, total
+
+
+def _step_losses(model: nn.Module, data, task: str, index: Tensor, flip: Tensor) -> dict:
+    """The losses of one step on the samples `index`, horizontally flipped where `flip`."""
+    if task != "panoptic":
+        images = _flip({"images": data.images[index]}, flip)["images"]
+        return {"total": F.cross_entropy(model(images), data.labels[index])}
+    fields = ("images", "semantic", "center", "center_weight", "offset", "offset_weight")
+    batch = _flip({name: getattr(data, name)[index] for name in fields}, flip)
+    return panoptic_losses(model(batch["images"]), batch)
+
+
+def _evaluate_saved(settings: TrainSettings, output: Path, num_classes: int, val_data, train_data):
+    """(val metrics, val-subset metrics, task extras) of the file as shipped: the fp16 weights,
+    loaded back into an fp32 model."""
+    from axial_deploy.models import create_model, load_checkpoint
+
+    model = load_checkpoint(create_model(settings.model, num_classes=num_classes), output)
+    if isinstance(val_data, PanopticTargets):
+        config = postprocess_config(train_data.thing_ids, tuple(val_data.images.shape[2:]))
+        metrics = evaluate_panoptic(model, val_data, config)
+        subset = evaluate_panoptic(model, _subset(val_data, settings.eval_subset), config)
+        return metrics, subset, {"postprocess": asdict(config), "loss_weights": LOSS_WEIGHTS}
+    n = settings.eval_subset
+    head = ClassificationData(val_data.images[:n], val_data.labels[:n], val_data.class_names)
+    return evaluate_classification(model, val_data), evaluate_classification(model, head), {}
 
 
 def _subset(data: PanopticTargets, n: int) -> PanopticTargets:
