@@ -19,10 +19,21 @@ int attributes as INT attributes. The Casts make float16 graphs run (computed in
 contract says) and are free no-ops for float32 ones. Everything the op could fail on (attributes,
 table shapes, qkv's dtype, rank and channels where the graph states them) is checked before the
 session exists, with messages naming the node. Graphs without the node go to ORT unchanged.
+
+The op's body is the native CPU op when its library is built (`make cpu-libs`, part of `make
+test`: build/lib/libaxial_attention_cpu.so, or the file named by AXIAL_DEPLOY_CPU_LIB): C++ with
+threads, a row-wise softmax (never an L x L logits matrix), ~10x faster than the reference. When
+the library is missing (or AXIAL_DEPLOY_ORT_OP=reference), the body is the torch reference
+`axial_attention_op`: same results within the contract's tolerances, much slower and memory-
+hungry on large inputs. `op_implementation()` says which one runs; the tests keep the reference
+as the oracle of the native op.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -52,6 +63,155 @@ _register_lock = threading.Lock()
 _registered = False
 
 
+CPU_LIBRARY_ENV = "AXIAL_DEPLOY_CPU_LIB"
+CPU_LIBRARY_NAME = "libaxial_attention_cpu.so"
+DEFAULT_CPU_LIBRARY = Path(__file__).resolve().parent.parent / "build" / "lib" / CPU_LIBRARY_NAME
+# AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
+CPU_ABI_VERSION = 1001
+OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
+
+
+class _CpuParams(ctypes.Structure):
+    """AxialAttentionParams (axialAttentionKernel.h). kernel.py binds the same struct for the CUDA
+    library, but imports torch at import time; this module runs without torch."""
+
+    _fields_ = [
+        (name, ctypes.c_int32)
+        for name in (
+            "batch",
+            "height",
+            "width",
+            "axis",
+            "num_heads",
+            "key_depth",
+            "value_depth",
+            "span",
+            "table_length",
+            "dtype",
+        )
+    ]
+
+
+class _CpuTables(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_void_p) for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
+    ]
+
+
+class CpuOpError(RuntimeError):
+    """The native CPU op refused its arguments or could not be loaded; the message says why."""
+
+
+def cpu_library_path() -> Path:
+    """$AXIAL_DEPLOY_CPU_LIB, else build/lib/libaxial_attention_cpu.so of the repository."""
+    override = os.environ.get(CPU_LIBRARY_ENV)
+    return Path(override) if override else DEFAULT_CPU_LIBRARY
+
+
+@functools.cache
+def _load_cpu_library(path: Path) -> ctypes.CDLL:
+    if not path.is_file():
+        raise CpuOpError(
+            f"native CPU AxialAttention library not found at {path}: build it with "
+            f"`make cpu-libs` (CMake and a C++17 compiler) or set {CPU_LIBRARY_ENV}"
+        )
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:
+        raise CpuOpError(f"cannot load {path}: {error}; rebuild it with `make cpu-libs`") from error
+    lib.axial_attention_cpu_abi_version.restype = ctypes.c_int32
+    version = lib.axial_attention_cpu_abi_version()
+    if version != CPU_ABI_VERSION:
+        raise CpuOpError(
+            f"{path} has ABI version {version}, this binding expects {CPU_ABI_VERSION}: "
+            "rebuild it with `make cpu-libs`"
+        )
+    lib.axial_attention_cpu_run.restype = ctypes.c_int
+    lib.axial_attention_cpu_run.argtypes = [
+        ctypes.POINTER(_CpuParams),
+        ctypes.c_void_p,
+        ctypes.POINTER(_CpuTables),
+        ctypes.c_void_p,
+        ctypes.c_int32,
+    ]
+    lib.axial_attention_cpu_status_string.restype = ctypes.c_char_p
+    lib.axial_attention_cpu_status_string.argtypes = [ctypes.c_int]
+    return lib
+
+
+def cpu_library() -> ctypes.CDLL:
+    """The loaded native CPU op library; CpuOpError (saying how to build it) when unavailable."""
+    return _load_cpu_library(cpu_library_path())
+
+
+def op_implementation() -> str:
+    """Which body AxialAttention nodes run in ONNX Runtime: "native" or "reference"."""
+    if os.environ.get(OP_ENV, "").lower() == "reference":
+        return "reference"
+    try:
+        cpu_library()
+    except CpuOpError:
+        return "reference"
+    return "native"
+
+
+def native_axial_attention(
+    qkv: np.ndarray,
+    rel_q: np.ndarray,
+    rel_k: np.ndarray,
+    rel_v: np.ndarray,
+    logit_scale: np.ndarray,
+    out_bias: np.ndarray,
+    *,
+    axis: int,
+    num_heads: int,
+    key_depth: int,
+    value_depth: int,
+    span: int,
+    threads: int = 0,
+) -> np.ndarray:
+    """The AxialAttention contract on the CPU through the native library: qkv float32 or float16
+    [N, G*(2Dq+Dv), H, W] (numpy), float32 tables; returns y in qkv's dtype. `threads` <= 0: one
+    per hardware thread (results do not depend on it). Raises CpuOpError naming the problem."""
+    lib = cpu_library()
+    if qkv.dtype not in (np.float32, np.float16) or qkv.ndim != 4:
+        raise CpuOpError(f"qkv must be float32 or float16 NCHW, got {qkv.dtype} {qkv.shape}")
+    qkv = np.ascontiguousarray(qkv)
+    tables = [np.ascontiguousarray(t, dtype=np.float32) for t in (rel_q, rel_k, rel_v)]
+    scale = np.ascontiguousarray(logit_scale, dtype=np.float32).reshape(-1)
+    bias = np.ascontiguousarray(out_bias, dtype=np.float32).reshape(-1)
+    groups, dq, dv = num_heads, key_depth, value_depth
+    table = tables[0].shape[-1] if tables[0].ndim else 0
+    expected = {
+        "rel_q": (groups, dq, table),
+        "rel_k": (groups, dq, table),
+        "rel_v": (groups, dv, table),
+    }
+    for (name, shape), array in zip(expected.items(), tables, strict=True):
+        if array.shape != shape:
+            raise CpuOpError(f"{name} must be {list(shape)}, got {list(array.shape)}")
+    if scale.size != groups or bias.size != groups * dv:
+        raise CpuOpError(f"logit_scale must hold {groups} and out_bias {groups * dv} values")
+    if qkv.shape[1] != groups * (2 * dq + dv):
+        raise CpuOpError(f"qkv has {qkv.shape[1]} channels, expected {groups * (2 * dq + dv)}")
+    batch, _, height, width = qkv.shape
+    values = (batch, height, width, axis, groups, dq, dv, span, table)
+    if not all(-(2**31) <= int(v) < 2**31 for v in values):
+        raise CpuOpError(f"a shape or attribute does not fit int32: {values}")
+    params = _CpuParams(*(int(v) for v in values), 1 if qkv.dtype == np.float16 else 0)
+    y = np.empty((batch, groups * dv, height, width), dtype=qkv.dtype)
+    pointers = _CpuTables(*(a.ctypes.data for a in (*tables, scale, bias)))
+    status = lib.axial_attention_cpu_run(
+        ctypes.byref(params), qkv.ctypes.data, ctypes.byref(pointers), y.ctypes.data, threads
+    )
+    if status != 0:
+        raise CpuOpError(
+            f"native AxialAttention refused the call: "
+            f"{lib.axial_attention_cpu_status_string(status).decode()}"
+        )
+    return y
+
+
 def _reference_op(
     qkv: np.ndarray,
     rel_q: np.ndarray,
@@ -61,8 +221,13 @@ def _reference_op(
     out_bias: np.ndarray,
     **attributes: int,
 ) -> np.ndarray:
-    """The body of AxialAttentionReference: float32 numpy in, `axial_attention_op`, numpy out."""
+    """The body of AxialAttentionReference: float32 numpy in, the native CPU op (or, without its
+    library, `axial_attention_op`), numpy out."""
     try:
+        if op_implementation() == "native":
+            return native_axial_attention(
+                qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, **attributes
+            )
         import torch
 
         from axial_deploy.models.axial_attention import axial_attention_op
