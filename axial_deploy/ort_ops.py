@@ -424,6 +424,13 @@ def create_session(
 
     view = to_onnxruntime_view(model)  # spec errors first: they need no extra package
     library = _register_reference_op()
-    options = session_options if session_options is not None else ort.SessionOptions()
+    if session_options is None:
+        options = ort.SessionOptions()
+        # The custom op runs its own threads while ORT's pool would spin-wait for the next
+        # node: on a busy or small machine (2 cores) the spinning starves the op. Measured in
+        # benchmarks/cpu_pipeline.py; pass session_options to choose otherwise.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    else:
+        options = session_options
     options.register_custom_ops_library(library)
     return ort.InferenceSession(view.SerializeToString(), options, providers=providers)

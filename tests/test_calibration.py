@@ -318,3 +318,38 @@ def test_tensorrt_reads_the_cache_through_the_calibrator(tmp_path):
     assert calibrator.get_algorithm() == trt.CalibrationAlgoType.ENTROPY_CALIBRATION_2
     assert bytes(calibrator.read_calibration_cache()) == path.read_bytes()
     assert calibrator.get_batch(["images"]) is None
+
+
+def test_calibration_gives_the_same_bytes_for_the_same_inputs(monkeypatch, tmp_path):
+    """Two entropy calibrations of a graph with an AxialAttention node on the same inputs, with
+    ONNX Runtime on 1 and on 2 intra-op threads, write byte-identical ranges and caches: no
+    reduction depends on the thread count or on the run (README: reproducible INT8)."""
+    import onnxruntime as ort
+    from test_ort_ops import one_node_model, random_case
+
+    from axial_deploy import ort_ops
+    from axial_deploy.calibration.cache import scales_from_amax
+
+    tables, ints, qkv = random_case(3, 2, 4, 8, 5, 9, (3, 12, 16), seed=9)
+    model = one_node_model(tables, ints, qkv.shape)
+    batches = [qkv[i : i + 1].astype(np.float32) for i in range(3)]
+    create = ort_ops.create_session
+    written = []
+    for threads in (1, 2):
+
+        def pinned(model, providers=("CPUExecutionProvider",), session_options=None, n=threads):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = n
+            return create(model, providers, options)
+
+        monkeypatch.setattr(ort_ops, "create_session", pinned)
+        found = collect_ranges(model, batches, method="entropy")
+        path = write_cache(
+            tmp_path / f"threads{threads}.calib",
+            scales_from_amax({name: r.amax for name, r in found.items()}),
+            algorithm="EntropyCalibration2",
+        )
+        ranges_text = repr(sorted((n, r.min, r.max, r.absmax, r.amax) for n, r in found.items()))
+        written.append((path.read_bytes(), ranges_text))
+    assert written[0] == written[1]
+    assert "y" in written[0][1]  # the attention output was measured

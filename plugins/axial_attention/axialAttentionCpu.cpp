@@ -29,7 +29,7 @@ namespace {
 constexpr int64_t kElementLimit = 1LL << 62;
 /* Below this many multiply-adds a call runs on the calling thread only (thread start-up costs
  * more than the work). */
-constexpr int64_t kMinWorkPerThread = 1LL << 18;
+constexpr int64_t kMinWorkPerThread = 1LL << 22;
 
 int64_t checkedProduct(int64_t a, int64_t b) {
     if (a != 0 && b > kElementLimit / a) return -1;
