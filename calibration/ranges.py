@@ -1,11 +1,20 @@
 """Activation ranges of an FP32 graph, measured in ONNX Runtime on calibration batches.
 
 Every float tensor a node computes (and the graph input) becomes an extra graph output of an
-in-memory copy of the model; AxialAttention nodes run through the reference op
-(`ort_ops.create_session`). One pass records min / max / max |x| per tensor; the histogram
-methods add a second pass that bins |x| into 2048 bins over [0, max |x|] (the range is known
-after the first pass, so every batch lands in the same bins); when all activations of all
-batches fit in KEEP_BYTES the second pass reuses them instead of running the model again.
+in-memory copy of the model; AxialAttention nodes run through ONNX Runtime's custom op
+(`ort_ops.create_session`: the native CPU op, or the reference op without its library). One pass
+records min / max / max |x| per tensor; the histogram methods add a second pass that bins |x|
+into 2048 bins over [0, max |x|] (the range is known after the first pass, so every batch lands
+in the same bins); when all activations of all batches fit in keep_budget() (a quarter of the
+free memory) the second pass reuses them instead of running the model again. Histograms are
+counted by the native library (build/lib/libaxial_calibration.so, `make cpu-libs`) in one pass,
+or by numpy without it: the same counts either way.
+
+Reproducible: the same model and inputs give the same bytes on one machine whatever the thread
+counts (integer histograms, per-element ONNX Runtime results that do not depend on its thread
+count, a native op whose every output is computed by one thread in a fixed order); another
+ONNX Runtime build, CPU or AxialAttention body can move a float by an ulp and a threshold by a
+bin (README, "Reproducible INT8").
 
 The threshold `amax` of a tensor, from which its INT8 scale is amax / 127 (symmetric, zero
 point 0), comes from one of three methods:
@@ -14,7 +23,8 @@ point 0), comes from one of three methods:
 - percentile: amax = the given percentile (default 99.99) of |x|.
 - entropy: the threshold minimizing the KL divergence between the clipped FP32 distribution
   and its 128-level quantization, searched over 128..2048 bins (the method TensorRT's entropy
-  calibrator describes: Migacz, "8-bit Inference with TensorRT", GTC 2017).
+  calibrator describes: Migacz, "8-bit Inference with TensorRT", GTC 2017). All 1,921
+  candidates are screened at once, the near-best recomputed exactly (see entropy_threshold).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ DEFAULT_CALIBRATION_LIBRARY = (
     Path(__file__).resolve().parent.parent / "build" / "lib" / "libaxial_calibration.so"
 )
 CALIBRATION_ABI_VERSION = 1  # AXIAL_CALIBRATION_ABI_VERSION of calibration/csrc/
+CHUNK_BYTES = 2 << 30  # tensors probed by one session: their outputs of one batch, at most
 KEEP_BYTES = 1 << 30  # activations kept for the histogram pass: at least this much, and
 KEEP_FRACTION = 0.25  # up to this fraction of the memory available when calibration starts
 
@@ -58,7 +69,6 @@ def keep_budget() -> int:
     except OSError:
         pass
     return KEEP_BYTES
-CHUNK_BYTES = 2 << 30  # tensors probed by one session: their outputs of one batch, at most
 
 
 @dataclass

@@ -61,7 +61,8 @@ def synthetic(rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def main() -> None:
-    recorded = pickle.load(open(sys.argv[1], "rb"))
+    with open(sys.argv[1], "rb") as file:
+        recorded = pickle.load(file)
     spread = [int((h > 0).sum()) for h, _, _ in recorded]
     picks = sorted({int(np.argmax(spread)), int(np.argmin(spread)), *range(0, len(recorded), 150)})
     histograms = [recorded[i][0].astype(np.int64) for i in picks if recorded[i][0].sum() > 0]
