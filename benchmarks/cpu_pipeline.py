@@ -254,6 +254,41 @@ def latency_rows(label: str, plain: Path, axial: Path, shape, runs: int, referen
     return rows
 
 
+def l_layer_rows() -> list[Row]:
+    """The first axial-attention layer of axial_deeplab_l at 1025x2049 (stride 4: qkv
+    1x256x257x513, 8 heads, Dq 8, Dv 16, span 65), width axis, through the native op, random
+    inputs: time and how much the process's peak memory grew (its output alone is 67 MB)."""
+    import resource
+
+    from axial_deploy.ort_ops import native_axial_attention
+
+    rng = np.random.default_rng(0)
+    groups, dq, dv, table = 8, 8, 16, 129
+    qkv = rng.standard_normal((1, groups * (2 * dq + dv), 257, 513)).astype(np.float32)
+    tables = {
+        "rel_q": 0.5 * rng.standard_normal((groups, dq, table)),
+        "rel_k": 0.5 * rng.standard_normal((groups, dq, table)),
+        "rel_v": rng.standard_normal((groups, dv, table)),
+        "logit_scale": 0.5 + rng.random(groups),
+        "out_bias": rng.standard_normal(groups * dv),
+    }
+    attributes = {"axis": 3, "num_heads": groups, "key_depth": dq, "value_depth": dv, "span": 65}
+    seconds = _seconds(lambda: native_axial_attention(qkv, **tables, **attributes))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # What the reference's windowed form holds for the keys alone: [lines, G, L, span, Dq].
+    windows = 257 * groups * 513 * 65 * dq * 4 / 2**30
+    return [
+        (
+            "AxialAttention, L layer 1 at 1025x2049",
+            "native op, qkv 1x256x257x513, span 65",
+            f"{seconds:.2f} s",
+            "-",
+            f"process peak RSS {peak:.0f} MiB (qkv 129 MiB, y 64 MiB; the reference's key "
+            f"windows alone {windows:.1f} GiB)",
+        )
+    ]
+
+
 def prepare_s(out: Path, size: tuple[int, int]) -> tuple[Path, Path, list[Row]]:
     import torch
 
@@ -308,6 +343,7 @@ def main() -> None:
         rows += latency_rows(
             f"S {args.s_size}", s_plain, s_axial, (1, 3, *size), max(3, args.runs // 4), False
         )
+    rows += l_layer_rows()
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
