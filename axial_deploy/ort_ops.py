@@ -259,8 +259,45 @@ def _register_reference_op() -> str:
                 outputs=[PyOp.dt_float],
                 attrs={name: PyOp.dt_int64 for name in REFERENCE_INT_ATTRIBUTES},
             )(_reference_op)
+            _install_buffer_hook()
             _registered = True
     return get_library_path()
+
+
+# onnxruntime-extensions versions whose Python-op bridge was checked to take the output as a
+# buffer (a memoryview) as well as a list: tests/test_ort_cpu_op.py runs through it.
+BUFFER_HOOK_VERSIONS = ("0.15.",)
+
+
+def _install_buffer_hook() -> bool:
+    """Let AxialAttentionReference hand its output back to ONNX Runtime as a buffer.
+
+    onnxruntime-extensions' bridge returns a Python op's output as `y.flatten().tolist()`: one
+    Python float per element, parsed back in C++. For an Axial-DeepLab-S layer (2 M floats)
+    that took 4x the op itself. This hook returns a memoryview of the same float32 data for our
+    op and hands every other Python op to the library's own bridge unchanged. Installed only
+    for the versions in BUFFER_HOOK_VERSIONS (their bridge copies from the buffer protocol);
+    others keep the list path. Returns whether it was installed."""
+    try:
+        import onnxruntime_extensions
+        from onnxruntime_extensions import _ocos
+    except ImportError:
+        return False
+    default = getattr(_ocos, "_on_pyop_invocation", None)
+    version = getattr(onnxruntime_extensions, "__version__", "")
+    if default is None or not version.startswith(BUFFER_HOOK_VERSIONS):
+        return False
+
+    def invocation(k_id, feed, attributes):
+        op = _ocos.Opdef._odlist.get(k_id)
+        if op is None or op.body is not _reference_op:
+            return default(k_id, feed, attributes)
+        y = op.body(*feed, **op.cast_attributes(attributes))
+        flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        return (k_id, y.shape, memoryview(flat))
+
+    _ocos.PyCustomOpDef.install_hooker(invocation)
+    return True
 
 
 def has_axial_attention(model: onnx.ModelProto) -> bool:

@@ -171,3 +171,44 @@ def test_without_the_library_sessions_fall_back_to_the_reference(monkeypatch, tm
     qkv = qkv.astype(np.float32)
     (y,) = create_session(one_node_model(tables, ints, qkv.shape)).run(None, {"qkv": qkv})
     assert max_rel(y, torch_reference(qkv, tables, ints)) < FP32_TOL
+
+
+@needs_library
+@needs_extensions
+def test_sessions_return_the_native_result_bit_for_bit():
+    """The output goes back to ONNX Runtime as a buffer (ort_ops._install_buffer_hook) or, on
+    other onnxruntime-extensions versions, as a list: either way the same float32 bits."""
+    tables, ints, qkv = random_case(2, 2, 4, 8, 9, 9, (2, 20, 15), seed=8)
+    qkv = qkv.astype(np.float32)
+    (y,) = create_session(one_node_model(tables, ints, qkv.shape)).run(None, {"qkv": qkv})
+    np.testing.assert_array_equal(y, native_axial_attention(qkv, **float32_tables(tables), **ints))
+
+
+@needs_extensions
+def test_other_python_ops_still_run_through_the_library_bridge():
+    import onnxruntime as ort
+    from onnx import helper
+    from onnxruntime_extensions import PyOp, get_library_path, onnx_op
+
+    @onnx_op(op_type="AxialDeployTestNegate", inputs=[PyOp.dt_float], outputs=[PyOp.dt_float])
+    def negate(x):
+        return -x
+
+    tables, ints, qkv = random_case(3, 1, 2, 2, 3, 3, (1, 3, 4), seed=1)
+    create_session(one_node_model(tables, ints, qkv.shape))  # installs our hook
+    node = helper.make_node("AxialDeployTestNegate", ["x"], ["y"], domain="ai.onnx.contrib")
+    graph = helper.make_graph(
+        [node],
+        "negate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)],
+    )
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())
+    session = ort.InferenceSession(model.SerializeToString(), options)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], -x)
