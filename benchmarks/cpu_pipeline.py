@@ -138,7 +138,9 @@ print("SECONDS", time.perf_counter() - start)
 
 def _modelopt(python: str | None, path: Path, batches, method: str, folder: Path):
     if not python:
-        return None, "not run: pass --modelopt-python (an interpreter with nvidia-modelopt[onnx])"
+        # Here `pip install 'nvidia-modelopt[onnx]'` did not finish in 10 minutes: it pulls
+        # onnxruntime-gpu (which replaces onnxruntime in one environment), cupy-cuda12x, scipy.
+        return None, "not run: needs --modelopt-python (nvidia-modelopt[onnx] in its own venv)"
     data = folder / "calibration.npy"
     np.save(data, np.concatenate(batches))
     target = folder / f"modelopt_{method}.onnx"
@@ -331,7 +333,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    rows: list[Row] = []
+    rows: list[Row] = l_layer_rows()  # first: the process's peak memory is still its own
     if not args.skip_calibration:
         rows += calibration_rows(args, out)
     plain, axial, _ = prepare_tiny(out, args.images)
@@ -343,7 +345,6 @@ def main() -> None:
         rows += latency_rows(
             f"S {args.s_size}", s_plain, s_axial, (1, 3, *size), max(3, args.runs // 4), False
         )
-    rows += l_layer_rows()
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
