@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean plugins gpu-check gpu-check-deps
+.PHONY: demo test lint setup clean plugins cpu-libs gpu-check gpu-check-deps
 
 setup: $(STAMP)
 
@@ -46,11 +46,24 @@ gpu-check:
 gpu-check-deps:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --prepare-deps
 
+# The CPU libraries: the native AxialAttention op that ONNX Runtime runs (axial_deploy/ort_ops.py)
+# and the calibration histograms (calibration/ranges.py), build/lib/libaxial_attention_cpu.so and
+# build/lib/libaxial_calibration.so. CMake >= 3.25 and a C++17 compiler, no CUDA. `make test`
+# builds them first; without CMake it says so and the tests that need them skip with that reason
+# (everything else falls back to the Python/numpy paths).
+cpu-libs:
+	@if command -v cmake >/dev/null 2>&1; then \
+	  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	  cmake --build build -j2 --target axial_attention_cpu axial_calibration; \
+	else \
+	  echo "make cpu-libs: cmake not found, the CPU libraries are not built (install CMake >= 3.25)"; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint cpu-libs
 	$(BIN)/python -m pytest -q
 
 clean:

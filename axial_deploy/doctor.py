@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from axial_deploy.build import cuda_device_info
-from axial_deploy.native import PLUGIN, locate
+from axial_deploy.native import CALIBRATION, CPU_OP, PLUGIN, NativeLibrary, locate
 
 
 @dataclass
@@ -66,6 +66,13 @@ def _kernel_library() -> Check:
     return Check("kernel library", True, f"{library_path()} loads")
 
 
+def _found(library: NativeLibrary) -> Check:
+    """Where a CPU library was found (not loaded here: its users load and check it)."""
+    found = locate(library)
+    name = library.filename.removeprefix("lib").removesuffix(".so")
+    return Check(name, found.path is not None, found.describe(), library.build_hint)
+
+
 def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks = [
         # torch: export, train, the zoo, deploy; the deploy side runs without it
@@ -110,6 +117,7 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     )
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))
+    checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
     return checks
 
 

@@ -45,6 +45,20 @@ PLUGIN = NativeLibrary(
 )
 
 
+CPU_OP = NativeLibrary(
+    "AxialAttention CPU op library (ONNX Runtime custom op)",
+    "libaxial_attention_cpu.so",
+    "AXIAL_DEPLOY_CPU_LIB",
+    "build it with `make cpu-libs` (CMake >= 3.25 and a C++17 compiler)",
+)
+CALIBRATION = NativeLibrary(
+    "calibration histogram library",
+    "libaxial_calibration.so",
+    "AXIAL_DEPLOY_CALIBRATION_LIB",
+    "build it with `make cpu-libs` (CMake >= 3.25 and a C++17 compiler)",
+)
+
+
 @dataclass(frozen=True)
 class Found:
     path: Path | None  # None: not found

@@ -19,10 +19,21 @@ int attributes as INT attributes. The Casts make float16 graphs run (computed in
 contract says) and are free no-ops for float32 ones. Everything the op could fail on (attributes,
 table shapes, qkv's dtype, rank and channels where the graph states them) is checked before the
 session exists, with messages naming the node. Graphs without the node go to ORT unchanged.
+
+The op's body is the native CPU op when its library is built (`make cpu-libs`, part of `make
+test`: build/lib/libaxial_attention_cpu.so, or the file named by AXIAL_DEPLOY_CPU_LIB): C++ with
+threads, a row-wise softmax (never an L x L logits matrix), ~10x faster than the reference. When
+the library is missing (or AXIAL_DEPLOY_ORT_OP=reference), the body is the torch reference
+`axial_attention_op`: same results within the contract's tolerances, much slower and memory-
+hungry on large inputs. `op_implementation()` says which one runs; the tests keep the reference
+as the oracle of the native op.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -33,6 +44,7 @@ import numpy as np
 import onnx
 
 from axial_deploy.graph import label, unique_name, used_names
+from axial_deploy.native import CPU_OP, locate
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
 
 if TYPE_CHECKING:
@@ -53,6 +65,154 @@ _register_lock = threading.Lock()
 _registered = False
 
 
+CPU_LIBRARY_ENV = CPU_OP.env
+# AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
+CPU_ABI_VERSION = 1001
+OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
+
+
+class _CpuParams(ctypes.Structure):
+    """AxialAttentionParams (axialAttentionKernel.h). kernel.py binds the same struct for the CUDA
+    library, but imports torch at import time; this module runs without torch."""
+
+    _fields_ = [
+        (name, ctypes.c_int32)
+        for name in (
+            "batch",
+            "height",
+            "width",
+            "axis",
+            "num_heads",
+            "key_depth",
+            "value_depth",
+            "span",
+            "table_length",
+            "dtype",
+        )
+    ]
+
+
+class _CpuTables(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_void_p) for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
+    ]
+
+
+class CpuOpError(RuntimeError):
+    """The native CPU op refused its arguments or could not be loaded; the message says why."""
+
+
+def cpu_library_path() -> Path:
+    """Where `axial_deploy.native` finds the CPU op library ($AXIAL_DEPLOY_CPU_LIB, the
+    installed package, the checkout's build/lib)."""
+    found = locate(CPU_OP)
+    return found.path or found.candidates[0]
+
+
+@functools.cache
+def _load_cpu_library(path: Path) -> ctypes.CDLL:
+    if not path.is_file():
+        raise CpuOpError(
+            f"native CPU AxialAttention library not found at {path}: build it with "
+            f"`make cpu-libs` (CMake and a C++17 compiler) or set {CPU_LIBRARY_ENV}"
+        )
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:
+        raise CpuOpError(f"cannot load {path}: {error}; rebuild it with `make cpu-libs`") from error
+    lib.axial_attention_cpu_abi_version.restype = ctypes.c_int32
+    version = lib.axial_attention_cpu_abi_version()
+    if version != CPU_ABI_VERSION:
+        raise CpuOpError(
+            f"{path} has ABI version {version}, this binding expects {CPU_ABI_VERSION}: "
+            "rebuild it with `make cpu-libs`"
+        )
+    lib.axial_attention_cpu_run.restype = ctypes.c_int
+    lib.axial_attention_cpu_run.argtypes = [
+        ctypes.POINTER(_CpuParams),
+        ctypes.c_void_p,
+        ctypes.POINTER(_CpuTables),
+        ctypes.c_void_p,
+        ctypes.c_int32,
+    ]
+    lib.axial_attention_cpu_status_string.restype = ctypes.c_char_p
+    lib.axial_attention_cpu_status_string.argtypes = [ctypes.c_int]
+    return lib
+
+
+def cpu_library() -> ctypes.CDLL:
+    """The loaded native CPU op library; CpuOpError (saying how to build it) when unavailable."""
+    return _load_cpu_library(cpu_library_path())
+
+
+def op_implementation() -> str:
+    """Which body AxialAttention nodes run in ONNX Runtime: "native" or "reference"."""
+    if os.environ.get(OP_ENV, "").lower() == "reference":
+        return "reference"
+    try:
+        cpu_library()
+    except CpuOpError:
+        return "reference"
+    return "native"
+
+
+def native_axial_attention(
+    qkv: np.ndarray,
+    rel_q: np.ndarray,
+    rel_k: np.ndarray,
+    rel_v: np.ndarray,
+    logit_scale: np.ndarray,
+    out_bias: np.ndarray,
+    *,
+    axis: int,
+    num_heads: int,
+    key_depth: int,
+    value_depth: int,
+    span: int,
+    threads: int = 0,
+) -> np.ndarray:
+    """The AxialAttention contract on the CPU through the native library: qkv float32 or float16
+    [N, G*(2Dq+Dv), H, W] (numpy), float32 tables; returns y in qkv's dtype. `threads` <= 0: one
+    per hardware thread (results do not depend on it). Raises CpuOpError naming the problem."""
+    lib = cpu_library()
+    if qkv.dtype not in (np.float32, np.float16) or qkv.ndim != 4:
+        raise CpuOpError(f"qkv must be float32 or float16 NCHW, got {qkv.dtype} {qkv.shape}")
+    qkv = np.ascontiguousarray(qkv)
+    tables = [np.ascontiguousarray(t, dtype=np.float32) for t in (rel_q, rel_k, rel_v)]
+    scale = np.ascontiguousarray(logit_scale, dtype=np.float32).reshape(-1)
+    bias = np.ascontiguousarray(out_bias, dtype=np.float32).reshape(-1)
+    groups, dq, dv = num_heads, key_depth, value_depth
+    table = tables[0].shape[-1] if tables[0].ndim else 0
+    expected = {
+        "rel_q": (groups, dq, table),
+        "rel_k": (groups, dq, table),
+        "rel_v": (groups, dv, table),
+    }
+    for (name, shape), array in zip(expected.items(), tables, strict=True):
+        if array.shape != shape:
+            raise CpuOpError(f"{name} must be {list(shape)}, got {list(array.shape)}")
+    if scale.size != groups or bias.size != groups * dv:
+        raise CpuOpError(f"logit_scale must hold {groups} and out_bias {groups * dv} values")
+    if qkv.shape[1] != groups * (2 * dq + dv):
+        raise CpuOpError(f"qkv has {qkv.shape[1]} channels, expected {groups * (2 * dq + dv)}")
+    batch, _, height, width = qkv.shape
+    values = (batch, height, width, axis, groups, dq, dv, span, table)
+    if not all(-(2**31) <= int(v) < 2**31 for v in values):
+        raise CpuOpError(f"a shape or attribute does not fit int32: {values}")
+    params = _CpuParams(*(int(v) for v in values), 1 if qkv.dtype == np.float16 else 0)
+    y = np.empty((batch, groups * dv, height, width), dtype=qkv.dtype)
+    pointers = _CpuTables(*(a.ctypes.data for a in (*tables, scale, bias)))
+    status = lib.axial_attention_cpu_run(
+        ctypes.byref(params), qkv.ctypes.data, ctypes.byref(pointers), y.ctypes.data, threads
+    )
+    if status != 0:
+        raise CpuOpError(
+            f"native AxialAttention refused the call: "
+            f"{lib.axial_attention_cpu_status_string(status).decode()}"
+        )
+    return y
+
+
 def _reference_op(
     qkv: np.ndarray,
     rel_q: np.ndarray,
@@ -62,8 +222,13 @@ def _reference_op(
     out_bias: np.ndarray,
     **attributes: int,
 ) -> np.ndarray:
-    """The body of AxialAttentionReference: float32 numpy in, `axial_attention_op`, numpy out."""
+    """The body of AxialAttentionReference: float32 numpy in, the native CPU op (or, without its
+    library, `axial_attention_op`, or its numpy form where torch is not installed), numpy out."""
     try:
+        if op_implementation() == "native":
+            return native_axial_attention(
+                qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, **attributes
+            )
         arrays = (qkv, rel_q, rel_k, rel_v, logit_scale, out_bias)
         try:
             import torch
@@ -99,8 +264,45 @@ def _register_reference_op() -> str:
                 outputs=[PyOp.dt_float],
                 attrs={name: PyOp.dt_int64 for name in REFERENCE_INT_ATTRIBUTES},
             )(_reference_op)
+            _install_buffer_hook()
             _registered = True
     return get_library_path()
+
+
+# onnxruntime-extensions versions whose Python-op bridge was checked to take the output as a
+# buffer (a memoryview) as well as a list: tests/test_ort_cpu_op.py runs through it.
+BUFFER_HOOK_VERSIONS = ("0.15.",)
+
+
+def _install_buffer_hook() -> bool:
+    """Let AxialAttentionReference hand its output back to ONNX Runtime as a buffer.
+
+    onnxruntime-extensions' bridge returns a Python op's output as `y.flatten().tolist()`: one
+    Python float per element, parsed back in C++. For an Axial-DeepLab-S layer (2 M floats)
+    that took 4x the op itself. This hook returns a memoryview of the same float32 data for our
+    op and hands every other Python op to the library's own bridge unchanged. Installed only
+    for the versions in BUFFER_HOOK_VERSIONS (their bridge copies from the buffer protocol);
+    others keep the list path. Returns whether it was installed."""
+    try:
+        import onnxruntime_extensions
+        from onnxruntime_extensions import _ocos
+    except ImportError:
+        return False
+    default = getattr(_ocos, "_on_pyop_invocation", None)
+    version = getattr(onnxruntime_extensions, "__version__", "")
+    if default is None or not version.startswith(BUFFER_HOOK_VERSIONS):
+        return False
+
+    def invocation(k_id, feed, attributes):
+        op = _ocos.Opdef._odlist.get(k_id)
+        if op is None or op.body is not _reference_op:
+            return default(k_id, feed, attributes)
+        y = op.body(*feed, **op.cast_attributes(attributes))
+        flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        return (k_id, y.shape, memoryview(flat))
+
+    _ocos.PyCustomOpDef.install_hooker(invocation)
+    return True
 
 
 def has_axial_attention(model: onnx.ModelProto) -> bool:
@@ -254,6 +456,13 @@ def create_session(
 
     view = to_onnxruntime_view(model)  # spec errors first: they need no extra package
     library = _register_reference_op()
-    options = session_options if session_options is not None else ort.SessionOptions()
+    if session_options is None:
+        options = ort.SessionOptions()
+        # The custom op runs its own threads while ORT's pool would spin-wait for the next
+        # node: on a busy or small machine (2 cores) the spinning starves the op. Measured in
+        # benchmarks/cpu_pipeline.py; pass session_options to choose otherwise.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    else:
+        options = session_options
     options.register_custom_ops_library(library)
     return ort.InferenceSession(view.SerializeToString(), options, providers=providers)

@@ -3,6 +3,8 @@
 #   axial_deploy/data/AxialAttention_PluginConfig.yaml  the operator spec (axial_deploy/op_spec.py)
 #   axial_deploy/lib/libaxial_attention_capi.so         the kernel C ABI (ctypes, kernel.py)
 #   axial_deploy/lib/libaxial_attention_plugin.so       the TensorRT plugin, where TensorRT was found
+#   axial_deploy/lib/libaxial_attention_cpu.so          the CPU AxialAttention op (ort_ops.py)
+#   axial_deploy/lib/libaxial_calibration.so            calibration histograms (ranges.py)
 # axial_deploy/native.py looks for the libraries there (after its environment overrides).
 # A developer's `make plugins` does not install: the libraries stay in build/lib/, where
 # native.py finds them in a checkout.
@@ -14,7 +16,8 @@ install(FILES "${CMAKE_CURRENT_SOURCE_DIR}/plugins/axial_attention/AxialAttentio
         DESTINATION "${AXIAL_DEPLOY_PACKAGE_DIR}/data")
 
 set(_axial_native_installed "")
-foreach(_axial_target axial_attention_capi axial_attention_plugin)
+foreach(_axial_target axial_attention_capi axial_attention_plugin axial_attention_cpu
+                      axial_calibration)
   if(TARGET ${_axial_target})
     install(TARGETS ${_axial_target} LIBRARY DESTINATION "${AXIAL_DEPLOY_PACKAGE_DIR}/lib")
     list(APPEND _axial_native_installed ${_axial_target})

@@ -4,6 +4,7 @@ methods, per-channel weight scales, TensorRT's calibration cache, FP16 conversio
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from axial_deploy.calibration import CalibrationDataError, open_source
+from axial_deploy.calibration import CalibrationDataError, open_source, ranges
 from axial_deploy.calibration.cache import (
     CalibrationCache,
     CalibrationCacheError,
@@ -21,6 +22,8 @@ from axial_deploy.calibration.cache import (
 from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
 from axial_deploy.calibration.ranges import (
     HISTOGRAM_BINS,
+    QUANTIZED_LEVELS,
+    abs_histogram,
     collect_ranges,
     entropy_threshold,
     percentile_threshold,
@@ -31,6 +34,11 @@ from axial_deploy.models.preprocess import preprocess_for
 from axial_deploy.ort_ops import create_session
 
 SHAPE = ("batch", 3, 24, 32)
+DATA = Path(__file__).resolve().parent / "data"
+needs_calibration_library = pytest.mark.skipif(
+    ranges.histogram_library() is None,
+    reason="needs build/lib/libaxial_calibration.so: `make cpu-libs` (CMake and a C++ compiler)",
+)
 
 
 def write_images(folder, sizes):
@@ -121,6 +129,72 @@ def test_thresholds_clip_outliers_but_keep_the_bulk():
     assert 2.5 < entropy_threshold(counts, width) <= 128 * width
     assert 3.0 < percentile_threshold(counts, width, 99.99) < 6.0
     assert percentile_threshold(counts, width, 100.0) == pytest.approx(top)
+
+
+def exhaustive_entropy_threshold(counts: np.ndarray, width: float) -> float:
+    """The search as it was before it was vectorized: every candidate, bin by bin, first
+    minimum wins."""
+    counts = counts.astype(np.float64)
+    tail = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])
+    kls = [ranges._candidate_kl(counts, tail, i) for i in range(QUANTIZED_LEVELS, len(counts) + 1)]
+    return (QUANTIZED_LEVELS + int(np.argmin(kls))) * width if np.isfinite(min(kls)) else 0.0
+
+
+def test_entropy_search_gives_the_recorded_thresholds():
+    """Histograms recorded from the trained tiny model and edge cases, with the thresholds the
+    per-candidate loop (before vectorizing) gave: tests/data/make_entropy_fixture.py."""
+    with np.load(DATA / "entropy_thresholds.npz") as fixture:
+        histograms, widths, thresholds = (
+            fixture["histograms"],
+            fixture["widths"],
+            fixture["thresholds"],
+        )
+    assert len(histograms) >= 8
+    found = [entropy_threshold(h, w) for h, w in zip(histograms, widths, strict=True)]
+    assert found == thresholds.tolist()
+
+
+def test_screened_kl_is_the_per_candidate_kl_and_picks_the_same_threshold():
+    rng = np.random.default_rng(3)
+    bell = np.histogram(np.abs(rng.standard_normal(50_000)), HISTOGRAM_BINS, (0, 4.5))[0]
+    sparse = np.zeros(HISTOGRAM_BINS, np.int64)
+    sparse[rng.choice(HISTOGRAM_BINS, 25, replace=False)] = rng.integers(1, 50, 25)
+    for counts in (bell, sparse):
+        counts64 = counts.astype(np.float64)
+        tail = np.concatenate([np.cumsum(counts64[::-1])[::-1], [0.0]])
+        exact = np.array(
+            [ranges._candidate_kl(counts64, tail, i) for i in range(QUANTIZED_LEVELS, 2049)]
+        )
+        screened = ranges._screen_kl(counts64)
+        finite = np.isfinite(exact)
+        assert np.array_equal(finite, np.isfinite(screened))
+        # far inside SCREEN_TOLERANCE, the bound that makes the recomputed pick exact
+        assert np.abs(screened[finite] - exact[finite]).max() < 1e-11
+        assert entropy_threshold(counts, 0.5) == exhaustive_entropy_threshold(counts, 0.5)
+
+
+def adversarial_values() -> tuple[np.ndarray, float]:
+    """Normal values with zeros, -0.0, NaN, and values exactly on and next to the bin edges."""
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal(40_000).astype(np.float32)
+    top = float(np.abs(values).max())
+    edges = np.linspace(0.0, top, HISTOGRAM_BINS + 1, dtype=np.float32)
+    below = np.nextafter(edges[1:], np.float32(0))
+    above = np.nextafter(edges[:-1], np.float32(top))
+    values[: 4 * HISTOGRAM_BINS] = np.concatenate([edges[1:], -edges[1:], below, above])
+    values[::13], values[::17], values[5] = 0.0, -0.0, np.nan
+    return values.reshape(8, 50, 100), top
+
+
+@needs_calibration_library
+def test_native_histogram_counts_what_numpy_counts(monkeypatch):
+    values, top = adversarial_values()
+    numpy_counts = np.histogram(np.abs(values[values != 0]), HISTOGRAM_BINS, (0.0, top))[0]
+    np.testing.assert_array_equal(abs_histogram(values, top), numpy_counts)
+    big = np.tile(values, (80, 1, 1))  # 3.2 M values: binned by 2+ threads on 2+ cores
+    np.testing.assert_array_equal(abs_histogram(big, top), 80 * numpy_counts)
+    monkeypatch.setattr(ranges, "histogram_library", lambda: None)  # the numpy fallback
+    np.testing.assert_array_equal(abs_histogram(values, top), numpy_counts)
 
 
 def test_weight_scales_are_per_output_channel():
@@ -244,3 +318,38 @@ def test_tensorrt_reads_the_cache_through_the_calibrator(tmp_path):
     assert calibrator.get_algorithm() == trt.CalibrationAlgoType.ENTROPY_CALIBRATION_2
     assert bytes(calibrator.read_calibration_cache()) == path.read_bytes()
     assert calibrator.get_batch(["images"]) is None
+
+
+def test_calibration_gives_the_same_bytes_for_the_same_inputs(monkeypatch, tmp_path):
+    """Two entropy calibrations of a graph with an AxialAttention node on the same inputs, with
+    ONNX Runtime on 1 and on 2 intra-op threads, write byte-identical ranges and caches: no
+    reduction depends on the thread count or on the run (README: reproducible INT8)."""
+    import onnxruntime as ort
+    from test_ort_ops import one_node_model, random_case
+
+    from axial_deploy import ort_ops
+    from axial_deploy.calibration.cache import scales_from_amax
+
+    tables, ints, qkv = random_case(3, 2, 4, 8, 5, 9, (3, 12, 16), seed=9)
+    model = one_node_model(tables, ints, qkv.shape)
+    batches = [qkv[i : i + 1].astype(np.float32) for i in range(3)]
+    create = ort_ops.create_session
+    written = []
+    for threads in (1, 2):
+
+        def pinned(model, providers=("CPUExecutionProvider",), session_options=None, n=threads):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = n
+            return create(model, providers, options)
+
+        monkeypatch.setattr(ort_ops, "create_session", pinned)
+        found = collect_ranges(model, batches, method="entropy")
+        path = write_cache(
+            tmp_path / f"threads{threads}.calib",
+            scales_from_amax({name: r.amax for name, r in found.items()}),
+            algorithm="EntropyCalibration2",
+        )
+        ranges_text = repr(sorted((n, r.min, r.max, r.absmax, r.amax) for n, r in found.items()))
+        written.append((path.read_bytes(), ranges_text))
+    assert written[0] == written[1]
+    assert "y" in written[0][1]  # the attention output was measured

@@ -20,6 +20,8 @@ def test_doctor_reports_each_item(capsys, tmp_path):
         "GPU",
         "kernel library",
         "plugin library",
+        "axial_attention_cpu",
+        "axial_calibration",
     }
     assert checks["torch"].ok and checks["ONNX Runtime"].ok
     assert not checks["plugin library"].ok and "make plugins" in checks["plugin library"].fix

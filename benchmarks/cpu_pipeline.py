@@ -1,0 +1,360 @@
+"""The CPU side of a deploy against its peers, measured in one run, printed as one table.
+
+Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [--before]
+                                          [--s-size 513x1025] [--skip-s] [--runs 20]
+                                          [--modelopt-python PATH]
+
+1. INT8 calibration of the trained axial_deeplab_tiny export (129x129) on `--images` synthetic
+   train images (the data `make demo` calibrates on): ours per method (ranges + Q/DQ graph +
+   save) against ONNX Runtime's `quantize_static` (MinMax and Entropy, QDQ) on the same batches,
+   and NVIDIA ModelOpt's ONNX PTQ when `--modelopt-python` names an interpreter that has it.
+   `--before` adds the calibration code of commit b834c85 (read from git: the per-candidate
+   entropy loop, numpy histograms), so before and after come from one run.
+2. ONNX Runtime latency (median of `--runs`, plain and rewritten runs interleaved) of the
+   rewritten graph, whose AxialAttention nodes run the native CPU op, against the plain export:
+   axial_deeplab_tiny (trained) and axial_deeplab_s at `--s-size` (random weights), ORT defaults
+   and with intra-op spinning off. `--before` adds the rewritten graph through the torch
+   reference op (the body before the native op) for the tiny model.
+
+The machine's load average is printed before and after: on a shared machine, compare the ratios
+of one run, not seconds across runs. Needs the CPU libraries (`make cpu-libs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+BEFORE_COMMIT = "b834c85"
+REPO = Path(__file__).resolve().parent.parent
+Row = tuple[str, ...]
+
+
+def _seconds(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def _old_ranges_module() -> types.ModuleType:
+    """calibration/ranges.py as of BEFORE_COMMIT, imported from git."""
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE_COMMIT}:calibration/ranges.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    module = types.ModuleType("ranges_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{BEFORE_COMMIT}:calibration/ranges.py", "exec"), module.__dict__)
+    return module
+
+
+def prepare_tiny(out: Path, images: int) -> tuple[Path, Path, list[np.ndarray]]:
+    from axial_deploy.calibration.sources import open_source
+    from axial_deploy.export import export_onnx
+    from axial_deploy.models import create_model
+    from axial_deploy.rewrite import rewrite_file
+    from axial_deploy.synthetic import generate_panoptic
+
+    plain, axial = out / "axial_deeplab_tiny.onnx", out / "axial_deeplab_tiny.axial.onnx"
+    if not axial.is_file():
+        model = create_model("axial_deeplab_tiny", pretrained=True).eval()
+        export_onnx(model, (1, 3, 129, 129), plain)
+        rewrite_file(plain, axial)
+    data = out / "data"
+    if not (data / "dataset.json").is_file():
+        generate_panoptic(data, seed=0, size=(129, 129), train=images, val=1, progress=False)
+    source = open_source(str(data / "images" / "train"), (1, 3, 129, 129), task="panoptic")
+    return plain, axial, source.take(images)
+
+
+def _ours(ranges_module, model: onnx.ModelProto, batches, method: str, folder: Path) -> float:
+    from axial_deploy.calibration.qdq import quantize_int8
+
+    def work() -> None:
+        ranges = ranges_module.collect_ranges(model, batches, method=method)
+        quantized = quantize_int8(model, ranges)
+        onnx.save(quantized.model, str(folder / f"ours_{method}.onnx"))
+
+    return _seconds(work)
+
+
+def _ort_peer(path: Path, batches, method: str, folder: Path) -> tuple[float | None, str]:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
+    target = folder / f"ort_{method}.onnx"
+    try:
+        seconds = _seconds(
+            lambda: quantize_static(
+                str(path),
+                str(target),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                calibrate_method=calibrate[method],
+                per_channel=True,
+            )
+        )
+    except Exception as error:  # the peer's own failure is a result worth printing
+        return None, f"fails: {str(error).splitlines()[0][:70]}"
+    return seconds, ""
+
+
+MODELOPT_SCRIPT = """
+import sys, time, numpy as np
+from modelopt.onnx.quantization import quantize
+data = np.load(sys.argv[2])
+start = time.perf_counter()
+quantize(onnx_path=sys.argv[1], quantize_mode="int8", calibration_data={"images": data},
+         calibration_method=sys.argv[3], output_path=sys.argv[4], calibration_eps=["cpu"])
+print("SECONDS", time.perf_counter() - start)
+"""
+
+
+def _modelopt(python: str | None, path: Path, batches, method: str, folder: Path):
+    if not python:
+        # Here `pip install 'nvidia-modelopt[onnx]'` did not finish in 10 minutes: it pulls
+        # onnxruntime-gpu (which replaces onnxruntime in one environment), cupy-cuda12x, scipy.
+        return None, "not run: needs --modelopt-python (nvidia-modelopt[onnx] in its own venv)"
+    data = folder / "calibration.npy"
+    np.save(data, np.concatenate(batches))
+    target = folder / f"modelopt_{method}.onnx"
+    command = [python, "-c", MODELOPT_SCRIPT, str(path), str(data), method, str(target)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        if line.startswith("SECONDS"):
+            return float(line.split()[1]), ""
+    last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return None, f"fails: {last[:70]}"
+
+
+def calibration_rows(args, out: Path) -> list[Row]:
+    from axial_deploy.calibration import ranges as ranges_after
+
+    plain, _, batches = prepare_tiny(out, args.images)
+    model = onnx.load(str(plain))
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
+        peer, note = _ort_peer(plain, batches, "minmax", folder)
+        timings: list[tuple[str, str, float | None, str]] = [
+            ("ONNX Runtime quantize_static", "minmax", peer, note)
+        ]
+        timings.append(
+            (
+                "ONNX Runtime quantize_static",
+                "entropy",
+                *_ort_peer(plain, batches, "entropy", folder),
+            )
+        )
+        for method in ("minmax", "percentile", "entropy"):
+            timings.append(
+                (
+                    "axial-deploy (after)",
+                    method,
+                    _ours(ranges_after, model, batches, method, folder),
+                    "",
+                )
+            )
+        if args.before:
+            before = _old_ranges_module()
+            for method in ("percentile", "entropy"):
+                seconds = _ours(before, model, batches, method, folder)
+                timings.append((f"axial-deploy (before, {BEFORE_COMMIT})", method, seconds, ""))
+        for method, label in (("max", "minmax"), ("entropy", "entropy")):
+            seconds, note = _modelopt(args.modelopt_python, plain, batches, method, folder)
+            timings.append(("NVIDIA ModelOpt ONNX PTQ", label, seconds, note))
+    for tool, method, seconds, note in timings:
+        ratio = f"{seconds / peer:.2f}x" if seconds is not None and peer else "-"
+        rows.append(
+            (
+                f"INT8 calibration, tiny 129x129, {len(batches)} images",
+                f"{tool}, {method}",
+                "-" if seconds is None else f"{seconds:.2f} s",
+                ratio + " of ORT minmax",
+                note,
+            )
+        )
+    return rows
+
+
+def _sessions(plain: Path, axial: Path, reference: bool):
+    import onnxruntime as ort
+
+    from axial_deploy.ort_ops import OP_ENV, create_session
+
+    def no_spin() -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    sessions = {
+        "plain, ORT defaults": ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]),
+        "plain, spinning off": ort.InferenceSession(
+            str(plain), no_spin(), providers=["CPUExecutionProvider"]
+        ),
+        "rewritten, native op (create_session)": create_session(axial),
+    }
+    if reference:
+        # The op's body is chosen per call: the environment variable is set around its runs.
+        sessions["rewritten, reference op (before)"] = create_session(axial)
+    return sessions, OP_ENV
+
+
+def latency_rows(label: str, plain: Path, axial: Path, shape, runs: int, reference: bool):
+    sessions, op_env = _sessions(plain, axial, reference)
+    feed = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for run in range(runs + 1):  # the first round warms up
+        for name, session in sessions.items():
+            if "reference" in name:
+                os.environ[op_env] = "reference"
+            start = time.perf_counter()
+            session.run(None, {session.get_inputs()[0].name: feed})
+            elapsed = time.perf_counter() - start
+            os.environ.pop(op_env, None)
+            if run:
+                times[name].append(elapsed)
+    base = float(np.median(times["plain, ORT defaults"]))
+    rows = []
+    for name, values in times.items():
+        median = float(np.median(values))
+        rows.append(
+            (
+                f"ORT latency, {label}",
+                name,
+                f"{median * 1e3:.1f} ms",
+                f"{median / base:.2f}x of plain",
+                f"median of {len(values)}",
+            )
+        )
+    return rows
+
+
+def l_layer_rows() -> list[Row]:
+    """The first axial-attention layer of axial_deeplab_l at 1025x2049 (stride 4: qkv
+    1x256x257x513, 8 heads, Dq 8, Dv 16, span 65), width axis, through the native op, random
+    inputs: time and how much the process's peak memory grew (its output alone is 67 MB)."""
+    import resource
+
+    from axial_deploy.ort_ops import native_axial_attention
+
+    rng = np.random.default_rng(0)
+    groups, dq, dv, table = 8, 8, 16, 129
+    qkv = rng.standard_normal((1, groups * (2 * dq + dv), 257, 513)).astype(np.float32)
+    tables = {
+        "rel_q": 0.5 * rng.standard_normal((groups, dq, table)),
+        "rel_k": 0.5 * rng.standard_normal((groups, dq, table)),
+        "rel_v": rng.standard_normal((groups, dv, table)),
+        "logit_scale": 0.5 + rng.random(groups),
+        "out_bias": rng.standard_normal(groups * dv),
+    }
+    attributes = {"axis": 3, "num_heads": groups, "key_depth": dq, "value_depth": dv, "span": 65}
+    seconds = _seconds(lambda: native_axial_attention(qkv, **tables, **attributes))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # What the reference's windowed form holds for the keys alone: [lines, G, L, span, Dq].
+    windows = 257 * groups * 513 * 65 * dq * 4 / 2**30
+    return [
+        (
+            "AxialAttention, L layer 1 at 1025x2049",
+            "native op, qkv 1x256x257x513, span 65",
+            f"{seconds:.2f} s",
+            "-",
+            f"process peak RSS {peak:.0f} MiB (qkv 129 MiB, y 64 MiB; the reference's key "
+            f"windows alone {windows:.1f} GiB)",
+        )
+    ]
+
+
+def prepare_s(out: Path, size: tuple[int, int]) -> tuple[Path, Path, list[Row]]:
+    import torch
+
+    from axial_deploy.export import export_onnx
+    from axial_deploy.models import create_model
+    from axial_deploy.rewrite import rewrite_file
+
+    tag = f"{size[0]}x{size[1]}"
+    plain, axial = out / f"axial_deeplab_s_{tag}.onnx", out / f"axial_deeplab_s_{tag}.axial.onnx"
+    rows: list[Row] = []
+    if not axial.is_file():
+        torch.manual_seed(0)
+        model = create_model("axial_deeplab_s").eval()
+        seconds = _seconds(lambda: export_onnx(model, (1, 3, *size), plain))
+        rows.append(
+            (f"export, S {tag}", "torchscript", f"{seconds:.1f} s", "-", "not this branch's")
+        )
+        seconds = _seconds(lambda: rewrite_file(plain, axial))
+        rows.append(
+            (f"rewrite, S {tag}", "rewrite_file", f"{seconds:.1f} s", "-", "not this branch's")
+        )
+    return plain, axial, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="out/bench_cpu", help="folder for models and data")
+    parser.add_argument("--images", type=int, default=16, help="calibration images")
+    parser.add_argument("--runs", type=int, default=20, help="latency runs per graph")
+    parser.add_argument("--s-size", default="513x1025", help="HxW of axial_deeplab_s")
+    parser.add_argument("--skip-s", action="store_true", help="skip axial_deeplab_s")
+    parser.add_argument("--skip-calibration", action="store_true")
+    parser.add_argument("--before", action="store_true", help="add the pre-change code")
+    parser.add_argument("--modelopt-python", help="python with nvidia-modelopt[onnx]")
+    args = parser.parse_args()
+    from axial_deploy.ort_ops import op_implementation
+
+    if op_implementation() != "native":
+        parser.error("the native CPU op is not built: run `make cpu-libs` first")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    rows: list[Row] = l_layer_rows()  # first: the process's peak memory is still its own
+    if not args.skip_calibration:
+        rows += calibration_rows(args, out)
+    plain, axial, _ = prepare_tiny(out, args.images)
+    rows += latency_rows("tiny 129x129", plain, axial, (1, 3, 129, 129), args.runs, args.before)
+    if not args.skip_s:
+        size = tuple(int(v) for v in args.s_size.split("x"))
+        s_plain, s_axial, prep = prepare_s(out, size)
+        rows += prep
+        rows += latency_rows(
+            f"S {args.s_size}", s_plain, s_axial, (1, 3, *size), max(3, args.runs // 4), False
+        )
+    load_after = os.getloadavg()
+    header = ("measurement", "what", "time", "ratio", "note")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after"
+    )
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+if __name__ == "__main__":
+    main()
