@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import label, unique_name, used_names
 from axial_deploy.native import CPU_OP, locate
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
@@ -442,20 +443,21 @@ def create_session(
     Raises ImportError (naming `pip install onnxruntime-extensions`) when that package is needed
     and missing, ValueError for an AxialAttention node that breaks the spec.
     """
-    import onnxruntime as ort
-
     providers = list(providers)
+    name = str(model) if isinstance(model, (str, Path)) else (model.graph.name or "the graph")
     if isinstance(model, (str, Path)):
         path = Path(model)
         # Only the graph is needed to decide; the weights load only if the graph is converted.
         if not has_axial_attention(onnx.load(path, load_external_data=False)):
-            return ort.InferenceSession(str(path), session_options, providers=providers)
+            return _session(str(path), session_options, providers, name)
         model = onnx.load(path)
     elif not has_axial_attention(model):
-        return ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        return _session(model.SerializeToString(), session_options, providers, name)
 
     view = to_onnxruntime_view(model)  # spec errors first: they need no extra package
     library = _register_reference_op()
+    import onnxruntime as ort
+
     if session_options is None:
         options = ort.SessionOptions()
         # The custom op runs its own threads while ORT's pool would spin-wait for the next
@@ -465,4 +467,24 @@ def create_session(
     else:
         options = session_options
     options.register_custom_ops_library(library)
-    return ort.InferenceSession(view.SerializeToString(), options, providers=providers)
+    return _session(view.SerializeToString(), options, providers, name)
+
+
+class SessionError(AxialDeployError, ValueError):
+    """ONNX Runtime cannot load a graph (an op it does not know, an invalid graph, ...)."""
+
+
+def _session(source, options, providers: list[str], name: str):
+    """An InferenceSession; ONNX Runtime's load errors become one SessionError naming `name`."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as error:  # ORT raises its own Fail / InvalidGraph / NoSuchFile types
+        if isinstance(error, AxialDeployError):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SessionError(
+            f"ONNX Runtime cannot load {name}: {reason}; the graph must use ONNX ops (or "
+            "AxialAttention) that ONNX Runtime runs"
+        ) from None

@@ -62,6 +62,11 @@ def files(tmp_path):
     forged = (tmp_path / "x.npy").read_bytes().replace(b"(1, 3, 8, 8)", b"(9999, 99999999)")
     (tmp_path / "forged.npy").write_bytes(forged)
     (tmp_path / "a_file").write_text("not a folder")
+    unknown = conv_model()
+    unknown.graph.node.insert(0, helper.make_node("FooBar", ["x0"], ["x"], domain="weird"))
+    unknown.graph.input[0].name = "x0"
+    unknown.opset_import.append(helper.make_opsetid("weird", 1))
+    onnx.save(unknown, tmp_path / "unknown_op.onnx")
     return tmp_path
 
 
@@ -82,6 +87,8 @@ BAD_INPUTS = [
      "already an FP16 graph", ["q.onnx"]),
     (["quantize", "{t}/nan.onnx", "--precision", "int8", "-o", "{t}/q.onnx"],
      "NaN or infinite", ["q.onnx"]),
+    (["quantize", "{t}/unknown_op.onnx", "--precision", "fp16", "-o", "{t}/q.onnx"],
+     "ONNX Runtime cannot load", ["q.onnx"]),
     (["build", "{t}/m.onnx", "-o", "{t}/m.onnx"], "is the same file as MODEL.onnx", []),
     (["run", "{t}/m.onnx", "--input", "{t}/x.npy", "-o", "{t}/x.npy"],
      "is the same file as --input", []),
