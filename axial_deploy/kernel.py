@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.native import KERNEL, locate
+from axial_deploy.native import KERNEL, ParamsStruct, TablesStruct, locate
 
 ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
 LIBRARY_ENV = KERNEL.env
@@ -85,41 +85,17 @@ class KernelParams:
     dtype: int = DataType.FLOAT32
 
 
-class _Params(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_int32)
-        for name in (
-            "batch",
-            "height",
-            "width",
-            "axis",
-            "num_heads",
-            "key_depth",
-            "value_depth",
-            "span",
-            "table_length",
-            "dtype",
-        )
-    ]
-
-
-class _Tables(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_void_p) for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
-    ]
-
-
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def _c_params(params: KernelParams) -> _Params:
+def _c_params(params: KernelParams) -> ParamsStruct:
     values = astuple(params)
-    for name, value in zip(_Params._fields_, values, strict=True):
+    for name, value in zip(ParamsStruct._fields_, values, strict=True):
         if not INT32_MIN <= int(value) <= INT32_MAX:
             raise KernelArgumentError(
                 f"{name[0]} = {value} does not fit the kernel's int32 fields", Status.BAD_SHAPE
             )
-    return _Params(*(int(v) for v in values))
+    return ParamsStruct(*(int(v) for v in values))
 
 
 def library_path() -> Path:
@@ -152,14 +128,14 @@ def _load(path: Path) -> ctypes.CDLL:
             "is stale, rebuild it with `make plugins`"
         )
     lib.axial_attention_check.restype = ctypes.c_int
-    lib.axial_attention_check.argtypes = [ctypes.POINTER(_Params)]
+    lib.axial_attention_check.argtypes = [ctypes.POINTER(ParamsStruct)]
     lib.axial_attention_workspace_size.restype = ctypes.c_size_t
-    lib.axial_attention_workspace_size.argtypes = [ctypes.POINTER(_Params)]
+    lib.axial_attention_workspace_size.argtypes = [ctypes.POINTER(ParamsStruct)]
     lib.axial_attention_enqueue.restype = ctypes.c_int
     lib.axial_attention_enqueue.argtypes = [
-        ctypes.POINTER(_Params),
+        ctypes.POINTER(ParamsStruct),
         ctypes.c_void_p,
-        ctypes.POINTER(_Tables),
+        ctypes.POINTER(TablesStruct),
         ctypes.c_void_p,
         ctypes.c_void_p,
         ctypes.c_size_t,
@@ -227,7 +203,7 @@ def enqueue(
     Raises KernelArgumentError for bad arguments, KernelCudaError when the launch fails.
     """
     c_params = _c_params(params)
-    c_tables = _Tables(*(ctypes.c_void_p(p or None) for p in astuple(tables)))
+    c_tables = TablesStruct(*(ctypes.c_void_p(p or None) for p in astuple(tables)))
     status = load_library().axial_attention_enqueue(
         ctypes.byref(c_params),
         ctypes.c_void_p(qkv or None),

@@ -59,6 +59,25 @@ CALIBRATION = NativeLibrary(
 )
 
 
+class ParamsStruct(ctypes.Structure):
+    """AxialAttentionParams of the C ABI (plugins/axial_attention/axialAttentionKernel.h), shared
+    by the CUDA library (kernel.py) and the CPU op library (ort_ops.py)."""
+
+    _fields_ = [
+        (name, ctypes.c_int32)
+        for name in ("batch", "height", "width", "axis", "num_heads", "key_depth", "value_depth",
+                     "span", "table_length", "dtype")
+    ]  # fmt: skip
+
+
+class TablesStruct(ctypes.Structure):
+    """AxialAttentionTables: device (CUDA) or host (CPU) pointers to the five float32 tables."""
+
+    _fields_ = [
+        (name, ctypes.c_void_p) for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
+    ]
+
+
 @dataclass(frozen=True)
 class Found:
     path: Path | None  # None: not found

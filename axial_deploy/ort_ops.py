@@ -45,7 +45,7 @@ import onnx
 
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import label, unique_name, used_names
-from axial_deploy.native import CPU_OP, locate
+from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, locate
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
 
 if TYPE_CHECKING:
@@ -70,33 +70,6 @@ CPU_LIBRARY_ENV = CPU_OP.env
 # AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
 CPU_ABI_VERSION = 1001
 OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
-
-
-class _CpuParams(ctypes.Structure):
-    """AxialAttentionParams (axialAttentionKernel.h). kernel.py binds the same struct for the CUDA
-    library, but imports torch at import time; this module runs without torch."""
-
-    _fields_ = [
-        (name, ctypes.c_int32)
-        for name in (
-            "batch",
-            "height",
-            "width",
-            "axis",
-            "num_heads",
-            "key_depth",
-            "value_depth",
-            "span",
-            "table_length",
-            "dtype",
-        )
-    ]
-
-
-class _CpuTables(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_void_p) for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
-    ]
 
 
 class CpuOpError(RuntimeError):
@@ -130,9 +103,9 @@ def _load_cpu_library(path: Path) -> ctypes.CDLL:
         )
     lib.axial_attention_cpu_run.restype = ctypes.c_int
     lib.axial_attention_cpu_run.argtypes = [
-        ctypes.POINTER(_CpuParams),
+        ctypes.POINTER(ParamsStruct),
         ctypes.c_void_p,
-        ctypes.POINTER(_CpuTables),
+        ctypes.POINTER(TablesStruct),
         ctypes.c_void_p,
         ctypes.c_int32,
     ]
@@ -200,9 +173,9 @@ def native_axial_attention(
     values = (batch, height, width, axis, groups, dq, dv, span, table)
     if not all(-(2**31) <= int(v) < 2**31 for v in values):
         raise CpuOpError(f"a shape or attribute does not fit int32: {values}")
-    params = _CpuParams(*(int(v) for v in values), 1 if qkv.dtype == np.float16 else 0)
+    params = ParamsStruct(*(int(v) for v in values), 1 if qkv.dtype == np.float16 else 0)
     y = np.empty((batch, groups * dv, height, width), dtype=qkv.dtype)
-    pointers = _CpuTables(*(a.ctypes.data for a in (*tables, scale, bias)))
+    pointers = TablesStruct(*(a.ctypes.data for a in (*tables, scale, bias)))
     status = lib.axial_attention_cpu_run(
         ctypes.byref(params), qkv.ctypes.data, ctypes.byref(pointers), y.ctypes.data, threads
     )

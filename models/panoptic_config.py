@@ -54,6 +54,16 @@ class PanopticConfig:
             # Non-negative ids are class * label_divisor + instance; void must not clash.
             raise ValueError(f"void_label must be negative, got {self.void_label}")
 
+    def thing_mask(self, num_classes: int) -> list[bool]:
+        """Per class, whether it is a thing: the lookup both post-processors (torch and numpy)
+        use; refuses a class count the thing ids do not fit."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        bad = [c for c in self.thing_ids if c >= num_classes]
+        if bad:
+            raise ValueError(f"thing_ids {bad} are not below num_classes ({num_classes})")
+        return [c in self.thing_ids for c in range(num_classes)]
+
 
 def scaled_config(
     thing_ids: tuple[int, ...], input_hw: tuple[int, int], **overrides

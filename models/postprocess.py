@@ -68,15 +68,9 @@ class PanopticPostProcessor(nn.Module):
         super().__init__()
         # None instead of a PanopticConfig() default: no shared instance in the signature.
         config = PanopticConfig() if config is None else config
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        bad = [c for c in config.thing_ids if c >= num_classes]
-        if bad:
-            raise ValueError(f"thing_ids {bad} are not below num_classes ({num_classes})")
+        is_thing = torch.tensor(config.thing_mask(num_classes), dtype=torch.bool)
         self.num_classes = num_classes
         self.config = config
-        is_thing = torch.zeros(num_classes, dtype=torch.bool)
-        is_thing[list(config.thing_ids)] = True
         # Class -> is-thing lookup table; exported as a constant of the graph.
         self.register_buffer("is_thing_class", is_thing, persistent=False)
 

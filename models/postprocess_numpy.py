@@ -22,15 +22,9 @@ class PanopticPostProcessorNumpy:
 
     def __init__(self, num_classes: int, config: PanopticConfig | None = None) -> None:
         config = PanopticConfig() if config is None else config
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        bad = [c for c in config.thing_ids if c >= num_classes]
-        if bad:
-            raise ValueError(f"thing_ids {bad} are not below num_classes ({num_classes})")
+        self.is_thing_class = np.asarray(config.thing_mask(num_classes), dtype=bool)
         self.num_classes = num_classes
         self.config = config
-        self.is_thing_class = np.zeros(num_classes, dtype=bool)
-        self.is_thing_class[list(config.thing_ids)] = True
 
     def __call__(
         self, semantic_logits: np.ndarray, center_heatmap: np.ndarray, offsets: np.ndarray
