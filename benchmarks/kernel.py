@@ -163,7 +163,7 @@ def stage_inputs(stage: Stage, batch: int, dtype: torch.dtype):
     return qkv.to(dtype), tables, attrs
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
         epilog="Derives the shapes from the model; --dry-run prints them without a GPU.",
@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", metavar="PATH", help="also write the device, peaks and every row as JSON"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         height, width = (int(v) for v in args.input_shape.lower().split("x"))
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks/kernel.py: {error}", file=sys.stderr)
         return 1
 
-    peak_flops, peak_bandwidth = measure_peaks(args.repeats)
+    peaks = peak_flops, peak_bandwidth = measure_peaks(args.repeats)
     print(
         f"\n{torch.cuda.get_device_name()}: measured FP32 {peak_flops / 1e12:.1f} TFLOP/s "
         f"(SGEMM, TF32 off), copy {peak_bandwidth / 1e9:.0f} GB/s"
@@ -235,39 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 impls["eager"] = axial_attention_op
             if compiled_op is not None:
                 impls["compiled"] = compiled_op
-            moved = stage.bytes_moved(args.batch, qkv.element_size())
-            flops = stage.flops(args.batch)
-            kernel_seconds = None
-            for name, fn in impls.items():
-                with torch.inference_mode():
-                    seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
-                kernel_seconds = kernel_seconds or seconds
-                rows.append(
-                    {
-                        "height": stage.height,
-                        "width": stage.width,
-                        "axis": stage.axis,
-                        "num_heads": stage.num_heads,
-                        "key_depth": stage.key_depth,
-                        "value_depth": stage.value_depth,
-                        "span": stage.span,
-                        "layers": stage.layers,
-                        "dtype": dtype_name,
-                        "impl": name,
-                        "ms": seconds * 1e3,
-                        "gb_per_s": moved / seconds / 1e9,
-                        "tflop_per_s": flops / seconds / 1e12,
-                        "vs_kernel": seconds / kernel_seconds,
-                    }
-                )
-                print(
-                    f"| {stage.height:>5} x {stage.width:<3} | {stage.axis:>4} | {dtype_name:>5} | "
-                    f"{name:<8} | {seconds * 1e3:>8.3f} | {moved / seconds / 1e9:>6.0f} | "
-                    f"{100 * moved / seconds / peak_bandwidth:>6.1f} | "
-                    f"{flops / seconds / 1e12:>7.2f} | "
-                    f"{100 * flops / seconds / peak_flops:>6.1f} | "
-                    f"{seconds / kernel_seconds:>8.1f}x |"
-                )
+            rows += time_stage(stage, dtype_name, (qkv, tables, attrs), impls, args, peaks)
             del qkv, tables
             torch.cuda.empty_cache()
     if args.json:
@@ -284,6 +257,54 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
     return 0
+
+
+STAGE_FIELDS = (
+    "height",
+    "width",
+    "axis",
+    "num_heads",
+    "key_depth",
+    "value_depth",
+    "span",
+    "layers",
+)
+
+
+def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list[dict]:
+    """Times every implementation on one stage and dtype: prints a table row each, returns the
+    rows (the first implementation, the kernel, is the `vs kernel` reference)."""
+    qkv, tables, attrs = inputs
+    peak_flops, peak_bandwidth = peaks
+    moved = stage.bytes_moved(args.batch, qkv.element_size())
+    flops = stage.flops(args.batch)
+    kernel_seconds = None
+    rows = []
+    for name, fn in impls.items():
+        with torch.inference_mode():
+            seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
+        kernel_seconds = kernel_seconds or seconds
+        shape = {k: getattr(stage, k) for k in STAGE_FIELDS}
+        rows.append(
+            {
+                **shape,
+                "dtype": dtype_name,
+                "impl": name,
+                "ms": seconds * 1e3,
+                "gb_per_s": moved / seconds / 1e9,
+                "tflop_per_s": flops / seconds / 1e12,
+                "vs_kernel": seconds / kernel_seconds,
+            }
+        )
+        print(
+            f"| {stage.height:>5} x {stage.width:<3} | {stage.axis:>4} | {dtype_name:>5} | "
+            f"{name:<8} | {seconds * 1e3:>8.3f} | {moved / seconds / 1e9:>6.0f} | "
+            f"{100 * moved / seconds / peak_bandwidth:>6.1f} | "
+            f"{flops / seconds / 1e12:>7.2f} | "
+            f"{100 * flops / seconds / peak_flops:>6.1f} | "
+            f"{seconds / kernel_seconds:>8.1f}x |"
+        )
+    return rows
 
 
 def write_json(path: str, document: dict) -> None:
