@@ -260,7 +260,7 @@ def tensor_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[i
 
 
 def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
-    import onnxruntime as ort
+    from .pieces import quiet_session  # pieces imports this module
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -268,11 +268,7 @@ def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
     for name in names:
         if name not in existing:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = quiet_session(probe)
     feeds = {}
     for name, shape in static_input_shapes(model).items():
         elem = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type

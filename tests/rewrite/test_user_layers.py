@@ -1,0 +1,47 @@
+"""The rewrite on layers as other code bases write them (tests/rewrite/user_layers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from axial_deploy.cli import main
+from axial_deploy.rewrite import RewriteError, rewrite_file
+
+from .user_layers import LineAttention, Stack, export
+
+
+def wrong_axis_stack(layers: int, shape: tuple[int, int, int, int]) -> Stack:
+    """Softmax over the queries (not the keys): not the operator, left with one reason. The
+    sizes are baked in and there are more lines than probing runs, so the first probe of
+    each layer fails inside ONNX Runtime (a Reshape) before the full-size retry."""
+    n, c, h, w = shape
+    return Stack(
+        *(
+            LineAttention(
+                c if i == 0 else 6, axis=2, softmax_dim=2, baked=(n, c if i == 0 else 6, h, w)
+            )
+            for i in range(layers)
+        )
+    )
+
+
+def test_nothing_rewritten_is_said_plainly_and_quietly(tmp_path, capfd):
+    shape = (1, 4, 6, 40)  # height attention: 40 lines of 6, probing runs 32
+    source = export(wrong_axis_stack(3, shape), shape, tmp_path / "wrong.onnx")
+    capfd.readouterr()
+    report = rewrite_file(source, tmp_path / "out.onnx")
+    assert not report.rewritten and len(report.left) == 3
+    summary = report.summary()
+    assert summary.startswith("nothing rewritten: 3 attention layer(s) found")
+    # Three identical reasons are one line with a count.
+    [left_line] = [line for line in summary.splitlines() if "LEFT" in line]
+    assert "LEFT x3" in left_line and "does not normalise the last axis" in left_line
+    # ONNX Runtime's failing Reshape was not printed: failures surface as exceptions only.
+    assert "onnxruntime" not in capfd.readouterr().err
+
+    strict_out = tmp_path / "strict.onnx"
+    with pytest.raises(RewriteError, match=r"--strict: nothing rewritten, 3 layer\(s\).*3 x the"):
+        rewrite_file(source, strict_out, strict=True)
+    assert main(["rewrite", str(source), "-o", str(strict_out), "--strict"]) == 2
+    assert not strict_out.exists()
+    assert "nothing rewritten" in capfd.readouterr().err
