@@ -187,7 +187,9 @@ class LayerPieces:
 def _geometry(qkv0: np.ndarray, logits0: np.ndarray, softmax_axis: int) -> Geometry:
     if qkv0.ndim != 3:
         raise Refusal(
-            f"the qkv projection gives a rank-{qkv0.ndim} tensor, expected lines [B, C, L]"
+            f"the 1x1 Conv nearest this Softmax gives a rank-{qkv0.ndim} tensor, not lines "
+            "[B, C, L]: the layer projects q / k / v before forming its lines, or that Conv is "
+            "not its qkv projection"
         )
     lines, channels, length = qkv0.shape
     if logits0.ndim != 4 or softmax_axis not in (-1, 3):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from torch import nn
 
 from axial_deploy.cli import main
 from axial_deploy.rewrite import RewriteError, rewrite_file
 
-from .user_layers import LineAttention, Stack, export
+from .user_layers import LinearAxialAttention, LineAttention, Stack, export
 
 
 def wrong_axis_stack(layers: int, shape: tuple[int, int, int, int]) -> Stack:
@@ -45,3 +46,17 @@ def test_nothing_rewritten_is_said_plainly_and_quietly(tmp_path, capfd):
     assert main(["rewrite", str(source), "-o", str(strict_out), "--strict"]) == 2
     assert not strict_out.exists()
     assert "nothing rewritten" in capfd.readouterr().err
+
+
+def test_attention_behind_a_stem_names_its_own_projection(tmp_path):
+    """lucidrains-style layers (Linear projections per line) behind a 1x1 Conv stem: the walk
+    back from each Softmax stops at its own projections and names them, never the stem."""
+    stem = nn.Conv2d(3, 8, 1)
+    model = Stack(stem, LinearAxialAttention(8, axis=2), LinearAxialAttention(8, axis=3))
+    source = export(model, (1, 3, 6, 5), tmp_path / "lucid.onnx")
+    report = rewrite_file(source, tmp_path / "out.onnx")
+    assert len(report.left) == 2 and not report.rewritten
+    for number, layer in enumerate(report.left, start=1):
+        assert "no 1x1 Conv (qkv projection) feeds this Softmax" in layer.reason
+        assert f"MatMul /layers/layers.{number}/to_q/MatMul" in layer.reason
+        assert "layers.0" not in layer.reason and "rank-4" not in layer.reason

@@ -69,3 +69,35 @@ def export(model: nn.Module, shape: tuple[int, ...], path: Path, seed: int = 0) 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17)
     return path
+
+
+class LinearAxialAttention(nn.Module):
+    """lucidrains' axial-attention shape: the axis moved last, each line (b*other, L, dim) goes
+    through Linear q and kv projections, per-head softmax(q.k / sqrt(e)) over the line, the
+    heads merged and a Linear output projection, then the axis moved back."""
+
+    def __init__(self, dim: int, axis: int, heads: int = 2, dim_head: int = 2) -> None:
+        super().__init__()
+        self.axis, self.heads, self.dim_head = axis, heads, dim_head
+        hidden = heads * dim_head
+        self.to_q = nn.Linear(dim, hidden, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * hidden, bias=False)
+        self.to_out = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [N, C, H, W] -> [N, other, L, C]
+        lines = x.permute(0, 3, 2, 1) if self.axis == 2 else x.permute(0, 2, 3, 1)
+        n, other, length, dim = lines.shape
+        t = lines.reshape(n * other, length, dim)
+        q, (k, v) = self.to_q(t), self.to_kv(t).chunk(2, dim=-1)
+
+        def heads(z: torch.Tensor) -> torch.Tensor:
+            z = z.reshape(n * other, length, self.heads, self.dim_head).transpose(1, 2)
+            return z.reshape(n * other * self.heads, length, self.dim_head)
+
+        q, k, v = heads(q), heads(k), heads(v)
+        dots = torch.einsum("bie,bje->bij", q, k) * self.dim_head**-0.5
+        out = torch.einsum("bij,bje->bie", dots.softmax(dim=-1), v)
+        out = out.reshape(n * other, self.heads, length, self.dim_head).transpose(1, 2)
+        out = self.to_out(out.reshape(n, other, length, -1))
+        return out.permute(0, 3, 2, 1) if self.axis == 2 else out.permute(0, 3, 1, 2)
