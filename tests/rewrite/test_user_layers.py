@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
+import torch
+from onnx import numpy_helper
 from torch import nn
 
 from axial_deploy.cli import main
+from axial_deploy.graph import attribute
+from axial_deploy.ort_ops import create_session
 from axial_deploy.rewrite import RewriteError, rewrite_file
 
 from .user_layers import LinearAxialAttention, LineAttention, Stack, export
@@ -60,3 +66,37 @@ def test_attention_behind_a_stem_names_its_own_projection(tmp_path):
         assert "no 1x1 Conv (qkv projection) feeds this Softmax" in layer.reason
         assert f"MatMul /layers/layers.{number}/to_q/MatMul" in layer.reason
         assert "layers.0" not in layer.reason and "rank-4" not in layer.reason
+
+
+def run_onnx(path, x: torch.Tensor) -> np.ndarray:
+    """The graph in ONNX Runtime (fp32; AxialAttention nodes by the reference op)."""
+    session = create_session(path)
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("baked", [False, True])
+def test_position_free_layers_are_rewritten(tmp_path, baked):
+    """MedT's local branch: axial attention without relative positions, height then width, is
+    the operator with zero tables; rewritten, verified and equal to the module in float64."""
+    shape = (1, 4, 6, 5)
+    sizes = [(1, 4, 6, 5), (1, 6, 6, 5)] if baked else [None, None]
+    model = Stack(
+        LineAttention(4, axis=2, baked=sizes[0]), LineAttention(6, axis=3, baked=sizes[1])
+    )
+    source = export(model, shape, tmp_path / "free.onnx")
+    target = tmp_path / "free.axial.onnx"
+    report = rewrite_file(source, target)
+    assert len(report.rewritten) == 2 and not report.left, report.summary()
+    nodes = [n for n in onnx.load(target).graph.node if n.op_type == "AxialAttention"]
+    assert [attribute(n, "axis") for n in nodes] == [2, 3]
+    assert [attribute(n, "table_length") for n in nodes] == [11, 9]  # 2L - 1, global
+    tables = {t.name: numpy_helper.to_array(t) for t in onnx.load(target).graph.initializer}
+    for node in nodes:
+        for name in node.input[1:4]:  # rel_q, rel_k, rel_v
+            assert tables[name].shape[-1] == attribute(node, "table_length")
+            assert not tables[name].any()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.double()(x.double()).numpy()
+    got = run_onnx(target, x)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
