@@ -3,17 +3,19 @@
 A layer is found from what it computes, not from node names or one exporter's op patterns. The
 stage (`stage.rewrite`) runs four steps, one module each:
 
-1. *Locate* (`locate`): every Softmax is a candidate. Walking back from it, the first 1x1 Conv
-   is the qkv projection; its input, walked back through reshapes, is the layer input X.
+1. *Locate* (`locate`): every Softmax is a candidate. Walking back from it (bounded to the
+   layer: each path stops at its first constant-weight projection), the first 1x1 Conv is the
+   qkv projection; its input, walked back through reshapes, is the layer input X.
    Walking forward, the first Transpose that every path from the Softmax to the graph outputs
    goes through is the layer output Y (stride pooling stays after it).
 2. *Extract by probing* (`probe`, running graph pieces from `pieces`): the piece of graph from
    the qkv tensor to the Softmax input (logits) is linear in q and k plus one bilinear q.k
    term, and the piece from (qkv, attention weights) to Y is linear in v and the weights plus
    a bias. ONNX Runtime runs both pieces on probe inputs, which reveals each qkv channel's role
-   (query, key, value) and head, the relative tables, the logit scales, the value scales and
-   the output bias: the operator contract's constants, whatever ops the exporter chose (Einsum
-   or MatMul, Gather, BatchNormalization folded or not).
+   (query, key, value) and head (position-free layers by a q.k probe: zero tables), the
+   relative tables, the logit scales, the value scales and the output bias: the operator
+   contract's constants, whatever ops the exporter chose (Einsum or MatMul, Gather,
+   BatchNormalization folded or not).
 3. *Verify* (`verify`): the original layer (ONNX Runtime) and the extracted Conv + operator
    (`axial_attention_op`) must agree on a random input (fp32 max rel err < 1e-4); otherwise
    the layer is left intact and reported with the reason. A graph is never silently wrong.

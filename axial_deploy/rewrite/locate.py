@@ -80,9 +80,9 @@ def locate_layers(index: GraphIndex) -> tuple[list[LayerRecord], list[Candidate]
     for softmax in (node for node in index.graph.node if node.op_type == "Softmax"):
         record = LayerRecord(softmax=label(softmax))
         records.append(record)
-        conv = find_qkv_conv(index, softmax)
+        conv, reason = search_qkv_conv(index, softmax)
         if conv is None:
-            record.reason = "no 1x1 Conv (qkv projection) feeds this Softmax"
+            record.reason = reason
             continue
         y_name = layer_output(index, softmax)
         if y_name is None:
@@ -93,27 +93,68 @@ def locate_layers(index: GraphIndex) -> tuple[list[LayerRecord], list[Candidate]
     return records, candidates
 
 
+# How far (in nodes) the qkv projection may lie before the Softmax: the exporters' logits
+# take at most ~12 nodes from the projection (BatchNorm, split, per-head reshapes, the q.k
+# and relative terms); farther is another layer's.
+QKV_SEARCH_DEPTH = 24
+
+# Ops that project channels with constant weights: the walk back from a Softmax stops at the
+# first one on each path (the layer's projection); past it lies the previous layer.
+PROJECTION_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum"}
+
+
 def find_qkv_conv(index: GraphIndex, softmax: onnx.NodeProto) -> onnx.NodeProto | None:
-    """Nearest 1x1 Conv among the Softmax's data ancestors (breadth first)."""
-    frontier = list(index.data_inputs(softmax))
+    """The layer's 1x1 Conv: the nearest among the Softmax's data ancestors (breadth first)."""
+    conv, _ = search_qkv_conv(index, softmax)
+    return conv
+
+
+def search_qkv_conv(
+    index: GraphIndex, softmax: onnx.NodeProto
+) -> tuple[onnx.NodeProto | None, str]:
+    """(the qkv 1x1 Conv, "") or (None, what was found instead). The walk back is bounded to
+    the layer: it stops at each path's first projection (a node with constant weights) and
+    after QKV_SEARCH_DEPTH nodes, so it never names an unrelated conv before the layer."""
+    frontier = [(tensor, 1) for tensor in index.data_inputs(softmax)]
     seen: set[str] = set()
+    stopped_at: list[onnx.NodeProto] = []
     while frontier:
-        tensor = frontier.pop(0)
-        if tensor in seen:
+        tensor, depth = frontier.pop(0)
+        node = index.producer.get(tensor)
+        if tensor in seen or node is None or depth > QKV_SEARCH_DEPTH:
             continue
         seen.add(tensor)
-        node = index.producer.get(tensor)
-        if node is None:
+        if is_qkv_conv(node):
+            return node, ""
+        if node.op_type in PROJECTION_OPS and len(index.data_inputs(node)) < len(
+            [name for name in node.input if name]
+        ):
+            stopped_at.append(node)
             continue
-        if node.op_type == "Conv":
-            kernel = attribute(node, "kernel_shape") or []
-            group = attribute(node, "group", 1)
-            if kernel and all(k == 1 for k in kernel) and group == 1:
-                return node
-        if node.op_type in ("Shape", "Size"):
-            continue
-        frontier.extend(index.data_inputs(node))
-    return None
+        if node.op_type not in ("Shape", "Size"):
+            frontier.extend((name, depth + 1) for name in index.data_inputs(node))
+    return None, _no_qkv_reason(stopped_at)
+
+
+def is_qkv_conv(node: onnx.NodeProto) -> bool:
+    kernel = attribute(node, "kernel_shape") or []
+    return (
+        node.op_type == "Conv"
+        and bool(kernel)
+        and all(k == 1 for k in kernel)
+        and attribute(node, "group", 1) == 1
+    )
+
+
+def _no_qkv_reason(stopped_at: list[onnx.NodeProto]) -> str:
+    """What the bounded walk found instead of a 1x1 Conv, named."""
+    if not stopped_at:
+        return f"no 1x1 Conv (qkv projection) feeds this Softmax within {QKV_SEARCH_DEPTH} nodes"
+    found = ", ".join(f"{node.op_type} {label(node)}" for node in stopped_at[:3])
+    return (
+        "no 1x1 Conv (qkv projection) feeds this Softmax: its q / k come from "
+        f"{found} (a projection with constant weights that is not an ungrouped 1x1 Conv)"
+    )
 
 
 def layer_input(index: GraphIndex, conv: onnx.NodeProto) -> str:
@@ -260,7 +301,7 @@ def tensor_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[i
 
 
 def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
-    import onnxruntime as ort
+    from .pieces import quiet_session  # pieces imports this module
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -268,11 +309,7 @@ def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
     for name in names:
         if name not in existing:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = quiet_session(probe)
     feeds = {}
     for name, shape in static_input_shapes(model).items():
         elem = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type

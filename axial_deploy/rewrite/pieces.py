@@ -61,18 +61,28 @@ class PieceExtractor:
         return piece
 
 
+# ONNX Runtime logs a failing node at ERROR (3) before raising: probing expects such failures
+# (a reshape with sizes baked in) and reports them through Python exceptions, so probe sessions
+# log only FATAL (4) and the user's terminal stays clean.
+QUIET_LOG_SEVERITY = 4
+
+
+def quiet_session(model: onnx.ModelProto):
+    """A CPU InferenceSession that raises on failure without printing ORT's error lines."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = QUIET_LOG_SEVERITY
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 class SubModel:
     """A piece of the graph (given inputs -> outputs) run by ONNX Runtime."""
 
     def __init__(self, extractor: PieceExtractor, inputs: list[str], outputs: list[str]):
-        import onnxruntime as ort
-
-        model = extractor.extract_model(inputs, outputs)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = quiet_session(extractor.extract_model(inputs, outputs))
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = outputs
 

@@ -187,7 +187,9 @@ class LayerPieces:
 def _geometry(qkv0: np.ndarray, logits0: np.ndarray, softmax_axis: int) -> Geometry:
     if qkv0.ndim != 3:
         raise Refusal(
-            f"the qkv projection gives a rank-{qkv0.ndim} tensor, expected lines [B, C, L]"
+            f"the 1x1 Conv nearest this Softmax gives a rank-{qkv0.ndim} tensor, not lines "
+            "[B, C, L]: the layer projects q / k / v before forming its lines, or that Conv is "
+            "not its qkv projection"
         )
     lines, channels, length = qkv0.shape
     if logits0.ndim != 4 or softmax_axis not in (-1, 3):
@@ -268,30 +270,19 @@ class ChannelRoles:
 
 def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
     """A channel set at one position moves logits of one query row (q), of one key column (k),
-    or no logits at all (v). Each line is one probe."""
-    lines, channels, heads = (
-        pieces.geometry.lines,
-        pieces.geometry.channels,
-        pieces.geometry.heads,
-    )
+    or no logits at all (v). Each line is one probe. Without positional terms a q or k channel
+    alone moves nothing: the channels read as v are probed again against every channel set at
+    a second position (`_bilinear_roles`), which separates q and k from v."""
+    channels, heads = pieces.geometry.channels, pieces.geometry.heads
     valid = window.keys >= 0
     role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
-    for start in range(0, channels, lines):
-        count = min(lines, channels - start)
-        delta = pieces.logit_delta(pieces.one_hot(start + np.arange(count), window.middle))
+    for start in range(0, channels, pieces.geometry.lines):
+        chunk = start + np.arange(min(pieces.geometry.lines, channels - start))
+        delta = pieces.logit_delta(pieces.one_hot(chunk, window.middle))
         delta[:, :, ~valid] = 0.0
-        for line in range(count):
-            changed = np.abs(delta[line]) > 1e-7 * max(1.0, np.abs(delta[line]).max())
-            channel = start + line
-            if not changed.any():
-                role[channel] = "v"
-                continue
-            hit_heads = np.flatnonzero(changed.any(axis=(1, 2)))
-            if len(hit_heads) != 1:
-                raise Refusal(f"qkv channel {channel} feeds the logits of several heads")
-            head_of[channel] = hit_heads[0]
-            rows = np.flatnonzero(changed[hit_heads[0]].any(axis=1))
-            role[channel] = "q" if np.array_equal(rows, [window.middle]) else "k"
+        for line, channel in enumerate(chunk):
+            role[channel], head_of[channel] = _role_of(delta[line], channel, window.middle, -1)
+    _bilinear_roles(pieces, window, role, head_of)
     query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
     key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
     value = np.flatnonzero(role == "v")
@@ -301,6 +292,49 @@ def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
     if len(value) % heads:
         raise Refusal("value channels do not split evenly over the heads")
     return ChannelRoles(query, key, value, key_depth, len(value) // heads)
+
+
+def _role_of(delta: np.ndarray, channel: int, query_row: int, key_row: int) -> tuple[str, int]:
+    """(role, head) from what one probe moved in the logits [heads, L, keys]: nothing (v), the
+    row `query_row` (q) or, given `key_row` >= 0, that row (k); else any other row (k)."""
+    changed = np.abs(delta) > 1e-7 * max(1.0, np.abs(delta).max())
+    if not changed.any():
+        return "v", -1
+    hit_heads = np.flatnonzero(changed.any(axis=(1, 2)))
+    if len(hit_heads) != 1:
+        raise Refusal(f"qkv channel {channel} feeds the logits of several heads")
+    rows = np.flatnonzero(changed[hit_heads[0]].any(axis=1))
+    if np.array_equal(rows, [query_row]):
+        return "q", int(hit_heads[0])
+    if key_row >= 0 and not np.array_equal(rows, [key_row]):
+        raise Refusal(f"qkv channel {channel} moves logits of several queries")
+    return "k", int(hit_heads[0])
+
+
+def _bilinear_roles(
+    pieces: LayerPieces, window: Window, role: np.ndarray, head_of: np.ndarray
+) -> None:
+    """Every channel set to 1 at the middle position, and the probed channel at a neighbour p:
+    the q.k term moves row p if it is a query channel (against the keys in the middle), row
+    middle at key p if it is a key channel, and nothing if it is a value channel."""
+    middle, lines = window.middle, pieces.geometry.lines
+    neighbours = [p for p in (middle + 1, middle - 1) if p in window.keys[middle]]
+    unknown = np.flatnonzero(role == "v")
+    if not len(unknown) or not neighbours or middle not in window.keys[neighbours[0]]:
+        return
+    other = neighbours[0]
+    background = pieces.zero_qkv()
+    background[:, :, middle] = 1.0
+    base = pieces.logits(background)
+    valid = window.keys >= 0
+    for start in range(0, len(unknown), lines):
+        chunk = unknown[start : start + lines]
+        probe = background.copy()
+        probe[np.arange(len(chunk)), chunk, other] = 1.0
+        delta = pieces.logits(probe) - base
+        delta[:, :, ~valid] = 0.0
+        for line, channel in enumerate(chunk):
+            role[channel], head_of[channel] = _role_of(delta[line], channel, other, middle)
 
 
 # ------------------------------------------------------------------------------- the logits

@@ -64,21 +64,47 @@ class RewriteReport:
             indent=2,
         )
 
-    def summary(self) -> str:
-        lines = [
+    def headline(self) -> str:
+        """One line: what was rewritten, or plainly that nothing was."""
+        took = f"({self.seconds:.1f} s)"
+        if self.layers and not self.rewritten:
+            return (
+                f"nothing rewritten: {len(self.layers)} attention layer(s) found, all left "
+                f"intact ({self.already_rewritten} AxialAttention nodes already present) {took}"
+            )
+        return (
             f"{len(self.rewritten)} axial-attention layers rewritten, {len(self.left)} left "
-            f"intact, {self.already_rewritten} AxialAttention nodes already present "
-            f"({self.seconds:.1f} s)"
-        ]
-        for layer in self.layers:
-            if layer.rewritten:
-                lines.append(
-                    f"  rewritten  axis={layer.axis} heads={layer.num_heads} "
-                    f"Dq={layer.key_depth} Dv={layer.value_depth} span={layer.span} "
-                    f"L={layer.line_length} T={layer.table_length} "
-                    f"err={layer.max_rel_err:.1e} nodes={len(layer.replaced_nodes)} "
-                    f"[{layer.softmax}]"
-                )
-            else:
-                lines.append(f"  LEFT       {layer.softmax}: {layer.reason}")
+            f"intact, {self.already_rewritten} AxialAttention nodes already present {took}"
+        )
+
+    def summary(self) -> str:
+        lines = [self.headline()]
+        for layer in self.rewritten:
+            lines.append(
+                f"  rewritten  axis={layer.axis} heads={layer.num_heads} "
+                f"Dq={layer.key_depth} Dv={layer.value_depth} span={layer.span} "
+                f"L={layer.line_length} T={layer.table_length} "
+                f"err={layer.max_rel_err:.1e} nodes={len(layer.replaced_nodes)} "
+                f"[{layer.softmax}]"
+            )
+        lines.extend(grouped_reasons(self.left))
         return "\n".join(lines)
+
+
+GROUP_FROM = 3  # this many layers left for one reason are listed as one line with a count
+
+
+def grouped_reasons(left: list[LayerRecord]) -> list[str]:
+    """One line per left layer; layers sharing a reason are one line with their count (a model
+    with hundreds of identical layers would otherwise print hundreds of identical lines)."""
+    by_reason: dict[str, list[str]] = {}
+    for layer in left:
+        by_reason.setdefault(layer.reason, []).append(layer.softmax)
+    lines = []
+    for reason, names in by_reason.items():
+        if len(names) < GROUP_FROM:
+            lines.extend(f"  LEFT       {name}: {reason}" for name in names)
+        else:
+            shown = ", ".join(names[:2])
+            lines.append(f"  LEFT x{len(names):<4} {reason} [{shown}, ...]")
+    return lines

@@ -159,8 +159,7 @@ def rewrite_file(
     model = load_model(source)
     result, report = rewrite(model, str(source))
     if strict and report.left:
-        reasons = "; ".join(f"{r.softmax}: {r.reason}" for r in report.left)
-        raise RewriteError(f"--strict: {len(report.left)} layer(s) left intact: {reasons}")
+        raise RewriteError(strict_failure(report))
     if not report.layers and not report.already_rewritten:
         raise RewriteError(
             f"{source} holds no attention (no Softmax and no AxialAttention node): nothing to "
@@ -171,3 +170,13 @@ def rewrite_file(
         with atomic_output(report_path) as tmp:
             tmp.write_text(report.to_json())
     return report
+
+
+def strict_failure(report: RewriteReport) -> str:
+    """The one-line --strict error: plainly "nothing rewritten" when so, reasons with counts."""
+    counts: dict[str, int] = {}
+    for layer in report.left:
+        counts[layer.reason] = counts.get(layer.reason, 0) + 1
+    reasons = "; ".join(f"{n} x {reason}" if n > 1 else reason for reason, n in counts.items())
+    what = "nothing rewritten, " if not report.rewritten else ""
+    return f"--strict: {what}{len(report.left)} layer(s) left intact: {reasons}"
