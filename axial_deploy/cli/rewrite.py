@@ -2,10 +2,10 @@
 
 Finds every axial-attention layer of an ONNX graph, with or without relative positions (any
 exporter; static height and width), and replaces it, from its input to its output, by a 1x1
-Conv (qkv projection, BatchNorms folded) feeding one AxialAttention node. Each layer's constants are read
-by probing its pieces in ONNX Runtime, and the replacement must reproduce the layer (fp32 max
-rel err < 1e-4) or the layer is left intact and reported. Prints a summary; --report writes it
-as JSON.
+Conv (qkv projection, BatchNorms folded) feeding one AxialAttention node. Each layer's
+constants are read by probing its pieces in ONNX Runtime, and the replacement must reproduce
+the layer (fp32 max rel err < 1e-4) or the layer is left intact and reported. Prints a summary;
+--report writes it as JSON.
 """
 
 from __future__ import annotations
