@@ -66,12 +66,12 @@ def panoptic_settings_for(record_name: str | None, thing_ids: str | None) -> Pan
     from axial_deploy.models import pretrained_record
 
     record = pretrained_record(record_name)
-    classes = record.get("dataset", {}).get("classes", [])
+    classes = record.dataset.classes
     categories = tuple(
         {"id": int(c["train_id"]), "name": c["name"], "isthing": int(bool(c["isthing"]))}
         for c in classes
     )
-    recorded = dict(record.get("postprocess") or {})
+    recorded = dict(record.postprocess or {})
     ids = tuple(recorded.pop("thing_ids", [c["id"] for c in categories if c["isthing"]]))
     return PanopticSettings(ids, categories, recorded)
 

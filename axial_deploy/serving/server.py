@@ -110,7 +110,7 @@ def resolve_model(spec: str, workdir: Path, input_size: tuple[int, int] | None) 
             f"{spec} has no shipped weights: export it with trained weights "
             f"(`axial-deploy export --checkpoint ...`) and serve the .onnx file"
         )
-    hw = tuple(input_size or pretrained_record(spec)["input_size"])
+    hw = tuple(input_size or pretrained_record(spec).input_size)
     model = create_model(spec, pretrained=True)
     return export_onnx(model, (1, 3, *hw), workdir / f"{spec}.onnx", dynamic="batch")
 
