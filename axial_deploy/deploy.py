@@ -527,12 +527,16 @@ def _reusable_dataset(record: Path, task: str, seed: int, size: tuple, images: i
     """A rerun into the same folder: same kind, seed, size and enough val images."""
     if not record.is_file():
         return False
-    old = json.loads(record.read_text())
+    try:
+        old = json.loads(record.read_text())
+        val_images = old["counts"]["val"]["images"]
+    except (ValueError, KeyError, TypeError):  # damaged or foreign: generate it again
+        return False
     return (
         old.get("kind") == task
         and old.get("seed") == seed
         and tuple(old.get("size", ())) == tuple(size)
-        and old["counts"]["val"]["images"] >= images
+        and val_images >= images
     )
 
 

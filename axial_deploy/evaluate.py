@@ -271,8 +271,10 @@ def accuracy_gate(
     rows = []
     for label, result in results.items():
         drop = ref.metrics[metric] - result.metrics[metric]
-        # A tiny epsilon keeps float noise from tripping a gate exactly at the threshold.
-        rows.append(GateRow(label, result.metrics[metric], drop, drop > max_drop + 1e-9))
+        # A tiny epsilon keeps float noise from tripping a gate exactly at the threshold; a NaN
+        # metric is always flagged.
+        flagged = not drop <= max_drop + 1e-9
+        rows.append(GateRow(label, result.metrics[metric], drop, flagged))
     return GateReport(metric, reference, max_drop, rows)
 
 

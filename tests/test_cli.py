@@ -24,6 +24,12 @@ def test_every_command_module_has_help_flags_and_a_handler(name, capsys):
     assert module.__doc__.strip().split("\n")[0].rstrip(".") in capsys.readouterr().out
 
 
+def test_no_command_is_unavailable(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "unavailable" not in capsys.readouterr().out  # a module that failed to import
+
+
 def _option_dests(parser: argparse.ArgumentParser) -> dict[str, tuple[str, type | None]]:
     return {
         option: (action.dest, action.type)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"axial-deploy {args.command}: error: {converted}", file=sys.stderr)
         return converted.exit_code
     except (ValueError, OSError) as error:  # library checks that are not ours yet
+        if os.environ.get("AXIAL_DEPLOY_DEBUG"):
+            raise  # the traceback, to tell a bug of ours from bad input
         print(f"axial-deploy {args.command}: error: {_describe(error)}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:

@@ -28,7 +28,6 @@ import numpy as np
 from axial_deploy.serving import ServeError, require
 from axial_deploy.serving.pipeline import PanopticSettings, PanopticStep, preprocess_image
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Endpoints that need PyTriton's access token. Statistics stay open (read-only, like the
 # metrics port) so load tests and dashboards can read the batcher's histogram.
 RESTRICTED_ENDPOINTS = ["shared-memory", "model-repository", "trace", "logging"]
@@ -274,7 +273,9 @@ class RunningServer:
 
 
 def _check_settings(settings: ServeSettings) -> None:
-    if settings.host not in LOOPBACK and not settings.allow_remote:
+    from axial_deploy.serving.client import is_loopback
+
+    if not is_loopback(settings.host) and not settings.allow_remote:
         raise ServeError(
             f"--host {settings.host} is not a loopback address: pass --allow-remote to listen "
             "beyond this machine (behind your own network policy)"

@@ -450,8 +450,9 @@ def _onnx_network(path: Path, options: RepoOptions) -> _Network:
         if not options.ort_op_library:
             raise ServeError(
                 f"{path} has AxialAttention nodes, which Triton's ONNX Runtime backend runs only "
-                "through a custom-op library: pass --ort-op-library PATH, or use the graph "
-                "before `rewrite` (standard ops), or build a TensorRT engine"
+                "through an ONNX Runtime custom-op library (RegisterCustomOps), which axial-deploy "
+                "does not ship: serve the graph from before `rewrite` (standard ops), build a "
+                "TensorRT engine, or pass --ort-op-library PATH with such a library of your own"
             )
         plugin = Path(options.ort_op_library)
         if not plugin.is_file():
