@@ -331,6 +331,7 @@ def test_gate_flags_drops_above_threshold():
     with pytest.raises(EvaluationError, match="reference"):
         accuracy_gate({"a": result(1.0)})
     assert "PQ" in comparison_table({"fp32": result(60.0), "int8": result(58.7)})
+    assert not accuracy_gate({"fp32": result(60.0), "int8": result(float("nan"))}).passed
 
 
 def test_gate_trips_on_damaged_predictions_scored_from_files(tmp_path):

@@ -77,22 +77,30 @@ class _Tally:
 
 
 def _worker(url, model, feed, count, deadline, timeout_s, allow_remote, tally, check) -> None:
-    with TritonClient(url, allow_remote=allow_remote, timeout_s=timeout_s) as client:
-        for _ in range(count):
-            if time.monotonic() > deadline:
-                return
-            start = time.perf_counter()
-            try:
-                outputs = client.infer(model, feed)
-                if check is not None:
-                    check(outputs)
-            except Exception as error:  # counted and reported, never fatal to the run
-                with tally.lock:
-                    tally.errors.append(f"{type(error).__name__}: {error}"[:300])
-                continue
-            elapsed = time.perf_counter() - start
-            with tally.lock:
-                tally.latencies.append(elapsed)
+    done = 0
+    try:
+        with TritonClient(url, allow_remote=allow_remote, timeout_s=timeout_s) as client:
+            while done < count and time.monotonic() <= deadline:
+                _one_request(client, model, feed, tally, check)
+                done += 1
+    except Exception as error:  # e.g. a client that cannot connect: its unsent requests fail
+        with tally.lock:
+            tally.errors += [f"{type(error).__name__}: {error}"[:300]] * (count - done)
+
+
+def _one_request(client, model, feed, tally: _Tally, check) -> None:
+    start = time.perf_counter()
+    try:
+        outputs = client.infer(model, feed)
+        if check is not None:
+            check(outputs)
+    except Exception as error:  # counted and reported, never fatal to the run
+        with tally.lock:
+            tally.errors.append(f"{type(error).__name__}: {error}"[:300])
+        return
+    elapsed = time.perf_counter() - start
+    with tally.lock:
+        tally.latencies.append(elapsed)
 
 
 def run_load(
@@ -156,7 +164,7 @@ def run_load(
         latency_us=percentiles(tally.latencies),
         batch_histogram={k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)},
         error_samples=sorted(set(tally.errors))[:5],
-        stopped_by_time_limit=sent < requests,
+        stopped_by_time_limit=sent < requests and time.monotonic() >= deadline,
     )
 
 
