@@ -49,13 +49,15 @@ CPU_OP = NativeLibrary(
     "AxialAttention CPU op library (ONNX Runtime custom op)",
     "libaxial_attention_cpu.so",
     "AXIAL_DEPLOY_CPU_LIB",
-    "build it with `make cpu-libs` (CMake >= 3.25 and a C++17 compiler)",
+    "build it with `make cpu-libs` in a checkout (CMake >= 3.25, a C++17 compiler), or reinstall "
+    "the package without AXIAL_DEPLOY_NATIVE=OFF; without it the Python fallback runs",
 )
 CALIBRATION = NativeLibrary(
     "calibration histogram library",
     "libaxial_calibration.so",
     "AXIAL_DEPLOY_CALIBRATION_LIB",
-    "build it with `make cpu-libs` (CMake >= 3.25 and a C++17 compiler)",
+    "build it with `make cpu-libs` in a checkout (CMake >= 3.25, a C++17 compiler), or reinstall "
+    "the package without AXIAL_DEPLOY_NATIVE=OFF; without it the Python fallback runs",
 )
 
 
