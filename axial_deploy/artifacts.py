@@ -147,13 +147,13 @@ def load_onnx(
 
 def check_external_data(
     model: onnx.ModelProto, path: Path, error: type[ValueError] = ValueError
-) -> None:
+) -> list[Path]:
     """Every external-data file a model names must be a regular file inside the model's
-    folder once links are resolved; otherwise `error` names the tensor and the location."""
-    from onnx.external_data_helper import _get_all_tensors
-
+    folder once links are resolved; otherwise `error` names the tensor and the location.
+    Returns the locations (relative to the model's folder), each once, in order."""
     folder = path.parent.resolve()
-    for tensor in _get_all_tensors(model):
+    locations: list[Path] = []
+    for tensor in _all_tensors(model.graph):
         if tensor.data_location != tensor.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
@@ -165,3 +165,39 @@ def check_external_data(
                 f"{path}: tensor {tensor.name} keeps its data in {location!r}, which {why}; "
                 "external data must be plain files beside the model (re-save the model)"
             )
+        if Path(location) not in locations:
+            locations.append(Path(location))
+    return locations
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and tensor attributes of `graph` and of every subgraph (If, Loop, Scan)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Moves the complete folder `staging` to `out`; an existing `out` is moved aside first and
+    removed only once the new one is in place, so a failure never leaves neither."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    aside = out.parent / f".{out.name}.{os.getpid()}.old"
+    shutil.rmtree(aside, ignore_errors=True)
+    out.rename(aside)
+    try:
+        staging.rename(out)
+    except OSError:
+        aside.rename(out)  # put the old one back
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

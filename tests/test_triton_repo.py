@@ -167,6 +167,31 @@ def test_onnx_repository(tmp_path):
     assert not config.HasField("dynamic_batching")
 
 
+def test_onnx_external_data_travels_with_the_model(tmp_path):
+    """A model saved with its weights in a file beside it: the repository holds both, and
+    ONNX Runtime runs the copy (the model's folder alone, source removed) like the original."""
+    import onnx
+    import onnxruntime as ort
+
+    source = tmp_path / "src"
+    source.mkdir()
+    model = onnx.load(str(conv_net(tmp_path / "conv.onnx")))
+    onnx.save(model, str(source / "conv.onnx"), save_as_external_data=True,
+              location="conv.weights", size_threshold=0)  # fmt: skip
+    write_repository(source / "conv.onnx", tmp_path / "repo", RepoOptions())
+    copied = tmp_path / "repo" / "models" / "axial" / "1"
+    assert sorted(p.name for p in copied.iterdir()) == ["conv.weights", "model.onnx"]
+    shutil.rmtree(source)
+    feed = {"input": np.random.default_rng(0).standard_normal((2, 3, 16, 16), np.float32)}
+    expected = ort.InferenceSession(str(tmp_path / "conv.onnx")).run(None, feed)
+    got = ort.InferenceSession(str(copied / "model.onnx")).run(None, feed)
+    np.testing.assert_array_equal(got[0], expected[0])
+    # replacing it with --force leaves no staging or set-aside folder behind
+    write_repository(tmp_path / "conv.onnx", tmp_path / "repo", RepoOptions(force=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx", "repo"]
+    assert sorted(p.name for p in copied.iterdir()) == ["model.onnx"]
+
+
 def test_onnx_with_axial_attention_nodes_needs_a_custom_op_library(tmp_path):
     graph = axial_net(tmp_path / "axial.onnx")
     with pytest.raises(ServeError, match="--ort-op-library"):

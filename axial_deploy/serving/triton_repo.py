@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from axial_deploy.artifacts import replace_folder
 from axial_deploy.serving import ServeError
 from axial_deploy.serving.pipeline import PanopticSettings
 
@@ -382,6 +383,7 @@ class _Network:
     extra: str  # more config.pbtxt (model_operations)
     warnings: list[str]
     manifest: dict | None
+    external_data: list[Path] = field(default_factory=list)  # beside an .onnx
 
 
 def _sha256(path: Path) -> str:
@@ -438,10 +440,11 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
 
 
 def _onnx_network(path: Path, options: RepoOptions) -> _Network:
-    from axial_deploy.artifacts import load_onnx
+    from axial_deploy.artifacts import check_external_data, load_onnx
     from axial_deploy.build import axial_attention_nodes
 
     model = load_onnx(path, ServeError, load_external_data=False)
+    external_data = check_external_data(model, path, ServeError)
     inputs, outputs, max_batch = onnx_tensors(
         model, 8 if options.max_batch is None else options.max_batch
     )
@@ -460,7 +463,17 @@ def _onnx_network(path: Path, options: RepoOptions) -> _Network:
         extra = f'model_operations {{\n  op_library_filename: "{MOUNT}/plugins/{plugin.name}"\n}}\n'
     release = options.release or max(TRITON_RELEASES)
     return _Network(
-        "onnxruntime_onnx", path, inputs, outputs, max_batch, release, plugin, extra, [], None
+        "onnxruntime_onnx",
+        path,
+        inputs,
+        outputs,
+        max_batch,
+        release,
+        plugin,
+        extra,
+        [],
+        None,
+        external_data,
     )
 
 
@@ -484,6 +497,9 @@ def _write_models(root: Path, network: _Network, options: RepoOptions) -> list[s
     folder.mkdir(parents=True)
     filename = "model.plan" if network.platform == "tensorrt_plan" else "model.onnx"
     shutil.copyfile(network.source, folder / filename)
+    for location in network.external_data:  # weights an .onnx file keeps beside it
+        (folder / location).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(network.source.parent / location, folder / location)
     config = network_config(
         name, network.platform, network.inputs, network.outputs, network.max_batch, options,
         network.extra,
@@ -545,9 +561,7 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
             "warnings": network.warnings, "manifest": network.manifest,
         }  # fmt: skip
         (staging / "repository.json").write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RepoReport(out, models, network.release, launch, network.warnings)
