@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_headers import newest_include
 
 from axial_deploy import op_spec
 
@@ -46,8 +47,7 @@ def test_cmake_compile_only_check(tmp_path: Path) -> None:
     include = os.environ.get("AXIAL_DEPLOY_TENSORRT_INCLUDE")
     headers = os.environ.get("AXIAL_DEPLOY_TRT_HEADERS")  # what .ci/run exports
     if not include and headers:
-        newest = sorted(Path(headers).glob("*/include/NvInferRuntime.h"))
-        include = str(newest[-1].parent) if newest else headers
+        include = str(newest_include() or headers)
     if not include or not (Path(include) / "NvInferRuntime.h").is_file():
         pytest.skip(
             "set AXIAL_DEPLOY_TRT_HEADERS (folder of <version>/include) or "

@@ -25,11 +25,11 @@ import pytest
 import torch
 import yaml
 from kernel_helpers import random_op_inputs, reference
+from trt_headers import HEADERS_ENV, include_for
 
 from axial_deploy.kernel import REPO_ROOT
 from axial_deploy.op_spec import SPEC_PATH, TOLERANCES
 
-HEADERS_ENV = "AXIAL_DEPLOY_TRT_HEADERS"
 VERSIONS = ("10.3.0", "10.16", "11.1")
 PLUGIN_DIR = REPO_ROOT / "plugins" / "axial_attention"
 NATIVE_DIR = REPO_ROOT / "tests" / "native"
@@ -44,21 +44,6 @@ SANITIZER_ENV = {
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=87",
 }
 INT32, FLOAT32 = 5, 1  # PluginFieldType values (the same in every header version)
-
-
-def include_dir(version: str) -> Path | None:
-    """The include folder of one TensorRT version under $AXIAL_DEPLOY_TRT_HEADERS: the variable
-    names either the folder holding <version>/include or one include folder itself."""
-    root = os.environ.get(HEADERS_ENV)
-    if not root:
-        return None
-    root = Path(root)
-    if (root / "NvInferRuntime.h").is_file():  # one version's include dir: use it for its own
-        version_h = (root / "NvInferVersion.h").read_text()
-        major = version.split(".")[0]
-        return root if f"_MAJOR {major}" in version_h.replace("  ", " ") else None
-    candidate = root / version / "include"
-    return candidate if (candidate / "NvInferRuntime.h").is_file() else None
 
 
 def cuda_include() -> Path | None:
@@ -109,7 +94,7 @@ def harness(request, common_objects, tmp_path_factory) -> Path:
     version = request.param
     if version in _harnesses:
         return _harnesses[version]
-    include = include_dir(version)
+    include = include_for(version)
     if include is None:
         pytest.skip(
             f"TensorRT {version} headers not found: set {HEADERS_ENV} to the folder holding "
@@ -334,7 +319,7 @@ def test_plugin_library_exports_only_its_entry_points(tmp_path):
     """The CMake-built plugin library (one architecture, warnings as errors) links without
     libnvinfer (the glue uses the headers' inline code only) and exports getCreators,
     setLoggerFinder and the kernel's C ABI, nothing else: no C++ internals, no cudart."""
-    include = next((d for d in map(include_dir, reversed(VERSIONS)) if d is not None), None)
+    include = next((d for d in map(include_for, reversed(VERSIONS)) if d is not None), None)
     if include is None:
         pytest.skip(f"no TensorRT headers: set {HEADERS_ENV}")
     for tool in ("cmake", "nvcc", "nm"):
