@@ -590,14 +590,31 @@ def panoptic_to_coco(
 def _postprocess_config(target, pretrained: bool, things: list[int], hw: tuple[int, int]):
     """A shipped model's recorded settings (so evaluation reproduces its recorded PQ), else
     Panoptic-DeepLab's scaled to the input size."""
-    from axial_deploy.models import pretrained_record
     from axial_deploy.models.panoptic_config import scaled_config
 
-    if pretrained and isinstance(target, str):
-        recorded = pretrained_record(target).postprocess_config()
-        if recorded is not None:
-            return recorded
-    return scaled_config(things, hw)
+    source = shared_postprocess_source({"target": target}, pretrained)
+    return recorded_postprocess(source) if source else scaled_config(things, hw)
+
+
+def recorded_postprocess(model: str):
+    """The panoptic post-processing recorded with zoo `model`'s shipped weights."""
+    from axial_deploy.models import pretrained_record
+
+    config = pretrained_record(model).postprocess_config()
+    if config is None:
+        raise EvaluationError(f"{model} is not a panoptic model: it records no post-processing")
+    return config
+
+
+def shared_postprocess_source(targets: Mapping[str, Any], pretrained: bool) -> str | None:
+    """The zoo model whose recorded post-processing every target of one evaluation uses: the
+    first zoo target evaluated with its shipped weights (None: none is)."""
+    from axial_deploy.models import pretrained_models
+
+    if not pretrained:
+        return None
+    shipped = set(pretrained_models())
+    return next((t for t in targets.values() if isinstance(t, str) and t in shipped), None)
 
 
 def _panoptic_postprocessor(num_classes: int, config) -> Callable:
@@ -801,11 +818,21 @@ def evaluate_with_gate(
     from axial_deploy.panels import render_panels, write_panels_html
 
     panoptic = dataset_task(data_dir, split) == "panoptic"
+    notes = []
+    if panoptic and kwargs.get("postprocess") is None:
+        # One post-processing for every target, or the gate would compare settings, not models.
+        source = shared_postprocess_source(targets, kwargs.get("pretrained", False))
+        if source is not None:
+            kwargs["postprocess"] = recorded_postprocess(source)
+            notes.append(
+                f"post-processing: the settings recorded with {source}'s shipped weights, "
+                "for every target"
+            )
     with tempfile.TemporaryDirectory(prefix="axial-eval-") as scratch:
         keep = panels_dir is not None and panoptic
         root = Path(panels_dir) / "predictions" if keep else Path(scratch)
         results = evaluate_many(targets, data_dir, predictions_root=root, split=split, **kwargs)
-    run = EvaluationRun(results)
+    run = EvaluationRun(results, notes=notes)
     if len(results) > 1:
         run.gate = accuracy_gate(results, reference or next(iter(results)), max_drop)
     if panels_dir is not None and panoptic:

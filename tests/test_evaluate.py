@@ -556,3 +556,30 @@ def test_panoptic_to_coco_segments():
         {"id": 2, "category_id": 3, "area": 2, "bbox": [1, 0, 2, 1], "iscrowd": 0},
         {"id": 3, "category_id": 11, "area": 3, "bbox": [1, 1, 2, 2], "iscrowd": 0},
     ]
+
+
+def test_files_of_a_shipped_model_share_its_recorded_postprocessing(tmp_path):
+    """evaluate of the shipped tiny model next to its own ONNX export: both use the
+    post-processing recorded with the weights, so equal outputs give equal PQ (with the generic
+    settings for the file the gate would compare post-processing, not models)."""
+    from axial_deploy.evaluate import evaluate_with_gate, recorded_postprocess
+    from axial_deploy.export import export_onnx
+    from axial_deploy.models import prepare_model
+    from axial_deploy.synthetic import generate_panoptic
+
+    generate_panoptic(tmp_path / "data", seed=3, train=1, val=3, progress=False)
+    model = prepare_model("axial_deeplab_tiny", pretrained=True)
+    onnx_path = export_onnx(model, (1, 3, 129, 129), tmp_path / "tiny.onnx")
+    targets = {"pytorch": "axial_deeplab_tiny", "onnx": str(onnx_path)}
+    run = evaluate_with_gate(targets, tmp_path / "data", pretrained=True, progress=False)
+    assert any("recorded with axial_deeplab_tiny" in note for note in run.notes)
+    pq = {label: result.metrics["PQ"] for label, result in run.results.items()}
+    assert pq["pytorch"] == pytest.approx(pq["onnx"], abs=1e-6), pq
+    # the file alone, told whose settings to use, scores the same
+    alone = evaluate_with_gate(
+        {"onnx": str(onnx_path)}, tmp_path / "data", progress=False,
+        postprocess=recorded_postprocess("axial_deeplab_tiny"),
+    )  # fmt: skip
+    assert alone.results["onnx"].metrics["PQ"] == pytest.approx(pq["onnx"], abs=1e-6)
+    with pytest.raises(ValueError, match="no pretrained weights ship"):
+        recorded_postprocess("axial_deeplab_s")

@@ -54,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference", help="label the gate compares with (default: the first target)"
     )
+    parser.add_argument(
+        "--postprocess-of",
+        metavar="MODEL",
+        help="panoptic post-processing (thresholds, kernel, stuff area) recorded with zoo "
+        "MODEL's shipped weights, for every target: use it when evaluating .onnx/.engine files "
+        "of that model (default: those of a --pretrained zoo TARGET, else Panoptic-DeepLab's "
+        "defaults scaled to the input size)",
+    )
     add_gate(parser, "the accuracy gate flags a target")
     add_report(parser, "write results and gate as JSON", old_json=True)
     parser.add_argument(
@@ -69,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from axial_deploy.artifacts import check_distinct, write_json
-    from axial_deploy.evaluate import comparison_table, evaluate_with_gate, labelled_targets
+    from axial_deploy.evaluate import (
+        comparison_table,
+        evaluate_with_gate,
+        labelled_targets,
+        recorded_postprocess,
+    )
 
     targets = labelled_targets(args.targets, args.labels)
     check_distinct({f"TARGET {k}": v for k, v in targets.items()}, {"--report": args.report})
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         batch_size=args.batch_size,
         input_hw=args.input_size,
+        postprocess=recorded_postprocess(args.postprocess_of) if args.postprocess_of else None,
     )
     print(comparison_table(evaluation.results))
     if evaluation.gate:
