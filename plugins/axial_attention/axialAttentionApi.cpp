@@ -6,6 +6,7 @@
 
 #include "axialAttentionCommon.h"
 #include "axialAttentionKernel.h"
+#include "axialAttentionStatus.h"
 
 namespace {
 
@@ -82,30 +83,20 @@ AxialAttentionStatus axial_attention_enqueue(const AxialAttentionParams* params,
 }
 
 const char* axial_attention_status_string(AxialAttentionStatus status) {
+    if (const char* shared = axial_attention::sharedStatusString(status)) return shared;
     switch (status) {
-        case AXIAL_ATTENTION_SUCCESS:
-            return "success";
-        case AXIAL_ATTENTION_ERROR_NULL_POINTER:
-            return "null pointer: params, qkv, y, tables and every table must be non-NULL";
-        case AXIAL_ATTENTION_ERROR_BAD_DTYPE:
-            return "bad dtype: must be AXIAL_ATTENTION_FLOAT32 (0) or AXIAL_ATTENTION_FLOAT16 (1)";
-        case AXIAL_ATTENTION_ERROR_BAD_AXIS:
-            return "bad axis: must be 2 (height) or 3 (width)";
         case AXIAL_ATTENTION_ERROR_BAD_SHAPE:
             return "bad shape: batch, height, width, num_heads, key_depth and value_depth must be "
                    ">= 1, height * width <= 2^31 - 1 and the tensors within 2^62 elements";
-        case AXIAL_ATTENTION_ERROR_BAD_SPAN:
-            return "bad span: must be 0 (global) or a positive odd number";
-        case AXIAL_ATTENTION_ERROR_BAD_TABLE:
-            return "bad table_length: must be a positive odd number";
         case AXIAL_ATTENTION_ERROR_UNSUPPORTED:
             return "unsupported: the kernel handles key_depth <= 64 and value_depth <= 128";
         case AXIAL_ATTENTION_ERROR_WORKSPACE:
             return "workspace too small: pass at least axial_attention_workspace_size() bytes";
         case AXIAL_ATTENTION_ERROR_CUDA:
             return "CUDA error: no usable device, or the kernel launch failed";
+        default:
+            return "unknown status";
     }
-    return "unknown status";
 }
 
 int32_t axial_attention_abi_version(void) { return AXIAL_ATTENTION_ABI_VERSION; }

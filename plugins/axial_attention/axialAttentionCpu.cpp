@@ -14,6 +14,7 @@
  * vectorizes them (no gathers, no branches). Only one query's logits row exists at a time.
  */
 #include "axialAttentionCpu.h"
+#include "axialAttentionStatus.h"
 
 #include <algorithm>
 #include <atomic>
@@ -335,29 +336,19 @@ AxialAttentionStatus axial_attention_cpu_run(const AxialAttentionParams* params,
 }
 
 const char* axial_attention_cpu_status_string(AxialAttentionStatus status) {
+    if (const char* shared = axial_attention::sharedStatusString(status)) return shared;
     switch (status) {
-        case AXIAL_ATTENTION_SUCCESS:
-            return "success";
-        case AXIAL_ATTENTION_ERROR_NULL_POINTER:
-            return "null pointer: params, qkv, y, tables and every table must be non-NULL";
-        case AXIAL_ATTENTION_ERROR_BAD_DTYPE:
-            return "bad dtype: must be AXIAL_ATTENTION_FLOAT32 (0) or AXIAL_ATTENTION_FLOAT16 (1)";
-        case AXIAL_ATTENTION_ERROR_BAD_AXIS:
-            return "bad axis: must be 2 (height) or 3 (width)";
         case AXIAL_ATTENTION_ERROR_BAD_SHAPE:
             return "bad shape: batch, height, width, num_heads, key_depth and value_depth must be "
                    ">= 1 and the tensors within 2^62 elements";
-        case AXIAL_ATTENTION_ERROR_BAD_SPAN:
-            return "bad span: must be 0 (global) or a positive odd number";
-        case AXIAL_ATTENTION_ERROR_BAD_TABLE:
-            return "bad table_length: must be a positive odd number";
         case AXIAL_ATTENTION_ERROR_UNSUPPORTED:
             return "out of memory: the CPU op could not allocate its per-thread scratch or tables";
         case AXIAL_ATTENTION_ERROR_WORKSPACE:
         case AXIAL_ATTENTION_ERROR_CUDA:
             return "not returned by the CPU op";
+        default:
+            return "unknown status";
     }
-    return "unknown status";
 }
 
 int32_t axial_attention_cpu_abi_version(void) {
