@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,8 @@ def test_rtx_engine_manifest_is_checked_before_loading(tmp_path):
 
 
 def test_engine_without_a_gpu_says_so(tmp_path):
+    """Every binding refuses with one line naming the problem; the Polygraphy binding gets
+    this far on any machine with the CUDA runtime library (here: the toolkit's libcudart)."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
     from axial_deploy.build import cuda_device_info
 
@@ -110,6 +113,22 @@ def test_engine_without_a_gpu_says_so(tmp_path):
     build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
     with pytest.raises(EngineError, match=r"cuda-python is not installed|no CUDA GPU found"):
         Engine(engine)
+    with pytest.raises(EngineError, match=r"pycuda is not installed|no CUDA GPU|pycuda cannot"):
+        Engine(engine, cuda="pycuda")
+    with pytest.raises(EngineError) as caught:
+        Engine(engine, cuda="polygraphy")
+    message = str(caught.value)
+    if "no CUDA runtime library" in message:
+        pytest.skip("no libcudart on this machine: Polygraphy's binding stops before the GPU")
+    # the CUDA runtime's own error name (35 no driver, 100 no device), then the way out
+    assert re.match(r"no CUDA GPU found \(the CUDA runtime reports cudaError\w+ \(\d+\)\)", message)
+    assert "run the .onnx model instead" in message
+
+
+def test_unknown_cuda_binding_lists_the_choices(tmp_path):
+    model = conv_net(tmp_path / "net.onnx")
+    with pytest.raises(EngineError, match=r"expected one of cuda-python, pycuda, polygraphy"):
+        Engine(model, cuda="cupy")
 
 
 PROFILED = TensorMeta(
@@ -182,7 +201,11 @@ def test_release_all_frees_newest_first_and_reports_the_first_failure():
     assert released == [5, 4, 3, 2, 1]
 
 
-CUDA_BINDINGS = [("cuda-python", "cuda.bindings.runtime"), ("pycuda", "pycuda.driver")]
+CUDA_BINDINGS = [
+    ("cuda-python", "cuda.bindings.runtime"),
+    ("pycuda", "pycuda.driver"),
+    ("polygraphy", "polygraphy.cuda"),
+]
 
 
 @pytest.mark.gpu
