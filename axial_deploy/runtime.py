@@ -515,7 +515,7 @@ class _PolygraphyCuda:
             raise EngineError(
                 f"polygraphy is not installed ({error}): pip install polygraphy"
             ) from error
-        self.pg, self._pg_error = pg_cuda, PolygraphyException
+        self.pg = pg_cuda
         try:
             self.wrapper = pg_cuda.wrapper()
         except (OSError, PolygraphyException) as error:
@@ -524,36 +524,25 @@ class _PolygraphyCuda:
                 "or `pip install nvidia-cuda-runtime-cu12` (cu13 for CUDA 13), or put the "
                 "folder of libcudart.so on LD_LIBRARY_PATH"
             ) from None
-        self.lib = ctypes.CDLL(self.wrapper.handle._name)
-        self.lib.cudaGetErrorName.restype = ctypes.c_char_p
+        self.lib = polygraphy_cudart()
         count = ctypes.c_int(0)
         status = self.lib.cudaGetDeviceCount(ctypes.byref(count))
         if status in self._NO_DEVICE or (status == 0 and count.value == 0):
+            seen = cuda_error_name(self.lib, status) if status else "no device"
             raise EngineError(
-                f"no CUDA GPU found (the CUDA runtime reports {self._name(status)}): an engine "
-                "needs one to run; on this machine run the .onnx model instead (ONNX Runtime), "
-                "see `axial-deploy doctor`"
+                f"no CUDA GPU found (the CUDA runtime reports {seen}): an engine needs one to "
+                "run; on this machine run the .onnx model instead (ONNX Runtime), see "
+                "`axial-deploy doctor`"
             )
         self._ok(status, "cudaGetDeviceCount")
         self._owned: list[tuple[str, object]] = []
 
-    def _name(self, status: int) -> str:
-        name = self.lib.cudaGetErrorName(ctypes.c_int(status))
-        return f"{name.decode() if name else 'unknown CUDA error'} ({status})"
-
     def _ok(self, status: int, call: str) -> None:
         if status != 0:
-            raise EngineError(f"{call} failed: {self._name(status)}")
+            raise EngineError(f"{call} failed: {cuda_error_name(self.lib, status)}")
 
-    @contextlib.contextmanager
     def _polygraphy(self, call: str):
-        """Polygraphy raises PolygraphyException('CUDA Error: N. ...'): name the error."""
-        try:
-            yield
-        except self._pg_error as error:
-            code = re.search(r"CUDA Error: (\d+)", str(error))
-            what = self._name(int(code.group(1))) if code else str(error)
-            raise EngineError(f"{call} failed: {what}") from None
+        return polygraphy_cuda_errors(self.lib, call)
 
     def _own(self, kind: str, handle):
         self._owned.append((kind, handle))
@@ -646,6 +635,37 @@ class _PolygraphyCuda:
                 self._ok(getattr(self.lib, call)(pointer), call)
 
         _release_all(self._owned, release)
+
+
+def polygraphy_cudart() -> ctypes.CDLL:
+    """The CUDA runtime library Polygraphy found and loaded, opened once more by its path (the
+    same library; a handle of our own, so setting restypes leaves Polygraphy's alone). Raises
+    PolygraphyException or OSError when there is none."""
+    from polygraphy import cuda as pg_cuda
+
+    lib = ctypes.CDLL(pg_cuda.wrapper().handle._name)
+    lib.cudaGetErrorName.restype = ctypes.c_char_p
+    return lib
+
+
+def cuda_error_name(lib: ctypes.CDLL, status: int) -> str:
+    """'cudaErrorNoDevice (100)': the CUDA runtime's own name of an error code."""
+    name = lib.cudaGetErrorName(ctypes.c_int(status))
+    return f"{name.decode() if name else 'unknown CUDA error'} ({status})"
+
+
+@contextlib.contextmanager
+def polygraphy_cuda_errors(lib: ctypes.CDLL, call: str):
+    """Polygraphy's CUDA wrapper raises PolygraphyException('CUDA Error: N. ...'): re-raised
+    as EngineError naming the call and the error."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        yield
+    except PolygraphyException as error:
+        code = re.search(r"CUDA Error: (\d+)", str(error))
+        what = cuda_error_name(lib, int(code.group(1))) if code else str(error)
+        raise EngineError(f"{call} failed: {what}") from None
 
 
 def _open_binding(cuda: str, path: Path):

@@ -125,6 +125,27 @@ def test_engine_without_a_gpu_says_so(tmp_path):
     assert "run the .onnx model instead" in message
 
 
+def test_polygraphy_cuda_errors_are_named():
+    """Polygraphy's CUDA wrapper raises 'CUDA Error: N' (a number and a link); the binding
+    re-raises it naming the call and the CUDA runtime's name for N. Real calls: on a machine
+    with the CUDA runtime but no GPU, Polygraphy's own cudaStreamCreate fails."""
+    from axial_deploy.build import cuda_device_info
+    from axial_deploy.runtime import cuda_error_name, polygraphy_cuda_errors, polygraphy_cudart
+
+    if cuda_device_info()[1] is not None:
+        pytest.skip("a GPU is present: Polygraphy's calls succeed")
+    from polygraphy import cuda as pg_cuda
+
+    try:
+        lib = polygraphy_cudart()
+    except OSError as error:
+        pytest.skip(f"no CUDA runtime library for Polygraphy to load: {error}")
+    assert cuda_error_name(lib, 100) == "cudaErrorNoDevice (100)"
+    named = r"^cudaStreamCreate failed: cudaError\w+ \(\d+\)$"
+    with pytest.raises(EngineError, match=named), polygraphy_cuda_errors(lib, "cudaStreamCreate"):
+        pg_cuda.Stream()
+
+
 def test_unknown_cuda_binding_lists_the_choices(tmp_path):
     model = conv_net(tmp_path / "net.onnx")
     with pytest.raises(EngineError, match=r"expected one of cuda-python, pycuda, polygraphy"):
