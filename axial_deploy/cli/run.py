@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output(args.output) as tmp, open(tmp, "wb") as stream:
             np.savez(stream, **outputs)
         print(f"wrote {args.output}")
-    _save_for_polygraphy(args, {meta.name: array}, outputs, backend, seconds)
+    # what the model was fed, in its input dtype (Polygraphy checks dtypes when it replays)
+    fed = {meta.name: array.astype(meta.dtype, copy=False)}
+    _save_for_polygraphy(args, fed, outputs, backend, seconds)
     return 0
 
 
