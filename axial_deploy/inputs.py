@@ -78,3 +78,34 @@ def _check_header(stream, size: int, name: str) -> None:
             f"{name} claims a {list(shape)} {dtype} array ({claimed:,} bytes) but holds "
             f"{size - stream.tell():,}: the file is truncated or forged"
         )
+
+
+def save_polygraphy_inputs(path: str | Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+    """Writes `feeds` (one name -> array dict per iteration) as Polygraphy's input-data JSON,
+    what `polygraphy run --load-inputs FILE` reads; atomically."""
+    from polygraphy.json import save_json
+    from polygraphy.logger import G_LOGGER
+
+    from axial_deploy.artifacts import atomic_output
+
+    # quiet: Polygraphy would announce the temporary path, the caller prints the real one
+    with atomic_output(path) as tmp, G_LOGGER.verbosity(G_LOGGER.WARNING):
+        save_json([dict(feed) for feed in feeds], str(tmp))
+    return Path(path)
+
+
+def save_polygraphy_outputs(
+    path: str | Path, outputs: list[dict[str, np.ndarray]], runner: str, seconds: float
+) -> Path:
+    """Writes `outputs` (one name -> array dict per iteration) as Polygraphy RunResults of a
+    runner named `runner`: `polygraphy run ... --load-outputs FILE` compares against them."""
+    from polygraphy.comparator import RunResults
+    from polygraphy.logger import G_LOGGER
+
+    from axial_deploy.artifacts import atomic_output
+
+    results = RunResults()
+    results.add([dict(out) for out in outputs], runtime=seconds, runner_name=runner)
+    with atomic_output(path) as tmp, G_LOGGER.verbosity(G_LOGGER.WARNING):
+        results.save(str(tmp))
+    return Path(path)

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.manifest import check_manifest, read_manifest
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 
-CUDA_LIBRARIES = ("cuda-python", "pycuda")
+# CUDA bindings of the TensorRT path: cuda-python (`[gpu]` extra), pycuda (users who have it),
+# and Polygraphy's CUDA wrapper (a core dependency: ctypes over libcudart, nothing to build).
+CUDA_LIBRARIES = ("cuda-python", "pycuda", "polygraphy")
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -103,8 +106,9 @@ def _to_numpy(value) -> tuple[np.ndarray, bool]:
 class Engine:
     """Runs a `.engine` (TensorRT / TensorRT-RTX, manifest-checked) or an `.onnx` model.
 
-    `cuda` picks the CUDA binding for engines: 'cuda-python' (default) or 'pycuda'; both run the
-    same calls (buffers, stream, events, CUDA graphs). `plugins` is the AxialAttention plugin
+    `cuda` picks the CUDA binding for engines: 'cuda-python' (default), 'pycuda' or
+    'polygraphy' (Polygraphy's ctypes wrapper of the CUDA runtime: no extra package); all run
+    the same calls (buffers, stream, events, CUDA graphs). `plugins` is the AxialAttention plugin
     library for engines that need it (default: the manifest's path). `check=False` skips the
     manifest check (not recommended).
 
@@ -493,6 +497,193 @@ class _PyCuda:
                 self.context = None
 
 
+class _PolygraphyCuda:
+    """The same calls through Polygraphy's CUDA wrapper (`polygraphy.cuda`), which finds and
+    loads the CUDA runtime library (toolkit, LD_LIBRARY_PATH or the nvidia-cuda-runtime wheel)
+    and wraps streams, device memory and copies; the calls it does not wrap (pinned host
+    memory, events, graph capture) go through the same library, loaded once more by path so
+    that Polygraphy's own ctypes handle is left untouched. No pycuda, no cuda-python."""
+
+    _CAPTURE_MODE_GLOBAL = 0  # cudaStreamCaptureModeGlobal
+    _NO_DEVICE = (35, 100)  # cudaErrorInsufficientDriver, cudaErrorNoDevice
+
+    def __init__(self):
+        try:
+            from polygraphy import cuda as pg_cuda
+            from polygraphy.exception import PolygraphyException
+        except ImportError as error:
+            raise EngineError(
+                f"polygraphy is not installed ({error}): pip install polygraphy"
+            ) from error
+        self.pg = pg_cuda
+        try:
+            self.wrapper = pg_cuda.wrapper()
+        except (OSError, PolygraphyException) as error:
+            raise EngineError(
+                f"Polygraphy finds no CUDA runtime library ({error}): install the CUDA toolkit "
+                "or `pip install nvidia-cuda-runtime-cu12` (cu13 for CUDA 13), or put the "
+                "folder of libcudart.so on LD_LIBRARY_PATH"
+            ) from None
+        self.lib = polygraphy_cudart()
+        count = ctypes.c_int(0)
+        status = self.lib.cudaGetDeviceCount(ctypes.byref(count))
+        if status in self._NO_DEVICE or (status == 0 and count.value == 0):
+            seen = cuda_error_name(self.lib, status) if status else "no device"
+            raise EngineError(
+                f"no CUDA GPU found (the CUDA runtime reports {seen}): an engine needs one to "
+                "run; on this machine run the .onnx model instead (ONNX Runtime), see "
+                "`axial-deploy doctor`"
+            )
+        self._ok(status, "cudaGetDeviceCount")
+        self._owned: list[tuple[str, object]] = []
+
+    def _ok(self, status: int, call: str) -> None:
+        if status != 0:
+            raise EngineError(f"{call} failed: {cuda_error_name(self.lib, status)}")
+
+    def _polygraphy(self, call: str):
+        return polygraphy_cuda_errors(self.lib, call)
+
+    def _own(self, kind: str, handle):
+        self._owned.append((kind, handle))
+        return handle
+
+    def stream(self):
+        with self._polygraphy("cudaStreamCreate"):
+            return self._own("stream", self.pg.Stream())
+
+    def malloc(self, nbytes: int) -> int:
+        with self._polygraphy("cudaMalloc"):
+            return self._own("device", self.wrapper.malloc(max(nbytes, 1)))
+
+    def host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        pointer = ctypes.c_void_p()
+        size = ctypes.c_size_t(max(nbytes, 1))
+        self._ok(self.lib.cudaMallocHost(ctypes.byref(pointer), size), "cudaMallocHost")
+        self._own("host", pointer.value)
+        raw = (ctypes.c_byte * max(nbytes, 1)).from_address(pointer.value)
+        return np.frombuffer(raw, dtype=np.uint8)[:nbytes].view(dtype)
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind, stream) -> None:
+        with self._polygraphy("cudaMemcpyAsync"):
+            self.wrapper.memcpy(dst, src, nbytes, kind, stream.ptr)
+
+    def h2d(self, device: int, host: np.ndarray, nbytes: int, stream) -> None:
+        self._copy(device, host.ctypes.data, nbytes, self.pg.MemcpyKind.HostToDevice, stream)
+
+    def d2h(self, host: np.ndarray, device: int, nbytes: int, stream) -> None:
+        self._copy(host.ctypes.data, device, nbytes, self.pg.MemcpyKind.DeviceToHost, stream)
+
+    def event(self):
+        event = ctypes.c_void_p()
+        self._ok(self.lib.cudaEventCreate(ctypes.byref(event)), "cudaEventCreate")
+        return self._own("event", event)
+
+    def record(self, event, stream) -> None:
+        self._ok(self.lib.cudaEventRecord(event, ctypes.c_void_p(stream.ptr)), "cudaEventRecord")
+
+    def elapsed_ms(self, start, end) -> float:
+        ms = ctypes.c_float()
+        self._ok(
+            self.lib.cudaEventElapsedTime(ctypes.byref(ms), start, end), "cudaEventElapsedTime"
+        )
+        return float(ms.value)
+
+    def sync(self, stream) -> None:
+        with self._polygraphy("cudaStreamSynchronize"):
+            stream.synchronize()
+
+    def handle(self, stream) -> int:
+        return stream.ptr
+
+    def begin_capture(self, stream) -> None:
+        mode = ctypes.c_int(self._CAPTURE_MODE_GLOBAL)
+        status = self.lib.cudaStreamBeginCapture(ctypes.c_void_p(stream.ptr), mode)
+        self._ok(status, "cudaStreamBeginCapture")
+
+    def end_capture(self, stream):
+        graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
+        status = self.lib.cudaStreamEndCapture(ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
+        self._ok(status, "cudaStreamEndCapture")
+        self._own("graph", graph)
+        # WithFlags: one signature from CUDA 11.4 to 13 (plain cudaGraphInstantiate changed in 12)
+        status = self.lib.cudaGraphInstantiateWithFlags(
+            ctypes.byref(executable), graph, ctypes.c_ulonglong(0)
+        )
+        self._ok(status, "cudaGraphInstantiateWithFlags")
+        return self._own("graph_exec", executable)
+
+    def launch(self, graph, stream) -> None:
+        self._ok(self.lib.cudaGraphLaunch(graph, ctypes.c_void_p(stream.ptr)), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        def release(kind: str, handle) -> None:
+            if kind == "stream":
+                with self._polygraphy("cudaStreamDestroy"):
+                    handle.free()
+            elif kind == "device":
+                with self._polygraphy("cudaFree"):
+                    self.wrapper.free(handle)
+            else:
+                call = {
+                    "host": "cudaFreeHost",
+                    "event": "cudaEventDestroy",
+                    "graph": "cudaGraphDestroy",
+                    "graph_exec": "cudaGraphExecDestroy",
+                }[kind]
+                pointer = handle if isinstance(handle, ctypes.c_void_p) else ctypes.c_void_p(handle)
+                self._ok(getattr(self.lib, call)(pointer), call)
+
+        _release_all(self._owned, release)
+
+
+def polygraphy_cudart() -> ctypes.CDLL:
+    """The CUDA runtime library Polygraphy found and loaded, opened once more by its path (the
+    same library; a handle of our own, so setting restypes leaves Polygraphy's alone). Raises
+    PolygraphyException or OSError when there is none."""
+    from polygraphy import cuda as pg_cuda
+
+    lib = ctypes.CDLL(pg_cuda.wrapper().handle._name)
+    lib.cudaGetErrorName.restype = ctypes.c_char_p
+    return lib
+
+
+def cuda_error_name(lib: ctypes.CDLL, status: int) -> str:
+    """'cudaErrorNoDevice (100)': the CUDA runtime's own name of an error code."""
+    name = lib.cudaGetErrorName(ctypes.c_int(status))
+    return f"{name.decode() if name else 'unknown CUDA error'} ({status})"
+
+
+@contextlib.contextmanager
+def polygraphy_cuda_errors(lib: ctypes.CDLL, call: str):
+    """Polygraphy's CUDA wrapper raises PolygraphyException('CUDA Error: N. ...'): re-raised
+    as EngineError naming the call and the error."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        yield
+    except PolygraphyException as error:
+        code = re.search(r"CUDA Error: (\d+)", str(error))
+        what = cuda_error_name(lib, int(code.group(1))) if code else str(error)
+        raise EngineError(f"{call} failed: {what}") from None
+
+
+def _open_binding(cuda: str, path: Path):
+    """The CUDA binding named by `cuda`, on a machine with a GPU (else EngineError)."""
+    if cuda == "polygraphy":
+        return _PolygraphyCuda()  # checks for a device itself, through the CUDA runtime
+    if cuda == "pycuda":
+        return _PyCuda()  # pycuda.driver.Device.count() checks
+    binding = _CudaPython()
+    if cuda_device_info()[1] is None:
+        binding.close()
+        raise EngineError(
+            f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
+            "model instead (ONNX Runtime), see `axial-deploy doctor`"
+        )
+    return binding
+
+
 def _release_all(owned: list[tuple[str, object]], release) -> None:
     """Releases every recorded handle, newest first, even when one fails; raises the first
     failure afterwards. Empties `owned`, so a second call does nothing."""
@@ -522,16 +713,7 @@ class _TrtRunner:
             environment = running_environment(manifest.backend, trt, plugin)
             engine_sha256 = hashlib.sha256(serialized).hexdigest()
             check_manifest(manifest, environment, engine_sha256=engine_sha256)
-        if cuda == "cuda-python":
-            binding = _CudaPython()
-            if cuda_device_info()[1] is None:
-                raise EngineError(
-                    f"no CUDA GPU found: {path} needs one to run; on this machine run the .onnx "
-                    "model instead (ONNX Runtime), see `axial-deploy doctor`"
-                )
-        else:
-            binding = _PyCuda()
-        self.cuda = binding
+        self.cuda = _open_binding(cuda, path)
         try:
             self._open(path, manifest, plugin, serialized)
         except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,8 @@ def test_rtx_engine_manifest_is_checked_before_loading(tmp_path):
 
 
 def test_engine_without_a_gpu_says_so(tmp_path):
+    """Every binding refuses with one line naming the problem; the Polygraphy binding gets
+    this far on any machine with the CUDA runtime library (here: the toolkit's libcudart)."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
     from axial_deploy.build import cuda_device_info
 
@@ -110,6 +113,43 @@ def test_engine_without_a_gpu_says_so(tmp_path):
     build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
     with pytest.raises(EngineError, match=r"cuda-python is not installed|no CUDA GPU found"):
         Engine(engine)
+    with pytest.raises(EngineError, match=r"pycuda is not installed|no CUDA GPU|pycuda cannot"):
+        Engine(engine, cuda="pycuda")
+    with pytest.raises(EngineError) as caught:
+        Engine(engine, cuda="polygraphy")
+    message = str(caught.value)
+    if "no CUDA runtime library" in message:
+        pytest.skip("no libcudart on this machine: Polygraphy's binding stops before the GPU")
+    # the CUDA runtime's own error name (35 no driver, 100 no device), then the way out
+    assert re.match(r"no CUDA GPU found \(the CUDA runtime reports cudaError\w+ \(\d+\)\)", message)
+    assert "run the .onnx model instead" in message
+
+
+def test_polygraphy_cuda_errors_are_named():
+    """Polygraphy's CUDA wrapper raises 'CUDA Error: N' (a number and a link); the binding
+    re-raises it naming the call and the CUDA runtime's name for N. Real calls: on a machine
+    with the CUDA runtime but no GPU, Polygraphy's own cudaStreamCreate fails."""
+    from axial_deploy.build import cuda_device_info
+    from axial_deploy.runtime import cuda_error_name, polygraphy_cuda_errors, polygraphy_cudart
+
+    if cuda_device_info()[1] is not None:
+        pytest.skip("a GPU is present: Polygraphy's calls succeed")
+    from polygraphy import cuda as pg_cuda
+
+    try:
+        lib = polygraphy_cudart()
+    except OSError as error:
+        pytest.skip(f"no CUDA runtime library for Polygraphy to load: {error}")
+    assert cuda_error_name(lib, 100) == "cudaErrorNoDevice (100)"
+    named = r"^cudaStreamCreate failed: cudaError\w+ \(\d+\)$"
+    with pytest.raises(EngineError, match=named), polygraphy_cuda_errors(lib, "cudaStreamCreate"):
+        pg_cuda.Stream()
+
+
+def test_unknown_cuda_binding_lists_the_choices(tmp_path):
+    model = conv_net(tmp_path / "net.onnx")
+    with pytest.raises(EngineError, match=r"expected one of cuda-python, pycuda, polygraphy"):
+        Engine(model, cuda="cupy")
 
 
 PROFILED = TensorMeta(
@@ -182,7 +222,11 @@ def test_release_all_frees_newest_first_and_reports_the_first_failure():
     assert released == [5, 4, 3, 2, 1]
 
 
-CUDA_BINDINGS = [("cuda-python", "cuda.bindings.runtime"), ("pycuda", "pycuda.driver")]
+CUDA_BINDINGS = [
+    ("cuda-python", "cuda.bindings.runtime"),
+    ("pycuda", "pycuda.driver"),
+    ("polygraphy", "polygraphy.cuda"),
+]
 
 
 @pytest.mark.gpu
@@ -230,6 +274,50 @@ def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module, cuda, cu
         np.testing.assert_allclose(
             again.infer(feed)["logits"], reference.infer(feed)["logits"], rtol=1e-3, atol=1e-4
         )
+
+
+BINDING_CLASSES = {
+    "cuda-python": "_CudaPython",
+    "pycuda": "_PyCuda",
+    "polygraphy": "_PolygraphyCuda",
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("cuda", "cuda_module"), CUDA_BINDINGS, ids=[c for c, _ in CUDA_BINDINGS])
+def test_cuda_binding_round_trip_events_and_graph_replay(cuda, cuda_module):
+    """Each binding alone, no TensorRT (so it runs on any GPU machine): pinned buffers, async
+    copies there and back, event timing, and a captured graph of the copies replayed with new
+    host values; close() releases every handle."""
+    pytest.importorskip(cuda_module, reason=f"{cuda} not installed")
+    from axial_deploy import runtime
+    from axial_deploy.build import cuda_device_info
+
+    if cuda_device_info()[1] is None:
+        pytest.skip("no CUDA GPU")
+    binding = getattr(runtime, BINDING_CLASSES[cuda])()
+    n = 1 << 16
+    stream, start, end = binding.stream(), binding.event(), binding.event()
+    device = binding.malloc(n * 4)
+    host_in, host_out = binding.host(n * 4, np.float32), binding.host(n * 4, np.float32)
+    host_in[:] = np.random.default_rng(0).standard_normal(n)
+    binding.record(start, stream)
+    binding.h2d(device, host_in, n * 4, stream)
+    binding.d2h(host_out, device, n * 4, stream)
+    binding.record(end, stream)
+    binding.sync(stream)
+    np.testing.assert_array_equal(host_out, host_in)
+    assert binding.elapsed_ms(start, end) >= 0
+    binding.begin_capture(stream)
+    binding.h2d(device, host_in, n * 4, stream)
+    binding.d2h(host_out, device, n * 4, stream)
+    graph = binding.end_capture(stream)
+    host_in[:] = np.arange(n, dtype=np.float32)  # the graph copies whatever is there now
+    binding.launch(graph, stream)
+    binding.sync(stream)
+    np.testing.assert_array_equal(host_out, np.arange(n, dtype=np.float32))
+    binding.close()
+    assert binding._owned == []
 
 
 def test_cli_run_on_an_array_and_an_image(tmp_path, capsys):

@@ -4,6 +4,12 @@ Runs ENGINE (TensorRT, manifest-checked) or ONNX (ONNX Runtime) on one input: a 
 an image preprocessed as the model expects (resized to the model's input size; panoptic models
 are recognized by their semantic/center/offset outputs). Prints each output's shape and range;
 --output saves them as .npz.
+
+--save-inputs / --save-outputs write the fed input and the outputs as Polygraphy JSON, so
+Polygraphy can replay the run elsewhere and compare, e.g. this ONNX Runtime run (AxialAttention
+through the reference op) against the engine on the GPU:
+  axial-deploy run model.axial.onnx --input x.png --save-inputs in.json --save-outputs ref.json
+  polygraphy run model.engine --trt --plugins LIB --load-inputs in.json --load-outputs ref.json
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="ENGINE|ONNX")
     parser.add_argument("--input", required=True, metavar="FILE.npy|IMAGE")
     add_output(parser, "save the outputs here (.npz)", required=False, metavar="FILE.npz")
+    parser.add_argument(
+        "--save-inputs",
+        metavar="FILE.json",
+        help="save the fed input as Polygraphy input data (for `polygraphy run --load-inputs`)",
+    )
+    parser.add_argument(
+        "--save-outputs",
+        metavar="FILE.json",
+        help="save the outputs as Polygraphy RunResults (for `polygraphy run --load-outputs`)",
+    )
     add_cuda_binding(parser)
 
 
@@ -28,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.runtime import Engine
     from axial_deploy.task import task_of_outputs
 
-    check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, {"-o": args.output})
+    written = {
+        "-o": args.output,
+        "--save-inputs": args.save_inputs,
+        "--save-outputs": args.save_outputs,
+    }
+    check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, written)
     with Engine(args.model, cuda=args.cuda) as engine:
         if len(engine.inputs) != 1:
             raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")
@@ -36,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         task = task_of_outputs(m.name for m in engine.outputs)
         array = read_input(args.input, tuple(meta.shape), task, args.model)
         outputs = engine.infer({meta.name: array})
-        print(f"{engine.backend}: {engine.last_inference_time * 1e3:.2f} ms")
+        backend, seconds = engine.backend, engine.last_inference_time
+        print(f"{backend}: {seconds * 1e3:.2f} ms")
     for name, value in outputs.items():
         print(
             f"  {name:<12} {list(value.shape)} {value.dtype} "
@@ -46,4 +68,20 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output(args.output) as tmp, open(tmp, "wb") as stream:
             np.savez(stream, **outputs)
         print(f"wrote {args.output}")
+    # what the model was fed, in its input dtype (Polygraphy checks dtypes when it replays)
+    fed = {meta.name: array.astype(meta.dtype, copy=False)}
+    _save_for_polygraphy(args, fed, outputs, backend, seconds)
     return 0
+
+
+def _save_for_polygraphy(args, feed: dict, outputs: dict, backend: str, seconds: float) -> None:
+    from axial_deploy.inputs import save_polygraphy_inputs, save_polygraphy_outputs
+
+    if args.save_inputs:
+        print(f"wrote {save_polygraphy_inputs(args.save_inputs, [feed])} (Polygraphy inputs)")
+    if args.save_outputs:
+        # the runner's name says where the reference came from in Polygraphy's comparison
+        path = save_polygraphy_outputs(
+            args.save_outputs, [outputs], f"axial-deploy-{backend}", seconds
+        )
+        print(f"wrote {path} (Polygraphy RunResults)")
