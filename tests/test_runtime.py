@@ -355,3 +355,16 @@ def test_cli_run_on_an_array_and_an_image(tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert main(["run", str(model), "--input", str(tmp_path / "bad.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_cuda_flag_offers_every_binding_the_runtime_has():
+    """--cuda (run, profile, serve) takes exactly the runtime's CUDA bindings."""
+    import argparse
+
+    from axial_deploy.cli.args import add_cuda_binding
+    from axial_deploy.runtime import CUDA_LIBRARIES
+
+    parser = argparse.ArgumentParser()
+    add_cuda_binding(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "cuda")
+    assert tuple(choices) == CUDA_LIBRARIES
