@@ -547,7 +547,7 @@ def _semantic_gt(ids: np.ndarray, segments: list[dict], cat_index: dict[int, int
     return lookup[inverse.reshape(ids.shape)]
 
 
-def _resize_nearest(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize_nearest(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Nearest resize of an integer [H, W] map (PIL's nearest: pixel centers)."""
     if array.shape == hw:
         return array
@@ -687,8 +687,8 @@ def _evaluate_panoptic(
             for i, ann in enumerate(batch):
                 gt_ids = read_segment_png(gt.segment_png(ann))
                 gt_hw = gt_ids.shape
-                pan = _resize_nearest(panoptic[i], gt_hw)
-                sem = _resize_nearest(semantic[i], gt_hw)
+                pan = resize_nearest(panoptic[i], gt_hw)
+                sem = resize_nearest(semantic[i], gt_hw)
                 confusion.update(sem, _semantic_gt(gt_ids, ann["segments_info"], cat_index))
                 ids, segments = panoptic_to_coco(pan, categories, post.config.label_divisor)
                 name = Path(ann["file_name"]).with_suffix(".png").name

@@ -101,7 +101,7 @@ class PanopticStep:
     ) -> list[tuple[np.ndarray, list[dict]]]:
         import torch
 
-        from axial_deploy.evaluate import _resize_nearest, panoptic_to_coco
+        from axial_deploy.evaluate import panoptic_to_coco, resize_nearest
 
         num_classes, hw = semantic.shape[1], tuple(semantic.shape[2:])
         post = self._processor(num_classes, hw)
@@ -114,7 +114,7 @@ class PanopticStep:
         ]
         results = []
         for index, size in enumerate(np.asarray(sizes).reshape(-1, 2)):
-            resized = _resize_nearest(panoptic[index], (int(size[0]), int(size[1])))
+            resized = resize_nearest(panoptic[index], (int(size[0]), int(size[1])))
             ids, segments = panoptic_to_coco(resized, categories, post.config.label_divisor)
             results.append((ids.astype(np.int32), segments))
         return results
