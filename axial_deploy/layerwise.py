@@ -92,7 +92,8 @@ def match_tensors(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> lis
     }
     ref_nodes = {node.name: node for node in reference.graph.node if node.name}
     cand_producers = {out: node for node in candidate.graph.node for out in node.output}
-    stands_for: dict[str, str] = {}
+    # Shared graph inputs stand for themselves: a Cast or Q/DQ of an input is compared too.
+    stands_for = {name: name for name in _real_inputs(candidate) & _real_inputs(reference)}
     matches = []
     for node in candidate.graph.node:
         if node.op_type == "Constant":
@@ -108,6 +109,11 @@ def match_tensors(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> lis
             matches.append(TensorMatch(out, found[0], found[1], node.name or out, node.op_type,
                                        dtype))  # fmt: skip
     return matches
+
+
+def _real_inputs(model: onnx.ModelProto) -> set[str]:
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return {info.name for info in model.graph.input if info.name not in initializers}
 
 
 def _stands_for(node, position, ref_tensors, ref_nodes, stands_for, cand_producers):
@@ -553,6 +559,13 @@ def layerwise_compare(
         if out and out not in compared and _is_float(_float_types(reference), out)
     ]
     return report
+
+
+def layerwise_command(reference: str | os.PathLike, candidate: str | os.PathLike) -> str:
+    """The shell command that runs this comparison (the deploy report names it)."""
+    import shlex
+
+    return shlex.join(["axial-deploy", "compare", "--layerwise", str(reference), str(candidate)])
 
 
 def _progress(chunks: list[list[TensorMatch]], enabled: bool, total: int):
