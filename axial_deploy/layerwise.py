@@ -209,7 +209,7 @@ class LayerwiseReport:
             "  error: relative RMS error ||cand - ref|| / ||ref||; jump: error minus the worst "
             "error reaching the layer's inputs",
             f"  first layer past {self.threshold:.1e}: "
-            + (f"{first.node} ({first.op}), error {first.error:.2e}" if first else "none"),
+            + (f"{_layer(first)} ({_op(first)}), error {first.error:.2e}" if first else "none"),
             f"  layers ranked by jump (top {min(top, len(self.rows))}):",
             layer_table(self.ranked()[:top]),
         ]
@@ -402,7 +402,8 @@ def run_chunk(
         _runner(_mark(candidate, [m.candidate for m in chunk]), CANDIDATE_RUNNER),
     ]
     errors: dict[str, list[float]] = {}
-    with _quiet():
+    # numpy warns on the statistics Polygraphy computes over masked (-inf) attention logits
+    with _quiet(), np.errstate(invalid="ignore", over="ignore"):
         stream = Comparator.run(runners, data_loader=feeds, streaming=True)
         stream = Comparator.postprocess(
             stream, _spread([(m.candidate, m.reference) for m in chunk])
