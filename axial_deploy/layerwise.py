@@ -390,10 +390,11 @@ def run_chunk(
     candidate: onnx.ModelProto,
     chunk: list[TensorMatch],
     feeds: list[dict[str, np.ndarray]],
+    on_feed: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
     """Candidate tensor -> its relative RMS error per feed: both graphs with the chunk's
     tensors marked as outputs, run by Polygraphy's Comparator (streaming: one feed's outputs
-    held at a time) and compared with its SNR function."""
+    held at a time) and compared with its SNR function. `on_feed` is called after each feed."""
     from polygraphy.comparator import Comparator, SnrCompareFunc
 
     references = list(dict.fromkeys(m.reference for m in chunk))
@@ -404,7 +405,7 @@ def run_chunk(
     errors: dict[str, list[float]] = {}
     # numpy warns on the statistics Polygraphy computes over masked (-inf) attention logits
     with _quiet(), np.errstate(invalid="ignore", over="ignore"):
-        stream = Comparator.run(runners, data_loader=feeds, streaming=True)
+        stream = _counted(Comparator.run(runners, data_loader=feeds, streaming=True), on_feed)
         stream = Comparator.postprocess(
             stream, _spread([(m.candidate, m.reference) for m in chunk])
         )
@@ -415,6 +416,14 @@ def run_chunk(
         for name, result in iteration.items():
             errors.setdefault(name, []).append(_relative(getattr(result, "snr", None)))
     return errors
+
+
+def _counted(stream: Iterable, on_feed: Callable[[], None] | None):
+    """`stream` (one RunResults per feed), calling `on_feed` as each feed's results are used."""
+    for single in stream:
+        yield single
+        if on_feed is not None:
+            on_feed()
 
 
 def _worst(values: Iterable[float]) -> float:
@@ -545,19 +554,24 @@ def layerwise_compare(
     report = LayerwiseReport(str(reference_path), str(candidate_path), description, len(feeds),
                              threshold, runs=len(chunks))  # fmt: skip
     per_feed: dict[str, list[float]] = {}
-    for chunk in _progress(chunks, progress, len(matches)):
-        per_feed.update(run_chunk(reference, candidate, chunk, feeds))
+    from tqdm import tqdm
+
+    what = f"layer-wise, {len(matches)} tensors in {len(chunks)} run(s)"
+    with tqdm(total=len(chunks) * len(feeds), desc=what, unit="feed", disable=not progress,
+              leave=False) as bar:  # fmt: skip
+        for chunk in chunks:
+            per_feed.update(run_chunk(reference, candidate, chunk, feeds, bar.update))
     errors = {name: _rms(values) for name, values in per_feed.items()}
     report.rows = layer_rows(candidate, matches, errors)
     report.skipped = {m.candidate: "not compared (shapes differ or no output)"
                       for m in matches if m.candidate not in errors}  # fmt: skip
-    compared = {m.reference for m in matches}
+    compared, types = {m.reference for m in matches}, _float_types(reference)
     report.unmatched = [
         out
         for node in reference.graph.node
         if node.op_type != "Constant"
         for out in node.output
-        if out and out not in compared and _is_float(_float_types(reference), out)
+        if out and out not in compared and _is_float(types, out)
     ]
     return report
 
@@ -567,14 +581,3 @@ def layerwise_command(reference: str | os.PathLike, candidate: str | os.PathLike
     import shlex
 
     return shlex.join(["axial-deploy", "compare", "--layerwise", str(reference), str(candidate)])
-
-
-def _progress(chunks: list[list[TensorMatch]], enabled: bool, total: int):
-    """Yields the chunks, with a progress bar counting tensors (one run of both graphs each)."""
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc="layer-wise", unit="tensor", disable=not enabled,
-              leave=False) as bar:  # fmt: skip
-        for chunk in chunks:
-            yield chunk
-            bar.update(len(chunk))
