@@ -328,12 +328,23 @@ def _quiet():
 
 
 def _runner(model: onnx.ModelProto, name: str):
-    """Polygraphy's ONNX Runtime runner over our session (AxialAttention nodes run our op)."""
+    """Polygraphy's ONNX Runtime runner over our session (AxialAttention nodes run our op),
+    with ONNX Runtime's graph optimizations off: even its basic level moves and fuses Q/DQ
+    nodes wherever the tensors between them are not outputs, so an INT8 tensor's values
+    depended on which tensors a chunk marked (measured: 2e-2 on a Conv of the tiny model).
+    Unoptimized, every graph computes exactly what it says."""
+    import onnxruntime as ort
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     from axial_deploy.ort_ops import create_session
 
-    return OnnxrtRunner(lambda: create_session(model), name=name)
+    def session():
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ort_ops
+        return create_session(model, session_options=options)
+
+    return OnnxrtRunner(session, name=name)
 
 
 def _spread(pairs: list[tuple[str, str]]) -> Callable:

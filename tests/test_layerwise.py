@@ -232,6 +232,15 @@ def test_int8_layerwise_runs_with_our_op(block):
     assert report.islands() == []  # an INT8 graph has no FP16 islands to report
 
 
+def test_chunks_do_not_change_int8_numbers(block):
+    """Each chunk marks other tensors; ONNX Runtime must not fuse or move Q/DQ nodes around
+    the unmarked ones (its default optimizations do), or the errors would depend on chunking."""
+    whole = layerwise_compare(block["fp32"], block["int8"], batches=1, seed=2)
+    one_each = layerwise_compare(block["fp32"], block["int8"], batches=1, seed=2, chunk_mb=1e-6)
+    assert one_each.runs == len(one_each.rows) > whole.runs == 1
+    assert [r.error for r in one_each.rows] == [r.error for r in whole.rows]
+
+
 def test_fp16_islands_are_the_precision_sensitive_ops(block):
     reference, fp16 = onnx.load(str(block["fp32"])), onnx.load(str(block["fp16"]))
     matches = match_tensors(reference, fp16)
