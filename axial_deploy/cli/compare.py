@@ -10,8 +10,8 @@ never saw.
 candidate computes is paired with the reference tensor it stands for (same name; same node
 name; or a Cast / QuantizeLinear->DequantizeLinear wrapping it, as our FP16 and INT8 graphs
 write them), both graphs get those tensors marked as outputs (as `polygraphy run --onnx-outputs
-mark all`), run in ONNX Runtime on the same seeded inputs, and are compared with Polygraphy's
-comparator. Per tensor:
+mark all`), run in ONNX Runtime (graph optimizations off: they move Q/DQ nodes around unmarked
+tensors) on the same seeded inputs, and are compared with Polygraphy's comparator. Per tensor:
   error      relative RMS error ||cand - ref|| / ||ref|| (= 10^(-SNR/20)), RMS over batches;
   input err  the worst error reaching the layer's inputs (nearest compared tensors upstream;
              weights and graph inputs count 0, so a quantized weight is its Conv's doing);
