@@ -779,7 +779,23 @@ def accuracy_stage(
         result.panels = _panels(settings, data, variants)
     if not gate.passed:
         notes.append(f"accuracy gate FAILED: a drop above {settings.max_drop:g} points")
+    for note in layerwise_notes(variants):
+        say(note)
+        notes.append(note)
     return result
+
+
+def layerwise_notes(variants: list[Variant]) -> list[str]:
+    """For each variant the gate flagged: the command that shows where its precision breaks."""
+    from axial_deploy.layerwise import layerwise_command
+
+    fp32 = {v.graph: v.onnx for v in variants if v.precision == "fp32"}
+    return [
+        f"{v.label} flagged: see where its precision breaks, layer by layer: "
+        f"{layerwise_command(fp32[v.graph], v.onnx)}"
+        for v in variants
+        if v.flagged and v.precision != "fp32" and v.graph in fp32
+    ]
 
 
 def _evaluate_targets(

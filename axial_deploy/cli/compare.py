@@ -5,6 +5,22 @@ prints, per output, max / mean abs and max rel error, plus task agreement: top-1
 classifiers, pixel agreement and mIoU between the argmax predictions of the semantic output
 for panoptic models. The default inputs are synthetic with seed 1, which calibration (seed 0)
 never saw.
+
+--layerwise REF.onnx CAND.onnx: where precision breaks, layer by layer. Every float tensor the
+candidate computes is paired with the reference tensor it stands for (same name; same node
+name; or a Cast / QuantizeLinear->DequantizeLinear wrapping it, as our FP16 and INT8 graphs
+write them), both graphs get those tensors marked as outputs (as `polygraphy run --onnx-outputs
+mark all`), run in ONNX Runtime (graph optimizations off: they move Q/DQ nodes around unmarked
+tensors) on the same seeded inputs, and are compared with Polygraphy's comparator. Per tensor:
+  error      relative RMS error ||cand - ref|| / ||ref|| (= 10^(-SNR/20)), RMS over batches;
+  input err  the worst error reaching the layer's inputs (nearest compared tensors upstream;
+             weights and graph inputs count 0, so a quantized weight is its Conv's doing);
+  jump       error - input err: the error the layer itself adds. A layer that amplifies the
+             error it receives (a subtraction of close values) also shows a jump.
+It prints the layers ranked by jump, the first layer (topological order) whose error passes
+--threshold, and, for FP16 graphs, the layers kept in FP32. Marking every tensor keeps them all
+in memory: they are run in chunks of at most --chunk-mb per inference (a run of both graphs per
+chunk, with a progress bar).
 """
 
 from __future__ import annotations
@@ -12,7 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import add_report, add_seed, positive_int
+from axial_deploy.cli.args import add_report, add_seed, positive_float, positive_int
 from axial_deploy.cli.quantize import CALIB_HELP
 
 
@@ -35,6 +51,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="task metric (default: panoptic if the graph has a 'semantic' output)",
     )
     add_report(parser, "write the report as JSON to this path", old_json=True)
+    _add_layerwise_arguments(parser)
+
+
+def _add_layerwise_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("layer-wise (--layerwise REF.onnx CAND.onnx)")
+    group.add_argument(
+        "--layerwise",
+        action="store_true",
+        help="compare every shared intermediate tensor, ranked by the error each layer adds "
+        "(inputs: Polygraphy's seeded DataLoader, or --inputs SRC)",
+    )
+    group.add_argument(
+        "--threshold",
+        type=positive_float,
+        default=1e-2,
+        help="name the first layer whose relative RMS error passes this (default: 0.01)",
+    )
+    group.add_argument(
+        "--top", type=positive_int, default=15, help="layers printed by jump (default: 15)"
+    )
+    group.add_argument(
+        "--chunk-mb",
+        type=positive_float,
+        default=1024,
+        help="most MiB of marked outputs per inference; more tensors run in more chunks "
+        "(default: 1024)",
+    )
+    group.add_argument(
+        "--val-range",
+        type=_value_range,
+        default=(0.0, 1.0),
+        metavar="LO,HI",
+        help="range of the DataLoader's uniform inputs, e.g. --val-range=-1,1 (default: 0,1)",
+    )
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = float("nan")
+    if not low < high:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not LO,HI with LO < HI, e.g. --val-range=-1,1"
+        )
+    return low, high
 
 
 def labelled(texts: list[str]) -> dict[str, str]:
@@ -52,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import check_distinct, write_json
     from axial_deploy.quantize import accuracy_report
 
+    if args.layerwise:
+        return run_layerwise(args)
     candidates = labelled(args.candidates)
     inputs = {"REF.onnx": args.reference, **{f"candidate {k}": v for k, v in candidates.items()}}
     check_distinct(inputs, {"--report": args.report})
@@ -67,5 +131,35 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if args.report:
         write_json(args.report, report.to_json())
+        print(f"wrote {args.report}")
+    return 0
+
+
+def run_layerwise(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.layerwise import LayerwiseError, layerwise_compare
+
+    candidates = labelled(args.candidates)
+    if len(candidates) != 1:
+        raise LayerwiseError(
+            f"--layerwise compares one candidate with the reference, got {len(candidates)}: "
+            "run it once per candidate"
+        )
+    ((label, candidate),) = candidates.items()
+    check_distinct({"REF.onnx": args.reference, "CAND.onnx": candidate}, {"--report": args.report})
+    report = layerwise_compare(
+        args.reference,
+        candidate,
+        inputs=args.inputs,
+        batches=args.batches,
+        seed=args.seed,
+        val_range=args.val_range,
+        threshold=args.threshold,
+        chunk_mb=args.chunk_mb,
+        progress=True,
+    )
+    print(report.summary(top=args.top))
+    if args.report:
+        write_json(args.report, {"label": label, **report.to_json()})
         print(f"wrote {args.report}")
     return 0
