@@ -141,6 +141,8 @@ def test_strict_gate_fails_on_a_damaged_int8_calibration(tmp_path):
     assert flagged["fp32"] is False and flagged["int8"] is True
     assert report["accuracy"]["gate"]["passed"] is False
     assert report["engine_backend"] is None
+    # the flagged variant's note names the layer-wise comparison that locates the damage
+    assert any("int8 flagged" in n and "compare --layerwise" in n for n in report["notes"])
 
 
 @pytest.mark.slow
