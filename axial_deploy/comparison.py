@@ -90,7 +90,8 @@ def torch_runner(model, input_metadata: dict[str, tuple[np.dtype, tuple]], outpu
     meta = TensorMetadata()
     for name, (dtype, shape) in input_metadata.items():
         meta.add(name, dtype=dtype, shape=shape)
-    return TorchRunner(model, meta, outputs, name="pytorch")
+    # A Module is callable: Polygraphy would call it as a loader, so hand it a loader.
+    return TorchRunner(lambda: model, meta, outputs, name="pytorch")
 
 
 def tensorrt_runner(engine_path: str, name: str = "tensorrt"):
