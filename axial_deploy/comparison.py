@@ -124,7 +124,19 @@ def seeded_inputs(
     meta = TensorMetadata()
     for name, (dtype, shape) in input_metadata.items():
         meta.add(name, dtype=dtype, shape=shape)
-    return DataLoader(seed=seed, iterations=iterations, input_metadata=meta, val_range=val_range)
+    with quiet_polygraphy():
+        return DataLoader(
+            seed=seed, iterations=iterations, input_metadata=meta, val_range=val_range
+        )
+
+
+def seeded_feed(
+    input_metadata: dict[str, tuple[np.dtype, tuple[int, ...]]], seed: int
+) -> dict[str, np.ndarray]:
+    """The first feed dict of `seeded_inputs` (inputs of one run)."""
+    loader = seeded_inputs(input_metadata, seed)
+    with quiet_polygraphy():
+        return dict(loader[0])
 
 
 def run(runners: Sequence, data_loader: Iterable) -> dict[str, list[dict[str, np.ndarray]]]:

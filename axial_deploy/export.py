@@ -289,10 +289,10 @@ def check_parity(
     come from Polygraphy's data loader (shape i: seed + i, uniform in [-2, 2])."""
     import numpy as np
 
-    from axial_deploy.comparison import seeded_inputs
+    from axial_deploy.comparison import seeded_feed
 
     for index, shape in enumerate(shapes):
-        feed = seeded_inputs({"input": (np.float32, tuple(shape))}, seed + index)[0]
+        feed = seeded_feed({"input": (np.float32, tuple(shape))}, seed + index)
         yield shape, compare_with_onnxruntime(model, onnx_path, torch.from_numpy(feed["input"]))
 
 

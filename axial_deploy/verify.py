@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.comparison import INPUT_RANGE, errors, onnxrt_runner, run, seeded_inputs
+from axial_deploy.comparison import INPUT_RANGE, errors, onnxrt_runner, run, seeded_feed
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.numerics import OutputError, match_outputs
@@ -205,8 +205,7 @@ def verify_models(
     names_b = [meta.name for meta in session_b.get_outputs()]
     pairs, matched_by = match_outputs(names_a, names_b, ("A", "B"))
 
-    loader = seeded_inputs({n: (_FLOAT_TYPES[t], s) for n, (s, t) in specs_a.items()}, seed)
-    feed = loader[0]
+    feed = seeded_feed({n: (_FLOAT_TYPES[t], s) for n, (s, t) in specs_a.items()}, seed)
     outputs_a = _run(session_a, feed, "A")
     outputs_b = _run(session_b, feed, "B")
     report = VerifyReport(
