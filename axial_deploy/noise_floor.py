@@ -23,9 +23,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-# onnx.reference is pure numpy: use it for the float64 run only when A's fp32 run took less
-# than this (a small model); larger models keep the 1-ulp measurement only.
-REFERENCE_EVALUATOR_MAX_FP32_SECONDS = 0.5
+# onnx.reference is pure numpy, ~60-200x slower than ONNX Runtime's fp32 run (measured on the
+# tests' fixtures): use it for the float64 run only when A's fp32 run took less than this, so
+# it costs seconds; larger models keep the 1-ulp measurement only.
+REFERENCE_EVALUATOR_MAX_FP32_SECONDS = 0.05
 
 
 @dataclass
@@ -88,7 +89,14 @@ def measure(
                 "model is too large for ONNX's numpy reference evaluator)"
             )
             return result
-        result.float64, result.float64_by = _run_reference(wide, names, feed64), "onnx.reference"
+        try:
+            result.float64 = _run_reference(wide, names, feed64)
+        except Exception as reference_error:  # an op or type the numpy reference lacks
+            result.notes.append(
+                f"float64 reference: not run ({_first_line(reference_error)[:120]})"
+            )
+            return result
+        result.float64_by = "onnx.reference"
     return result
 
 
