@@ -335,6 +335,7 @@ def _float64_lines(report: VerifyReport) -> list[str]:
     for row in rows:
         a64, b64 = row.a_vs_float64, row.b_vs_float64
         verdict = "B is closer to float64 than A" if b64 < a64 else "A is closer to float64"
+        verdict = "equally close" if b64 == a64 else verdict
         lines.append(f"  {_row_name(row)}: {a64:.2e}, {b64:.2e}  {verdict}")
     return lines
 
