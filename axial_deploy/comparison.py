@@ -94,9 +94,10 @@ def torch_runner(model, input_metadata: dict[str, tuple[np.dtype, tuple]], outpu
     return TorchRunner(lambda: model, meta, outputs, name="pytorch")
 
 
-def tensorrt_runner(engine_path: str, name: str = "tensorrt"):
-    """Polygraphy's TensorRT runner for a serialized engine; ComparisonError where TensorRT is
-    not installed (plugin libraries must be loaded by the caller first)."""
+def tensorrt_runner(engine_path: str, plugins: Sequence[str] = (), name: str = "tensorrt"):
+    """Polygraphy's TensorRT runner for a serialized engine, the plugin libraries (e.g. our
+    AxialAttention plugin, `axial-deploy plugin-path`) loaded before it is deserialized;
+    ComparisonError where TensorRT is not installed."""
     try:
         import tensorrt  # noqa: F401
     except ImportError as error:
@@ -105,9 +106,10 @@ def tensorrt_runner(engine_path: str, name: str = "tensorrt"):
             "installed here: compare the ONNX graphs in ONNX Runtime instead"
         ) from error
     from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.backend.trt import EngineFromBytes, LoadPlugins, TrtRunner
 
-    return TrtRunner(EngineFromBytes(BytesFromPath(engine_path)), name=name)
+    engine = EngineFromBytes(BytesFromPath(str(engine_path)))
+    return TrtRunner(LoadPlugins(plugins=list(plugins), obj=engine), name=name)
 
 
 def seeded_inputs(

@@ -125,3 +125,25 @@ def test_debug_shows_polygraphy_log(monkeypatch, capfd):
 def test_tensorrt_runner_says_tensorrt_is_missing(tmp_path):
     with pytest.raises(ComparisonError, match="needs TensorRT"):
         tensorrt_runner(str(tmp_path / "model.engine"))
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_engine_against_onnxruntime(tmp_path):
+    """Where TensorRT and a GPU exist: an engine of a small conv net, Polygraphy's TensorRT
+    runner against its ONNX Runtime runner on the same seeded feed (5e-3: TensorRT may use
+    TF32 for fp32 convolutions)."""
+    pytest.importorskip("tensorrt", reason="needs TensorRT (not installable here)")
+    from engine_helpers import conv_net
+
+    from axial_deploy.build import BuildOptions, build_engine
+
+    onnx_path = conv_net(tmp_path / "net.onnx", batch=1)
+    engine = tmp_path / "net.engine"
+    build_engine(onnx_path, engine, BuildOptions("tensorrt"))
+    feed = seeded_feed({"input": (np.float32, (1, 3, 16, 16))}, 0)
+    outputs = run(
+        [onnxrt_runner(create_session(onnx_path), "onnxrt"), tensorrt_runner(str(engine))], [feed]
+    )
+    found = errors(outputs["onnxrt"][0], outputs["tensorrt"][0], tolerance=lambda _, m: 5e-3 * m)
+    assert all(passed for _, passed in found.values()), found
