@@ -84,7 +84,7 @@ def torch_runner(model, input_metadata: dict[str, tuple[np.dtype, tuple]], outpu
             self.inference_time = time.perf_counter() - start
             tensors = list(out.values()) if isinstance(out, dict) else out
             tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
-            arrays = (t.detach().cpu().numpy() for t in tensors)
+            arrays = (np.ascontiguousarray(t.detach().cpu().numpy()) for t in tensors)
             return OrderedDict(zip(self.output_names, arrays, strict=True))
 
     meta = TensorMetadata()
@@ -182,8 +182,11 @@ def errors(
         find_output_func=lambda name, _index, _result: [names[name]] if name in names else None,
     )
     results = RunResults()
-    results.append(("reference", [IterationResult({n: reference[n] for n in names}, 0.0)]))
-    results.append(("candidate", [IterationResult(dict(candidate), 0.0)]))
+    # Polygraphy views the outputs (`util.array.view`), which needs contiguous arrays.
+    ref = {n: np.ascontiguousarray(reference[n]) for n in names}
+    cand = {n: np.ascontiguousarray(v) for n, v in candidate.items()}
+    results.append(("reference", [IterationResult(ref, 0.0)]))
+    results.append(("candidate", [IterationResult(cand, 0.0)]))
     try:
         with quiet_polygraphy(), np.errstate(all="ignore"):  # NaN - NaN is reported, not warned
             accuracy = Comparator.compare_accuracy(results, compare_func=func)

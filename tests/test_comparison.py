@@ -147,3 +147,12 @@ def test_tensorrt_engine_against_onnxruntime(tmp_path):
     )
     found = errors(outputs["onnxrt"][0], outputs["tensorrt"][0], tolerance=lambda _, m: 5e-3 * m)
     assert all(passed for _, passed in found.values()), found
+
+
+def test_non_contiguous_outputs_compare():
+    """PyTorch outputs are often permuted views; Polygraphy's comparator needs contiguous data."""
+    a = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)
+    b = a.copy()
+    b[0, 0, 0] += 0.5
+    error, passed = errors({"y": a}, {"y": b})["y"]
+    assert not passed and error.max_abs == 0.5 and error.max_ref == 23.0
