@@ -29,7 +29,7 @@ from torch import nn
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.numerics import OutputError, output_error
+from axial_deploy.numerics import OutputError
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter's default
 DYNAMO_MIN_OPSET = 18
@@ -285,40 +285,44 @@ def parity_shapes(input_shape: tuple[int, ...], dynamic: str) -> list[tuple[int,
 def check_parity(
     model: nn.Module, onnx_path: str | os.PathLike, shapes: list[tuple[int, ...]], seed: int = 0
 ) -> Iterator[tuple[tuple[int, ...], list[OutputError]]]:
-    """ONNX Runtime against PyTorch on seeded N(0, 1) inputs of each shape: (shape, errors)."""
-    generator = torch.Generator().manual_seed(seed)
-    for shape in shapes:
-        yield (
-            shape,
-            compare_with_onnxruntime(model, onnx_path, torch.randn(shape, generator=generator)),
-        )
+    """ONNX Runtime against PyTorch on seeded inputs of each shape: (shape, errors). Inputs
+    come from Polygraphy's data loader (shape i: seed + i, uniform in [-2, 2])."""
+    import numpy as np
+
+    from axial_deploy.comparison import seeded_feed
+
+    for index, shape in enumerate(shapes):
+        feed = seeded_feed({"input": (np.float32, tuple(shape))}, seed + index)
+        yield shape, compare_with_onnxruntime(model, onnx_path, torch.from_numpy(feed["input"]))
 
 
 def compare_with_onnxruntime(
     model: nn.Module, onnx_path: str | os.PathLike, inputs: torch.Tensor
 ) -> list[OutputError]:
-    """Run `model` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on `inputs`: errors per
-    output. Raises ExportError when an output's shape differs from PyTorch's."""
+    """Run `model` (Polygraphy's PyTorch runner) and the ONNX file (its ONNX Runtime runner,
+    CPU) on `inputs`: errors per output, by Polygraphy's comparator. Raises ExportError when an
+    output's shape differs from PyTorch's."""
+    import numpy as np
     import onnxruntime as ort
+
+    from axial_deploy.comparison import errors, onnxrt_runner, run, torch_runner
+    from axial_deploy.ort_ops import create_session
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # a failing run raises with the message it would also log
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: inputs.numpy()}
-    got = session.run(None, feed)
-    with torch.no_grad():
-        expected = model.eval()(inputs)
-    if isinstance(expected, dict):
-        expected = list(expected.values())
-    elif isinstance(expected, torch.Tensor):
-        expected = [expected]
-    errors = []
-    for meta, actual, reference in zip(session.get_outputs(), got, expected, strict=True):
-        reference = reference.numpy()
-        if actual.shape != reference.shape:  # numpy would broadcast some mismatches silently
+    session = create_session(onnx_path, session_options=options)
+    name = session.get_inputs()[0].name
+    outputs = [meta.name for meta in session.get_outputs()]
+    metadata = {name: (np.float32, tuple(inputs.shape))}
+    runners = [torch_runner(model.eval(), metadata, outputs), onnxrt_runner(session, "onnxrt")]
+    results = run(runners, [{name: inputs.numpy()}])
+    expected, got = results["pytorch"][0], results["onnxrt"][0]
+    found = []
+    for output, (error, _) in errors(expected, got).items():
+        if error is None:  # numpy would broadcast some mismatches silently
             raise ExportError(
-                f"output {meta.name} has shape {list(actual.shape)} in ONNX Runtime, "
-                f"{list(reference.shape)} in PyTorch"
+                f"output {output} has shape {list(got[output].shape)} in ONNX Runtime, "
+                f"{list(expected[output].shape)} in PyTorch"
             )
-        errors.append(output_error(meta.name, reference, actual))
-    return errors
+        found.append(error)
+    return found

@@ -1,5 +1,6 @@
-"""Output comparison, written once: the error record that export, verify, quantize's accuracy
-report and the rewrite's per-layer check all report.
+"""The error record that export, verify, quantize's accuracy report and the rewrite's per-layer
+check all report, and how two models' outputs are paired. The comparison itself runs on
+Polygraphy (`axial_deploy.comparison`).
 
 Conventions: `max_rel` is max |actual - reference| / max |reference| (the scale of the whole
 output, so near-zero elements do not blow it up). NaN or Inf on either side is never parity:
@@ -34,26 +35,29 @@ class OutputError:
         elements = self.elements + other.elements
         mean = (self.mean_abs * self.elements + other.mean_abs * other.elements) / max(elements, 1)
         max_abs, max_ref = max(self.max_abs, other.max_abs), max(self.max_ref, other.max_ref)
-        return OutputError(self.name, max_abs, _relative(max_abs, max_ref), mean, max_ref, elements)
+        relative = relative_error(max_abs, max_ref)
+        return OutputError(self.name, max_abs, relative, mean, max_ref, elements)
 
 
-def _relative(max_abs: float, max_ref: float) -> float:
+def relative_error(max_abs: float, max_ref: float) -> float:
+    """max_abs / max_ref; 0 when both are 0, infinite when only the scale is."""
     if max_ref > 0:
         return max_abs / max_ref
     return 0.0 if max_abs == 0 else float("inf")
 
 
 def output_error(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputError:
-    """Errors of `actual` against `reference` (same shape; the caller checks shapes)."""
-    ref, act = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
-    finite = np.isfinite(ref) & np.isfinite(act)
-    with np.errstate(invalid="ignore"):
-        diff = np.where(finite, np.abs(act - ref), np.inf)
-    scale = np.abs(ref[np.isfinite(ref)])
-    max_ref = float(scale.max()) if scale.size else 0.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    mean_abs = float(diff.mean()) if diff.size else 0.0
-    return OutputError(name, max_abs, _relative(max_abs, max_ref), mean_abs, max_ref, diff.size)
+    """Errors of `actual` against `reference` (same shape; the caller checks shapes), computed
+    by Polygraphy's comparator (`axial_deploy.comparison.errors`)."""
+    from axial_deploy.comparison import errors
+
+    error, _ = errors({name: np.asarray(reference)}, {name: np.asarray(actual)})[name]
+    if error is None:
+        raise OutputMatchError(
+            f"output {name}: shapes differ ({list(np.shape(reference))} against "
+            f"{list(np.shape(actual))})"
+        )
+    return error
 
 
 def match_outputs(

@@ -34,7 +34,7 @@ from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
 from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.numerics import OutputError, match_outputs, output_error
+from axial_deploy.numerics import OutputError, match_outputs
 from axial_deploy.task import task_of
 
 PRECISIONS = ("fp16", "int8")
@@ -339,10 +339,6 @@ class AccuracyReport:
         return "\n".join(lines)
 
 
-def _feed_type(session) -> np.dtype:
-    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-
 def accuracy_report(
     reference_path: str | os.PathLike,
     candidates: Mapping[str, str | os.PathLike],
@@ -356,11 +352,14 @@ def accuracy_report(
 ) -> AccuracyReport:
     """Compare each candidate graph with the reference in ONNX Runtime on the same inputs
     (`inputs`: a calibration-source spec; default synthetic with `seed`, which the default
-    calibration seed 0 never saw). Per output: max / mean abs error and max rel error; per
-    task: top-1 agreement (classification) or pixel agreement and mIoU between the argmax
-    predictions of the `semantic` output (panoptic / segmentation)."""
+    calibration seed 0 never saw). The graphs run as Polygraphy runners (an FP16 graph's
+    inputs are cast by Polygraphy) and Polygraphy's comparator gives, per output, max / mean
+    abs error and max rel error; per task: top-1 agreement (classification) or pixel agreement
+    and mIoU between the argmax predictions of the `semantic` output (panoptic /
+    segmentation)."""
     from tqdm import tqdm
 
+    from axial_deploy.comparison import onnxrt_runner, run
     from axial_deploy.ort_ops import create_session
 
     reference = _load(reference_path, "reference")
@@ -371,54 +370,54 @@ def accuracy_report(
         reference, reference_path, inputs, batches, batch_size, seed
     )
     report = AccuracyReport(str(reference_path), source.description, len(batch_list), task)
+    feeds = [{input_name: batch} for batch in batch_list]
     ref_session = create_session(reference)
     names = [o.name for o in ref_session.get_outputs()]
-    ref_outputs = [
-        ref_session.run(names, {input_name: batch})
-        for batch in tqdm(batch_list, desc="reference", disable=not progress, leave=False)
-    ]
-    for label, path in candidates.items():
+    ref_outputs = run([onnxrt_runner(ref_session, "reference")], feeds)["reference"]
+    for label, path in tqdm(
+        candidates.items(), desc="candidates", disable=not progress, leave=False
+    ):
         _load(path, f"candidate {label}")
         session = create_session(str(path))
         cand_names = [o.name for o in session.get_outputs()]
         pairs, _ = match_outputs(names, cand_names, ("the reference", str(path)))
-        mapping = dict(pairs)
-        feed_type = _feed_type(session)
-        result = CandidateAccuracy(str(path))
-        errors: dict[str, OutputError] = {}
-        agree = total = 0
-        confusion = None
-        for batch, expected in zip(batch_list, ref_outputs, strict=True):
-            actual = session.run(
-                [mapping[n] for n in names], {session.get_inputs()[0].name: batch.astype(feed_type)}
-            )
-            for name, want, got in zip(names, expected, actual, strict=True):
-                error = output_error(name, want, got)
-                errors[name] = errors[name].merged(error) if name in errors else error
-            want_out, got_out = _task_output(task, names, expected, actual)
-            want_pred, got_pred = want_out.argmax(axis=1), got_out.argmax(axis=1)
-            agree += int((want_pred == got_pred).sum())
-            total += want_pred.size
-            if task != "classification":
-                classes = want_out.shape[1]
-                pairs = want_pred.reshape(-1) * classes + got_pred.reshape(-1)
-                counts = np.bincount(pairs, minlength=classes * classes)
-                counts = counts.reshape(classes, classes)
-                confusion = counts if confusion is None else confusion + counts
-        result.outputs = errors
-        if task == "classification":
-            result.top1_agreement = agree / max(total, 1)
-        else:
-            result.pixel_agreement = agree / max(total, 1)
-            result.miou = _miou(confusion)
-        report.candidates[label] = result
+        outputs = run([onnxrt_runner(session, "candidate")], feeds)["candidate"]
+        report.candidates[label] = _candidate_accuracy(str(path), task, pairs, ref_outputs, outputs)
     return report
 
 
-def _task_output(task, names, expected, actual):
-    """The output whose argmax over axis 1 is the prediction: logits, or semantic scores."""
-    index = names.index("semantic") if task != "classification" and "semantic" in names else 0
-    return expected[index], actual[index]
+def _candidate_accuracy(path: str, task: str, pairs, ref_outputs, outputs) -> CandidateAccuracy:
+    """Errors merged over the batches (Polygraphy's comparator) and the task agreement."""
+    from axial_deploy.comparison import errors
+
+    names = [name for name, _ in pairs]
+    # The output whose argmax over axis 1 is the prediction: logits, or semantic scores.
+    scores = "semantic" if task != "classification" and "semantic" in names else names[0]
+    result = CandidateAccuracy(path)
+    agree = total = 0
+    confusion = None
+    for expected, actual in zip(ref_outputs, outputs, strict=True):
+        for name, (error, _) in errors(expected, actual, pairs).items():
+            if error is None:
+                raise QuantizeError(f"{path}: output {name} has another shape than the reference's")
+            result.outputs[name] = (
+                result.outputs[name].merged(error) if name in result.outputs else error
+            )
+        want_out, got_out = expected[scores], actual[dict(pairs)[scores]]
+        want_pred, got_pred = want_out.argmax(axis=1), got_out.argmax(axis=1)
+        agree += int((want_pred == got_pred).sum())
+        total += want_pred.size
+        if task != "classification":
+            classes = want_out.shape[1]
+            cells = want_pred.reshape(-1) * classes + got_pred.reshape(-1)
+            counts = np.bincount(cells, minlength=classes * classes).reshape(classes, classes)
+            confusion = counts if confusion is None else confusion + counts
+    if task == "classification":
+        result.top1_agreement = agree / max(total, 1)
+    else:
+        result.pixel_agreement = agree / max(total, 1)
+        result.miou = _miou(confusion)
+    return result
 
 
 def _miou(confusion: np.ndarray) -> float:

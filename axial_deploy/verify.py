@@ -1,14 +1,20 @@
-"""Compare two ONNX graphs on the same random inputs in ONNX Runtime (`axial-deploy verify`).
+"""Compare two ONNX graphs on the same seeded inputs in ONNX Runtime (`axial-deploy verify`).
 
 Model A is the reference, B the candidate (e.g. A = model.onnx, B = model.axial.onnx). Both run
-through `create_session`, so graphs holding AxialAttention nodes run too. Inputs: every float
-input gets N(0, 1) values from the seed; a symbolic first dimension is the batch (--batch); any
-other symbolic dimension is refused, since the tool cannot guess sizes that make sense for the
-model (re-export it with a fixed input size).
+through `create_session` (graphs holding AxialAttention nodes run too) as Polygraphy runners;
+the comparison is Polygraphy's (`axial_deploy.comparison`). Inputs: Polygraphy's seeded data
+loader, uniform in [-2, 2]; a symbolic first dimension is the batch (--batch); any other
+symbolic dimension is refused, since the tool cannot guess sizes that make sense for the model
+(re-export it with a fixed input size).
 
-Pass rule, per output: max |B - A| <= atol + rtol * max |A|. The tolerance scales with the
-output's largest magnitude, not with each element, so values near zero do not blow up a
-relative error; max rel in the table is max |B - A| / max |A|.
+Pass rule, per output: max |B - A| <= max(atol + rtol * max |A|, F * noise floor). The plain
+tolerance scales with the output's largest magnitude, not with each element, so values near
+zero do not blow up a relative error (max rel in the table is max |B - A| / max |A|); it is
+also the floor's lower bound, so a broken rewrite of a well-conditioned model always fails.
+The noise floor (`axial_deploy.noise_floor`) is A's own fp32 spread: its change under a 1-ulp
+input change and its distance to A run in float64. It is measured when an output exceeds the
+plain tolerance (noise_floor="auto"), always, or never ("off"); the report says which judgement
+passed or failed each output, and when B is closer to float64 than A is.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from axial_deploy.comparison import INPUT_RANGE, errors, onnxrt_runner, run, seeded_feed
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
-from axial_deploy.numerics import match_outputs, output_error
+from axial_deploy.numerics import OutputError, match_outputs
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
+DEFAULT_NOISE_FACTOR = 4.0  # two correct fp32 results differ by up to ~2 floors; 2x margin
+NOISE_MODES = ("auto", "always", "off")
 
 _FLOAT_TYPES = {
     "tensor(float)": np.float32,
@@ -49,6 +58,10 @@ class OutputComparison:
     max_ref: float  # max |A|, the scale of the tolerance
     passed: bool
     note: str = ""
+    noise_floor: float | None = None  # A's own fp32 spread (None: not measured)
+    judgement: str = ""  # "within tolerance", "within noise floor x F", "beyond ..."
+    a_vs_float64: float | None = None  # max |A - A in float64|
+    b_vs_float64: float | None = None  # max |B - A in float64|
 
 
 @dataclass
@@ -64,10 +77,17 @@ class VerifyReport:
     seed: int
     matched_by: str  # "name" or "position"
     notes: list[str] = field(default_factory=list)
+    noise_factor: float = DEFAULT_NOISE_FACTOR
+    noise_floor: str = "auto"  # the mode asked for
+    float64_by: str = ""  # how A ran in float64 ("" when it did not)
 
     @property
     def passed(self) -> bool:
         return all(row.passed for row in self.rows)
+
+    @property
+    def floor_measured(self) -> bool:
+        return any(row.noise_floor is not None for row in self.rows)
 
 
 def _load_checked(path: str | Path, label: str) -> Path:
@@ -120,31 +140,30 @@ def _input_specs(session, label: str, batch: int) -> dict[str, tuple[tuple[int, 
     return specs
 
 
-def _random_inputs(
-    specs: dict[str, tuple[tuple[int, ...], str]], seed: int
-) -> dict[str, np.ndarray]:
-    generator = np.random.default_rng(seed)
-    return {
-        name: generator.standard_normal(shape).astype(_FLOAT_TYPES[kind])
-        for name, (shape, kind) in specs.items()
-    }
+def _plain_tolerance(rtol: float, atol: float):
+    return lambda _name, max_ref: atol + rtol * max_ref
+
+
+def _row(name, name_b, a, b, error: OutputError | None, passed: bool, **floor) -> OutputComparison:
+    if error is None:
+        note = f"shape differs: A {list(a.shape)}, B {list(b.shape)}"
+        nan = float("nan")
+        return OutputComparison(name, name_b, a.shape, nan, nan, nan, nan, False, note, **floor)
+    note = "NaN or Inf in the outputs" if np.isinf(error.max_abs) else ""
+    return OutputComparison(
+        name, name_b, a.shape, error.max_abs, error.max_rel, error.mean_abs, error.max_ref,
+        passed, note, **floor,
+    )  # fmt: skip
 
 
 def compare_output(
     name: str, name_b: str, a: np.ndarray, b: np.ndarray, rtol: float, atol: float
 ) -> OutputComparison:
     """Errors of B against reference A, and whether max |B - A| <= atol + rtol * max |A|."""
-    if a.shape != b.shape:
-        note = f"shape differs: A {list(a.shape)}, B {list(b.shape)}"
-        nan = float("nan")
-        return OutputComparison(name, name_b, a.shape, nan, nan, nan, nan, False, note)
-    error = output_error(name, a, b)
-    passed = bool(error.max_abs <= atol + rtol * error.max_ref)
-    note = "NaN or Inf in the outputs" if np.isinf(error.max_abs) else ""
-    return OutputComparison(
-        name, name_b, a.shape, error.max_abs, error.max_rel, error.mean_abs, error.max_ref, passed,
-        note,
-    )  # fmt: skip
+    error, passed = errors({name: a}, {name_b: b}, [(name, name_b)], _plain_tolerance(rtol, atol))[
+        name
+    ]
+    return _row(name, name_b, a, b, error, passed)
 
 
 def verify_models(
@@ -155,15 +174,24 @@ def verify_models(
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
     batch: int = 1,
+    noise_floor: str = "auto",
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
 ) -> VerifyReport:
-    """Run ONNX models `a` (reference) and `b` on the same random inputs and compare outputs.
+    """Run ONNX models `a` (reference) and `b` on the same seeded inputs and compare outputs.
 
     Outputs match by name, or by position when the names differ but the counts agree. Raises
     VerifyError when the models cannot be compared; a comparison that fails is a report whose
-    `passed` is False.
+    `passed` is False. `noise_floor` ("auto", "always", "off") and `noise_factor`: see the
+    module doc.
     """
     if batch < 1:
         raise VerifyError(f"batch must be >= 1, got {batch}")
+    if noise_floor not in NOISE_MODES:
+        raise VerifyError(
+            f"noise_floor must be one of {', '.join(NOISE_MODES)}, got {noise_floor!r}"
+        )
+    if not noise_factor >= 1:
+        raise VerifyError(f"the noise factor must be >= 1, got {noise_factor}")
     path_a, path_b = _load_checked(a, "A"), _load_checked(b, "B")
     session_a, session_b = _session(path_a, "A"), _session(path_b, "B")
     specs_a = _input_specs(session_a, "A", batch)
@@ -177,34 +205,74 @@ def verify_models(
     names_b = [meta.name for meta in session_b.get_outputs()]
     pairs, matched_by = match_outputs(names_a, names_b, ("A", "B"))
 
-    feed = _random_inputs(specs_a, seed)
-    outputs_a = _run(session_a, names_a, feed, "A")
-    outputs_b = _run(session_b, names_b, feed, "B")
-    rows = [
-        compare_output(name_a, name_b, outputs_a[name_a], outputs_b[name_b], rtol, atol)
-        for name_a, name_b in pairs
-    ]
-    notes = []
-    if matched_by == "position":
-        notes.append("output names differ: outputs matched by position")
-    return VerifyReport(
+    feed = seeded_feed({n: (_FLOAT_TYPES[t], s) for n, (s, t) in specs_a.items()}, seed)
+    outputs_a = _run(session_a, feed, "A")
+    outputs_b = _run(session_b, feed, "B")
+    report = VerifyReport(
         model_a=str(path_a),
         model_b=str(path_b),
-        rows=rows,
+        rows=[],
         inputs={name: shape for name, (shape, _) in specs_a.items()},
         rtol=rtol,
         atol=atol,
         seed=seed,
         matched_by=matched_by,
-        notes=notes,
+        noise_factor=noise_factor,
+        noise_floor=noise_floor,
     )
+    if matched_by == "position":
+        report.notes.append("output names differ: outputs matched by position")
+    plain = errors(outputs_a, outputs_b, pairs, _plain_tolerance(rtol, atol))
+    report.rows = [
+        _row(name, name_b, outputs_a[name], outputs_b[name_b], *plain[name])
+        for name, name_b in pairs
+    ]
+    if noise_floor == "always" or (noise_floor == "auto" and not report.passed):
+        _judge_with_floor(report, path_a, session_a, feed, pairs, outputs_a, outputs_b)
+    return report
 
 
-def _run(session, names: list[str], feed: dict[str, np.ndarray], label: str):
+def _judge_with_floor(report, path_a, session_a, feed, pairs, outputs_a, outputs_b) -> None:
+    """Measure A's noise floor and judge every output against max(plain, F * floor)."""
+    from axial_deploy import noise_floor
+
+    names = [name for name, _ in pairs]
+    floor = noise_floor.measure(path_a, session_a, names, feed, outputs_a)
+    report.notes.extend(floor.notes)
+    report.float64_by = floor.float64_by
+    floors = {name: floor.floor(name, outputs_a[name]) for name in names}
+    plain = _plain_tolerance(report.rtol, report.atol)
+    factor = report.noise_factor
+
+    def tolerance(name: str, max_ref: float) -> float:
+        return max(plain(name, max_ref), factor * floors[name])
+
+    judged = errors(outputs_a, outputs_b, pairs, tolerance)
+    rows = []
+    for name, name_b in pairs:
+        error, passed = judged[name]
+        within_plain = error is not None and error.max_abs <= plain(name, error.max_ref)
+        judgement = "within tolerance" if within_plain else f"noise floor x {factor:g}"
+        if not within_plain:
+            judgement = ("within " if passed else "beyond ") + judgement
+        extra = {"noise_floor": floors[name], "judgement": judgement}
+        if floor.float64 is not None:
+            wide = floor.float64[name]
+            extra["a_vs_float64"] = noise_floor.distance(outputs_a[name], wide)
+            extra["b_vs_float64"] = noise_floor.distance(outputs_b[name_b], wide)
+        rows.append(_row(name, name_b, outputs_a[name], outputs_b[name_b], error, passed, **extra))
+    report.rows = rows
+
+
+def _run(session, feed: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
+    """One model on `feed` through Polygraphy's ONNX Runtime runner."""
     try:
-        return dict(zip(names, session.run(names, feed), strict=True))
+        [outputs] = run([onnxrt_runner(session, f"model {label}")], [feed])[f"model {label}"]
+    except AxialDeployError:
+        raise
     except Exception as error:  # ORT's own exceptions derive from Exception only
         raise VerifyError(f"ONNX Runtime failed to run model {label}: {error}") from error
+    return outputs
 
 
 def _describe(specs: dict[str, tuple[tuple[int, ...], str]]) -> str:
@@ -216,30 +284,60 @@ def format_report(report: VerifyReport) -> str:
     inputs = ", ".join(
         f"{name} {'x'.join(map(str, shape))}" for name, shape in report.inputs.items()
     )
+    low, high = INPUT_RANGE
     lines = [
         f"A (reference): {report.model_a}",
         f"B:             {report.model_b}",
-        f"inputs (N(0, 1), seed {report.seed}): {inputs}",
+        f"inputs (uniform [{low:g}, {high:g}], seed {report.seed}): {inputs}",
         *report.notes,
         f"pass rule: max abs <= atol + rtol * max |A| (atol {report.atol:.0e}, rtol "
-        f"{report.rtol:.0e})",
+        f"{report.rtol:.0e}), or <= {report.noise_factor:g} x A's fp32 noise floor if larger",
+        _floor_line(report),
     ]
     width = max([len("output"), *(len(_row_name(row)) for row in report.rows)])
-    lines.append(f"{'output':<{width}}  {'max abs':>10} {'max rel':>10} {'mean abs':>10}  result")
+    lines.append(
+        f"{'output':<{width}}  {'max abs':>10} {'max rel':>10} {'mean abs':>10} "
+        f"{'noise floor':>11}  result"
+    )
     for row in report.rows:
         result = "PASS" if row.passed else "FAIL"
-        if row.note:
-            result += f" ({row.note})"
+        details = [text for text in (row.judgement, row.note) if text]
+        if details:
+            result += f" ({'; '.join(details)})"
+        floor = "-" if row.noise_floor is None else f"{row.noise_floor:.2e}"
         lines.append(
             f"{_row_name(row):<{width}}  {row.max_abs:>10.2e} {row.max_rel:>10.2e} "
-            f"{row.mean_abs:>10.2e}  {result}"
+            f"{row.mean_abs:>10.2e} {floor:>11}  {result}"
         )
+    lines.extend(_float64_lines(report))
     failed = sum(not row.passed for row in report.rows)
     if failed:
         lines.append(f"FAILED: {failed} of {len(report.rows)} outputs exceed the tolerance")
     else:
         lines.append(f"OK: all {len(report.rows)} outputs within the tolerance")
     return "\n".join(lines)
+
+
+def _floor_line(report: VerifyReport) -> str:
+    if report.floor_measured:
+        return "noise floor: A's fp32 spread, max of |A(x + 1 ulp) - A(x)| and |A - A in float64|"
+    if report.noise_floor == "off":
+        return "noise floor: not measured (--noise-floor off)"
+    return "noise floor: not measured (all outputs within the plain tolerance)"
+
+
+def _float64_lines(report: VerifyReport) -> list[str]:
+    """max |A - A64| against max |B - A64| per output, and which is closer to float64."""
+    rows = [row for row in report.rows if row.a_vs_float64 is not None]
+    if not rows:
+        return []
+    lines = [f"against A in float64 ({report.float64_by}): max |A - A64|, max |B - A64|"]
+    for row in rows:
+        a64, b64 = row.a_vs_float64, row.b_vs_float64
+        verdict = "B is closer to float64 than A" if b64 < a64 else "A is closer to float64"
+        verdict = "equally close" if b64 == a64 else verdict
+        lines.append(f"  {_row_name(row)}: {a64:.2e}, {b64:.2e}  {verdict}")
+    return lines
 
 
 def _row_name(row: OutputComparison) -> str:

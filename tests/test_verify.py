@@ -77,7 +77,10 @@ def test_a_perturbed_weight_fails_with_status_1(save, capsys):
     assert main(["verify", a, b, "--seed", "3"]) == 1
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("y ", "s "))}
-    assert rows["y"].endswith("FAIL") and rows["s"].endswith("PASS")
+    # y is beyond the tolerance and the noise floor (measured since y failed); s is identical.
+    assert rows["y"].endswith("FAIL (beyond noise floor x 4)")
+    assert rows["s"].endswith("PASS (within tolerance)")
+    assert "noise floor: A's fp32 spread" in out
     assert "FAILED: 1 of 2 outputs" in out
     # A looser tolerance accepts the same difference.
     assert main(["verify", a, b, "--seed", "3", "--rtol", "0.1"]) == 0
@@ -243,3 +246,23 @@ def test_missing_extensions_is_a_clear_usage_error(save, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime_extensions", None)  # as if not installed
     assert main(["verify", a, a]) == 2
     assert "pip install onnxruntime-extensions" in capsys.readouterr().err
+
+
+def test_noise_floor_modes(save, capsys):
+    a, b = save(conv_model(), "a.onnx"), save(conv_model(), "b.onnx")
+    # always: the floor is measured and shown even when everything passes plainly.
+    assert main(["verify", a, b, "--noise-floor", "always"]) == 0
+    out = capsys.readouterr().out
+    assert "noise floor: A's fp32 spread" in out and out.count("PASS (within tolerance)") == 2
+    report = verify_models(a, b, noise_floor="always")
+    assert all(row.noise_floor is not None and row.noise_floor > 0 for row in report.rows)
+    assert all(row.a_vs_float64 is not None for row in report.rows)  # small: numpy float64
+    # off: the plain tolerance alone decides, nothing is measured.
+    broken = save(conv_model(weight_shift=0.01), "broken.onnx")
+    assert main(["verify", a, broken, "--noise-floor", "off"]) == 1
+    out = capsys.readouterr().out
+    assert "noise floor: not measured (--noise-floor off)" in out and "FAIL" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", a, b, "--noise-factor", "0.5"])
+    assert exit_info.value.code == 2
+    assert "--noise-factor: must be a number >= 1" in capsys.readouterr().err

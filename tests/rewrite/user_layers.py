@@ -101,3 +101,60 @@ class LinearAxialAttention(nn.Module):
         out = out.reshape(n * other, self.heads, length, self.dim_head).transpose(1, 2)
         out = self.to_out(out.reshape(n, other, length, -1))
         return out.permute(0, 3, 2, 1) if self.axis == 2 else out.permute(0, 3, 1, 2)
+
+
+class GatedAxialAttention(nn.Module):
+    """MedT's gated axial attention, written here: the reference layer's qkv Conv1d + BN, one
+    relative table gathered at (query - key) for a fixed line length, and learned scalar gates
+    on the positional terms (qr, kr in the logits) and on both value terms (sv, sve), before the
+    similarity and output BatchNorms. Sizes are taken from the input (any length up to
+    `kernel_size`'s table)."""
+
+    def __init__(self, channels: int, axis: int, groups: int = 2, kernel_size: int = 8) -> None:
+        super().__init__()
+        self.axis, self.groups, self.kernel_size = axis, groups, kernel_size
+        self.planes = channels // groups  # value depth; key depth is half of it
+        self.qkv = nn.Conv1d(channels, 2 * channels, 1, bias=False)
+        self.bn_qkv = nn.BatchNorm1d(2 * channels)
+        self.bn_similarity = nn.BatchNorm2d(3 * groups)
+        self.bn_output = nn.BatchNorm1d(2 * channels)
+        self.relative = nn.Parameter(torch.randn(2 * self.planes, 2 * kernel_size - 1))
+        # MedT initialises its gates at 0.1 and learns them; non-trivial values here.
+        self.f_qr = nn.Parameter(torch.tensor(0.3))
+        self.f_kr = nn.Parameter(torch.tensor(0.7))
+        self.f_sv = nn.Parameter(torch.tensor(1.2))
+        self.f_sve = nn.Parameter(torch.tensor(0.4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2) if self.axis == 2 else x.permute(0, 2, 1, 3)
+        n, other, c, length = x.shape
+        qkv = self.bn_qkv(self.qkv(x.reshape(n * other, c, length)))
+        qkv = qkv.reshape(n * other, self.groups, 2 * self.planes, length)
+        dq = self.planes // 2
+        q, k, v = torch.split(qkv, [dq, dq, self.planes], dim=2)
+        position = torch.arange(length)
+        index = position[:, None] - position[None, :] + self.kernel_size - 1
+        embeddings = self.relative[:, index.reshape(-1)].reshape(2 * self.planes, length, length)
+        q_emb, k_emb, v_emb = torch.split(embeddings, [dq, dq, self.planes], dim=0)
+        qr = torch.einsum("bgci,cij->bgij", q, q_emb) * self.f_qr
+        kr = torch.einsum("bgci,cij->bgij", k, k_emb).transpose(2, 3) * self.f_kr
+        qk = torch.einsum("bgci,bgcj->bgij", q, k)
+        logits = self.bn_similarity(torch.cat([qk, qr, kr], dim=1))
+        weights = logits.reshape(n * other, 3, self.groups, length, length).sum(dim=1)
+        weights = torch.softmax(weights, dim=3)
+        sv = torch.einsum("bgij,bgcj->bgci", weights, v) * self.f_sv
+        sve = torch.einsum("bgij,cij->bgci", weights, v_emb) * self.f_sve
+        out = torch.cat([sv, sve], dim=-1).reshape(n * other, 2 * c, length)
+        out = self.bn_output(out).reshape(n, other, c, 2, length).sum(dim=-2)
+        return out.permute(0, 2, 3, 1) if self.axis == 2 else out.permute(0, 2, 1, 3)
+
+
+def sharpen_attention(model: nn.Module, scale: float) -> nn.Module:
+    """Multiply every similarity BatchNorm's scales by `scale` (after randomize_state): sharper
+    softmaxes. At a large enough scale a stack of such layers is numerically chaotic in fp32
+    (rounding moves the near-ties of each softmax), as users' trained models sometimes are."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("bn_similarity"):
+                module.weight.mul_(scale)
+    return model
