@@ -4,6 +4,15 @@ Exports with the TorchScript-based or the dynamo exporter (opset >= 17), then ru
 model in ONNX Runtime on random inputs and prints its error against PyTorch: at the export
 shape and, for dynamic axes, at a second shape (batch + 1; about 3/4 of the height and width
 with --dynamic batch,hw). Exits with status 1 when the error exceeds --rtol.
+
+With --trace-size HxW (big inputs: Axial-DeepLab-L at 1025x2049 takes ~10 min and ~12 GB to
+trace at full size, and its graph needs more than 24 GB in ONNX Runtime) the model is traced at
+HxW and at about 3/4 of it, both with symbolic batch, height and width. The exporter computes
+every size inside the graph from the input's shape, so both traces must write the same graph
+(every node, attribute and weight byte for byte), or the export is refused: a size baked in
+shows up as a difference. The parity check then runs at both trace sizes on that graph, and
+the graph is written unchanged with the input declared at --input-shape. The full size itself
+is not run in ONNX Runtime on this path; without --trace-size the check runs at full size.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from axial_deploy.cli.args import (
     add_seed,
     add_zoo_model,
     parse_shape,
+    parse_size,
 )
 
 
@@ -38,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-shape",
         type=parse_shape,
         help="NxCxHxW (default: 1x3x224x224 for classifiers, 1x3x1025x2049 for panoptic models)",
+    )
+    parser.add_argument(
+        "--trace-size",
+        type=parse_size,
+        metavar="HxW",
+        help="trace at this smaller height x width (and at ~3/4 of it) instead of at the input "
+        "shape: both traces must give the same graph, parity is checked at both sizes, and "
+        "the graph is written with the input shape declared. For inputs too big to trace or "
+        "to run in ONNX Runtime (e.g. 321x641 for Axial-DeepLab at 1025x2049: its stride-4 "
+        "lines, 81 and 161, are longer than the span of 65, as at full size). Default: trace "
+        "and check at the input shape",
     )
     parser.add_argument(
         "--dynamic",
@@ -65,13 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.export import (
-        ExportError,
-        check_parity,
-        default_opset,
-        export_onnx,
-        parity_shapes,
-    )
+    from axial_deploy.export import ExportError, default_opset
     from axial_deploy.models import default_input_shape, prepare_model
 
     shape = args.input_shape or default_input_shape(args.model)
@@ -83,36 +98,90 @@ def run(args: argparse.Namespace) -> int:
         input_shape=shape,
         seed=args.seed,
     )
-    dims = "x".join(map(str, shape))
     opset = args.opset or default_opset(args.exporter)
-    start = time.perf_counter()
-    print(
-        f"[1/2] exporting {args.model} at {dims} (opset {opset}, {args.exporter} exporter, "
-        f"dynamic {args.dynamic}) ...",
-        flush=True,
-    )
     try:
-        path = export_onnx(
-            model, shape, args.output, opset=opset, dynamic=args.dynamic, exporter=args.exporter
-        )
+        if args.trace_size:
+            return _export_by_small_trace(args, model, shape, opset)
+        return _export_at_full_size(args, model, shape, opset)
     except ExportError as error:
         raise ExportError(f"{args.model}: {error}") from error
+
+
+def _export_at_full_size(args: argparse.Namespace, model, shape, opset: int) -> int:
+    from axial_deploy.export import check_parity, export_onnx, parity_shapes
+
+    start = time.perf_counter()
+    print(
+        f"[1/2] exporting {args.model} at {_dims(shape)} (opset {opset}, {args.exporter} "
+        f"exporter, dynamic {args.dynamic}) ...",
+        flush=True,
+    )
+    path = export_onnx(
+        model, shape, args.output, opset=opset, dynamic=args.dynamic, exporter=args.exporter
+    )
     size_mb = path.stat().st_size / 2**20
     print(f"      wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s")
-
     print("[2/2] checking ONNX Runtime against PyTorch on random inputs ...", flush=True)
+    checks = check_parity(model, path, parity_shapes(shape, args.dynamic), args.seed)
+    return _report_parity(checks, args.rtol)
+
+
+def _export_by_small_trace(args: argparse.Namespace, model, shape, opset: int) -> int:
+    from axial_deploy.export import check_parity, small_trace_export, write_at_size
+
+    trace_shape = (*shape[:2], *args.trace_size)
+    start = time.perf_counter()
+    print(
+        f"[1/3] tracing {args.model} at {_dims(trace_shape)} and at ~3/4 of it (opset {opset}, "
+        f"{args.exporter} exporter, symbolic batch, height and width) ...",
+        flush=True,
+    )
+    with small_trace_export(
+        model, shape, trace_shape, opset=opset, exporter=args.exporter
+    ) as trace:
+        print(
+            f"      {_dims(trace.trace_shape)} and {_dims(trace.witness_shape)} give the same "
+            f"graph ({trace.nodes} nodes, {trace.graph_bytes / 2**20:.1f} MiB of weights and "
+            f"constants, byte for byte) in {time.perf_counter() - start:.1f} s: no size is "
+            "baked in, every size is computed from the input's shape",
+            flush=True,
+        )
+        print(
+            "[2/3] checking ONNX Runtime against PyTorch on random inputs at both trace sizes "
+            f"(not at {_dims(shape)}: that is the same graph, see above) ...",
+            flush=True,
+        )
+        checks = check_parity(model, trace.dynamic_path, trace.parity_shapes, args.seed)
+        code = _report_parity(checks, args.rtol)
+        if code:
+            print(f"      {args.output} not written")
+            return code
+        path = write_at_size(trace, args.output, shape, args.dynamic)
+    size_mb = path.stat().st_size / 2**20
+    print(
+        f"[3/3] wrote {path} ({size_mb:.1f} MiB): the checked graph, input declared "
+        f"{_dims(shape)} (dynamic {args.dynamic}), in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _report_parity(checks, rtol: float) -> int:
+    """Print the errors of each (shape, errors) check; 1 when one exceeds `rtol`."""
     print(f"      {'input':<16} {'output':<10} {'max abs':>10} {'max rel':>10} {'mean abs':>10}")
     worst = 0.0
-    for check, errors in check_parity(model, path, parity_shapes(shape, args.dynamic), args.seed):
-        size = "x".join(map(str, check))
+    for check, errors in checks:
         for e in errors:
             print(
-                f"      {size:<16} {e.name:<10} {e.max_abs:>10.2e} {e.max_rel:>10.2e} "
+                f"      {_dims(check):<16} {e.name:<10} {e.max_abs:>10.2e} {e.max_rel:>10.2e} "
                 f"{e.mean_abs:>10.2e}"
             )
             worst = max(worst, e.max_rel)  # NaN in one side only is infinite
-    if worst > args.rtol:
-        print(f"FAILED: max relative error {worst:.2e} exceeds --rtol {args.rtol:.0e}")
+    if worst > rtol:
+        print(f"FAILED: max relative error {worst:.2e} exceeds --rtol {rtol:.0e}")
         return 1
-    print(f"OK: ONNX Runtime matches PyTorch (max rel {worst:.2e} <= {args.rtol:.0e})")
+    print(f"OK: ONNX Runtime matches PyTorch (max rel {worst:.2e} <= {rtol:.0e})")
     return 0
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
