@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="without --checkpoint: random BatchNorm statistics and live residual branches, "
         "so every attention layer affects the outputs (a fresh model zero-initializes them, "
-        "which makes any parity check pass trivially)",
+        "which makes any parity check pass trivially); statistics measured on random inputs "
+        "of --trace-size if given, else of --input-shape",
     )
     add_checkpoint(parser, "weights to load (state_dict or train.py file); default: fresh random")
     add_num_classes(
@@ -90,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.models import default_input_shape, prepare_model
 
     shape = args.input_shape or default_input_shape(args.model)
+    # --live-random-weights measures BatchNorm statistics in a training-mode pass, which holds
+    # every un-chunked attention window: at the trace size when there is one (L at 1025x2049
+    # would need more than 24 GB).
+    traced = (*shape[:2], *args.trace_size) if args.trace_size else shape
     model = prepare_model(
         args.model,
         checkpoint=args.checkpoint,
         num_classes=args.num_classes,
         live_random_weights=args.live_random_weights,
-        input_shape=shape,
+        input_shape=traced,
         seed=args.seed,
     )
     opset = args.opset or default_opset(args.exporter)
