@@ -2,7 +2,9 @@
 
 Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [--before]
                                           [--s-size 513x1025] [--skip-s] [--runs 20]
-                                          [--modelopt-python PATH]
+                                          [--modelopt-python PATH] [--skip-export]
+                                          [--export-model axial_deeplab_l]
+                                          [--export-size 1025x2049] [--trace-size 129x321]
 
 1. INT8 calibration of the trained axial_deeplab_tiny export (129x129) on `--images` synthetic
    train images (the data `make demo` calibrates on): ours per method (ranges + Q/DQ graph +
@@ -15,6 +17,10 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
    axial_deeplab_tiny (trained) and axial_deeplab_s at `--s-size` (random weights), ORT defaults
    and with intra-op spinning off. `--before` adds the rewritten graph through the torch
    reference op (the body before the native op) for the tiny model.
+3. Export (`axial-deploy export`) of `--export-model` at `--export-size` by a small trace
+   (`--trace-size`), time and peak memory of its own process; `--before` adds today's
+   full-size trace (~10 min and ~12 GB for axial_deeplab_l: run under
+   `flock /work/notes/big.lock`).
 
 The machine's load average is printed before and after: on a shared machine, compare the ratios
 of one run, not seconds across runs. Needs the CPU libraries (`make cpu-libs`).
@@ -315,6 +321,71 @@ def prepare_s(out: Path, size: tuple[int, int]) -> tuple[Path, Path, list[Row]]:
     return plain, axial, rows
 
 
+# ------------------------------------------------------------------ export (issue 17 item 3)
+EXPORT_BEFORE = """
+import sys, time
+from axial_deploy.export import export_onnx
+from axial_deploy.models import create_model
+import torch
+torch.manual_seed(0)
+model = create_model(sys.argv[1]).eval()
+export_onnx(model, tuple(int(v) for v in sys.argv[2].split("x")), sys.argv[3])
+"""
+
+
+def _measured_child(argv: list[str]) -> tuple[float, float, int, str]:
+    """Run `argv` in a child process: (seconds, its peak RSS in GiB, exit status, last line)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read() if child.stdout else ""
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    last = (output.strip().splitlines() or ["no output"])[-1]
+    return seconds, usage.ru_maxrss / 2**20, child.returncode, last
+
+
+def export_rows(args, out: Path) -> list[Row]:
+    """`axial-deploy export` of `--export-model` at `--export-size`: after, by a small trace
+    (`--trace-size`, parity in ONNX Runtime at both trace sizes, --live-random-weights);
+    with `--before`, the full-size trace of today's default path (fresh weights: the live
+    weights' training-mode pass and the ONNX Runtime check do not fit in 24 GB for L).
+    Each in its own process, its peak RSS its own. Run under `flock /work/notes/big.lock`."""
+    size, tag = args.export_size, f"{args.export_model} {args.export_size}"
+    target = out / f"{args.export_model}_{size}.onnx"
+    after = [sys.executable, "-m", "axial_deploy.cli", "export", "--model", args.export_model]
+    after += ["--live-random-weights", "--input-shape", f"1x3x{size}"]
+    after += ["--trace-size", args.trace_size, "-o", str(target)]
+    seconds, peak, code, last = _measured_child(after)
+    rows: list[Row] = []
+    before = None
+    if args.before:
+        argv = [sys.executable, "-c", EXPORT_BEFORE, args.export_model, f"1x3x{size}"]
+        before = _measured_child([*argv, str(out / f"{args.export_model}_{size}.full.onnx")])
+        ok = "ok" if before[2] == 0 else f"exit {before[2]}: {before[3][:60]}"
+        rows.append(
+            (
+                f"export, {tag}",
+                "before: trace at full size (no ORT check)",
+                f"{before[0]:.1f} s",
+                "1.00x",
+                f"peak {before[1]:.2f} GiB, {ok}",
+            )
+        )
+    ratio = f"{before[0] / seconds:.2f}x faster" if before and before[2] == 0 else "-"
+    memory = f" ({before[1] / peak:.1f}x less memory)" if before and before[2] == 0 else ""
+    rows.append(
+        (
+            f"export, {tag}",
+            f"after: --trace-size {args.trace_size} + ORT parity at 2 sizes",
+            f"{seconds:.1f} s",
+            ratio,
+            f"peak {peak:.2f} GiB{memory}, exit {code}: {last[:60]}",
+        )
+    )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="out/bench_cpu", help="folder for models and data")
@@ -325,6 +396,10 @@ def main() -> None:
     parser.add_argument("--skip-calibration", action="store_true")
     parser.add_argument("--before", action="store_true", help="add the pre-change code")
     parser.add_argument("--modelopt-python", help="python with nvidia-modelopt[onnx]")
+    parser.add_argument("--skip-export", action="store_true", help="skip the export rows")
+    parser.add_argument("--export-model", default="axial_deeplab_l", help="model of the export")
+    parser.add_argument("--export-size", default="1025x2049", help="HxW of the export")
+    parser.add_argument("--trace-size", default="129x321", help="HxW of its small trace")
     args = parser.parse_args()
     from axial_deploy.ort_ops import op_implementation
 
@@ -345,6 +420,8 @@ def main() -> None:
         rows += latency_rows(
             f"S {args.s_size}", s_plain, s_axial, (1, 3, *size), max(3, args.runs // 4), False
         )
+    if not args.skip_export:
+        rows += export_rows(args, out)
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
