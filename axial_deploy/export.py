@@ -338,9 +338,10 @@ def compare_with_onnxruntime(
 
 
 def witness_shape(trace_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The second trace size: about 3/4 of the height and width, parity flipped, same batch."""
+    """The second trace size: about half the height and width (a trace costs about its pixel
+    count), parity flipped (ceil-mode and centred pooling round differently), same batch."""
     n, c, *spatial = trace_shape
-    return (n, c, *(size - size // 4 + 1 for size in spatial))
+    return (n, c, *(size // 2 + (1 if size % 2 == 0 else 2) for size in spatial))
 
 
 def graph_difference(

@@ -7,7 +7,7 @@ with --dynamic batch,hw). Exits with status 1 when the error exceeds --rtol.
 
 With --trace-size HxW (big inputs: Axial-DeepLab-L at 1025x2049 takes ~10 min and ~12 GB to
 trace at full size, and its graph needs more than 24 GB in ONNX Runtime) the model is traced at
-HxW and at about 3/4 of it, both with symbolic batch, height and width. The exporter computes
+HxW and at about half of it, both with symbolic batch, height and width. The exporter computes
 every size inside the graph from the input's shape, so both traces must write the same graph
 (every node, attribute and weight byte for byte), or the export is refused: a size baked in
 shows up as a difference. The parity check then runs at both trace sizes on that graph, and
@@ -54,12 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trace-size",
         type=parse_size,
         metavar="HxW",
-        help="trace at this smaller height x width (and at ~3/4 of it) instead of at the input "
-        "shape: both traces must give the same graph, parity is checked at both sizes, and "
-        "the graph is written with the input shape declared. For inputs too big to trace or "
-        "to run in ONNX Runtime (e.g. 321x641 for Axial-DeepLab at 1025x2049: its stride-4 "
-        "lines, 81 and 161, are longer than the span of 65, as at full size). Default: trace "
-        "and check at the input shape",
+        help="trace at this smaller height x width (and at about half of it) instead of at "
+        "the input shape: both traces must give the same graph, parity is checked at both "
+        "sizes, and the graph is written with the input shape declared. For inputs too big "
+        "to trace or to run in ONNX Runtime, e.g. Axial-DeepLab-L at 1025x2049: 65x129 (~1 "
+        "min; its stride-16 maps stay 5x9) or, to check windows inside lines longer than "
+        "the span of 65 as at full size, 289x289 (stride-4 lines of 73; several minutes). "
+        "Time and memory grow with the trace size's pixels. Default: trace and check at the "
+        "input shape",
     )
     parser.add_argument(
         "--dynamic",
@@ -137,8 +139,8 @@ def _export_by_small_trace(args: argparse.Namespace, model, shape, opset: int) -
     trace_shape = (*shape[:2], *args.trace_size)
     start = time.perf_counter()
     print(
-        f"[1/3] tracing {args.model} at {_dims(trace_shape)} and at ~3/4 of it (opset {opset}, "
-        f"{args.exporter} exporter, symbolic batch, height and width) ...",
+        f"[1/3] tracing {args.model} at {_dims(trace_shape)} and at about half of it (opset "
+        f"{opset}, {args.exporter} exporter, symbolic batch, height and width) ...",
         flush=True,
     )
     with small_trace_export(
