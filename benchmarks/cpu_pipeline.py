@@ -4,7 +4,7 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
                                           [--s-size 513x1025] [--skip-s] [--runs 20]
                                           [--modelopt-python PATH] [--skip-export]
                                           [--export-model axial_deeplab_l]
-                                          [--export-size 1025x2049] [--trace-size 129x321]
+                                          [--export-size 1025x2049] [--trace-size 65x129]
 
 1. INT8 calibration of the trained axial_deeplab_tiny export (129x129) on `--images` synthetic
    train images (the data `make demo` calibrates on): ours per method (ranges + Q/DQ graph +
@@ -323,13 +323,14 @@ def prepare_s(out: Path, size: tuple[int, int]) -> tuple[Path, Path, list[Row]]:
 
 # ------------------------------------------------------------------ export (issue 17 item 3)
 EXPORT_BEFORE = """
-import sys, time
+import sys
 from axial_deploy.export import export_onnx
-from axial_deploy.models import create_model
-import torch
-torch.manual_seed(0)
-model = create_model(sys.argv[1]).eval()
-export_onnx(model, tuple(int(v) for v in sys.argv[2].split("x")), sys.argv[3])
+from axial_deploy.models import prepare_model
+model_name, size, out, trace = sys.argv[1:5]
+# The weights of the after run: live statistics measured at the trace size (seed 0).
+shape = tuple(int(v) for v in f"1x3x{trace}".split("x"))
+model = prepare_model(model_name, live_random_weights=True, input_shape=shape, seed=0)
+export_onnx(model, tuple(int(v) for v in f"1x3x{size}".split("x")), out)
 """
 
 
@@ -348,8 +349,8 @@ def _measured_child(argv: list[str]) -> tuple[float, float, int, str]:
 def export_rows(args, out: Path) -> list[Row]:
     """`axial-deploy export` of `--export-model` at `--export-size`: after, by a small trace
     (`--trace-size`, parity in ONNX Runtime at both trace sizes, --live-random-weights);
-    with `--before`, the full-size trace of today's default path (fresh weights: the live
-    weights' training-mode pass and the ONNX Runtime check do not fit in 24 GB for L).
+    with `--before`, the full-size trace of today's default path with the same weights (no
+    ONNX Runtime check: it does not fit in 24 GB for L), and whether both wrote one graph.
     Each in its own process, its peak RSS its own. Run under `flock /work/notes/big.lock`."""
     size, tag = args.export_size, f"{args.export_model} {args.export_size}"
     target = out / f"{args.export_model}_{size}.onnx"
@@ -360,8 +361,9 @@ def export_rows(args, out: Path) -> list[Row]:
     rows: list[Row] = []
     before = None
     if args.before:
-        argv = [sys.executable, "-c", EXPORT_BEFORE, args.export_model, f"1x3x{size}"]
-        before = _measured_child([*argv, str(out / f"{args.export_model}_{size}.full.onnx")])
+        full = out / f"{args.export_model}_{size}.full.onnx"
+        argv = [sys.executable, "-c", EXPORT_BEFORE, args.export_model, size, str(full)]
+        before = _measured_child([*argv, args.trace_size])
         ok = "ok" if before[2] == 0 else f"exit {before[2]}: {before[3][:60]}"
         rows.append(
             (
@@ -373,7 +375,7 @@ def export_rows(args, out: Path) -> list[Row]:
             )
         )
     ratio = f"{before[0] / seconds:.2f}x faster" if before and before[2] == 0 else "-"
-    memory = f" ({before[1] / peak:.1f}x less memory)" if before and before[2] == 0 else ""
+    memory = f" ({peak / before[1]:.2f}x before's)" if before and before[2] == 0 else ""
     rows.append(
         (
             f"export, {tag}",
@@ -383,6 +385,23 @@ def export_rows(args, out: Path) -> list[Row]:
             f"peak {peak:.2f} GiB{memory}, exit {code}: {last[:60]}",
         )
     )
+    if before and before[2] == 0 and code == 0:
+        from axial_deploy.export import graph_difference
+
+        # The same weights: the same nodes and initializers, byte for byte, or the first
+        # difference.
+        difference = graph_difference(target, full)
+        rows.append(
+            (
+                f"export, {tag}",
+                "after's graph against before's",
+                "-",
+                "-",
+                "the same graph, byte for byte (nodes, attributes, weights)"
+                if difference is None
+                else f"DIFFER: {difference[:70]}",
+            )
+        )
     return rows
 
 
@@ -399,7 +418,7 @@ def main() -> None:
     parser.add_argument("--skip-export", action="store_true", help="skip the export rows")
     parser.add_argument("--export-model", default="axial_deeplab_l", help="model of the export")
     parser.add_argument("--export-size", default="1025x2049", help="HxW of the export")
-    parser.add_argument("--trace-size", default="129x321", help="HxW of its small trace")
+    parser.add_argument("--trace-size", default="65x129", help="HxW of its small trace")
     args = parser.parse_args()
     from axial_deploy.ort_ops import op_implementation
 
