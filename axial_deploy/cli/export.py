@@ -5,14 +5,17 @@ model in ONNX Runtime on random inputs and prints its error against PyTorch: at 
 shape and, for dynamic axes, at a second shape (batch + 1; about 3/4 of the height and width
 with --dynamic batch,hw). Exits with status 1 when the error exceeds --rtol.
 
-With --trace-size HxW (big inputs: Axial-DeepLab-L at 1025x2049 takes ~10 min and ~12 GB to
-trace at full size, and its graph needs more than 24 GB in ONNX Runtime) the model is traced at
-HxW and at about half of it, both with symbolic batch, height and width. The exporter computes
-every size inside the graph from the input's shape, so both traces must write the same graph
-(every node, attribute and weight byte for byte), or the export is refused: a size baked in
-shows up as a difference. The parity check then runs at both trace sizes on that graph, and
-the graph is written unchanged with the input declared at --input-shape. The full size itself
-is not run in ONNX Runtime on this path; without --trace-size the check runs at full size.
+With --trace-size HxW (big inputs: tracing Axial-DeepLab-L at 1025x2049 runs its un-chunked
+windowed attention, ~13 min and ~19 GB here, and ONNX Runtime needs more than 24 GB for that
+graph) the model is traced at HxW and at about half of it, both with symbolic batch, height and
+width. The exporter computes every size inside the graph from the input's shape, so both traces
+must write the same graph (every node, attribute and weight, byte for byte), or the export is
+refused: a size baked into the graph shows up as a difference. The parity check then runs at
+both trace sizes on that graph, which is written unchanged with the input declared at
+--input-shape. The full size itself is not run in ONNX Runtime on this path; what stands for it
+is that the graph does not depend on the size it was traced at (for Axial-DeepLab-S and -L the
+graph so written equals a full-size trace's, checked once: benchmarks/cpu_pipeline.py
+--before). Without --trace-size the export and the check run at full size, as before.
 """
 
 from __future__ import annotations
