@@ -13,9 +13,10 @@ must write the same graph (every node, attribute and weight, byte for byte), or 
 refused: a size baked into the graph shows up as a difference. The parity check then runs at
 both trace sizes on that graph, which is written unchanged with the input declared at
 --input-shape. The full size itself is not run in ONNX Runtime on this path; what stands for it
-is that the graph does not depend on the size it was traced at (for Axial-DeepLab-S and -L the
-graph so written equals a full-size trace's, checked once: benchmarks/cpu_pipeline.py
---before). Without --trace-size the export and the check run at full size, as before.
+is that the graph does not depend on the size it was traced at (checked once against full-size
+traces: Axial-DeepLab-L at 1025x2049 byte for byte, -S at 513x1025 node for node; see
+benchmarks/cpu_pipeline.py --before). Without --trace-size the export and the check run at
+full size, as before.
 """
 
 from __future__ import annotations
