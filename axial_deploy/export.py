@@ -12,6 +12,10 @@ behind, and the .onnx file is self-contained (weights inside) unless its weights
 protobuf's 2 GiB limit, where they go to `<name>.data` next to it (moved into place first).
 A graph with dynamic height / width is only written after ONNX Runtime reproduced PyTorch at a
 second input size: a graph that baked the export size in is refused, never written.
+
+Big inputs export by a small trace (`small_trace_export`, `write_at_size`): traced at a small
+size and at about half of it, refused unless both traces wrote the same graph byte for byte,
+checked in ONNX Runtime at both sizes, written with the full input size declared.
 """
 
 from __future__ import annotations
@@ -330,11 +334,11 @@ def compare_with_onnxruntime(
 
 
 # ------------------------------------------------------------------ export by a small trace
-# A full-size trace runs the model's un-chunked windowed attention on the full input (Axial-
-# DeepLab-L at 1025x2049: ~10 min and ~12 GB), and ONNX Runtime cannot run that graph in 24 GB
-# at all. The tracer records shapes as Shape ops, so the graph traced at a small size is the
-# same graph; this path traces small, proves that (second trace), checks parity small, and
-# writes the graph with the full size declared.
+# A full-size trace runs the model's un-chunked windowed attention on the full input
+# (Axial-DeepLab-L at 1025x2049: ~13 min and ~19 GB on 2 cores), and ONNX Runtime cannot run
+# that graph in 24 GB at all. The tracer records sizes as Shape ops, so the graph traced at a
+# small size is the same graph; this path traces small, shows that with a second trace, checks
+# parity at both small sizes, and writes the graph with the full size declared.
 
 
 def witness_shape(trace_shape: tuple[int, ...]) -> tuple[int, ...]:
