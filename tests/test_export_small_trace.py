@@ -107,3 +107,22 @@ def test_write_at_size_declares_the_input_shape(tmp_path, dynamic, dims):
     (y,) = session.run(None, {"images": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(y, model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_graph_difference_tells_weights_from_structure(tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    export_onnx(Conv(), (1, 3, 8, 8), first)
+    other = Conv()
+    with torch.no_grad():
+        other.conv.weight[0, 0, 0, 0] += 1.0  # one weight changed
+    export_onnx(other, (1, 3, 8, 8), second)
+    assert "initializer" in graph_difference(first, second)
+    assert graph_difference(first, second, weights=False) is None
+    assert "nodes" in graph_difference(first, _relu_less(tmp_path))
+
+
+def _relu_less(tmp_path):
+    """The Conv model without its Relu: one node fewer."""
+    path = tmp_path / "c.onnx"
+    export_onnx(Conv().conv, (1, 3, 8, 8), path)
+    return path
