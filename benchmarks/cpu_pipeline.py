@@ -351,7 +351,9 @@ def export_rows(args, out: Path) -> list[Row]:
     (`--trace-size`, parity in ONNX Runtime at both trace sizes, --live-random-weights);
     with `--before`, the full-size trace of today's default path with the same weights (no
     ONNX Runtime check: it does not fit in 24 GB for L), and whether both wrote one graph.
-    Each in its own process, its peak RSS its own. Run under `flock /work/notes/big.lock`."""
+    Each in its own process, its peak RSS its own. Run under `flock /work/notes/big.lock`.
+    One run here (2 cores, load 6.0 -> 3.2, 2026-11-29): L 1025x2049 before 703.4 s, 18.87
+    GiB; after (65x129) 63.4 s, 1.45 GiB: 11.1x faster, 0.08x the memory, same graph."""
     size, tag = args.export_size, f"{args.export_model} {args.export_size}"
     target = out / f"{args.export_model}_{size}.onnx"
     after = [sys.executable, "-m", "axial_deploy.cli", "export", "--model", args.export_model]
