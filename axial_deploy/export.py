@@ -12,6 +12,10 @@ behind, and the .onnx file is self-contained (weights inside) unless its weights
 protobuf's 2 GiB limit, where they go to `<name>.data` next to it (moved into place first).
 A graph with dynamic height / width is only written after ONNX Runtime reproduced PyTorch at a
 second input size: a graph that baked the export size in is refused, never written.
+
+Big inputs export by a small trace (`small_trace_export`, `write_at_size`): traced at a small
+size and at about half of it, refused unless both traces wrote the same graph byte for byte,
+checked in ONNX Runtime at both sizes, written with the full input size declared.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,6 +86,7 @@ def export_onnx(
     dynamic: str = "batch",
     exporter: str = "torchscript",
     input_name: str = "images",
+    second_size: bool = True,
 ) -> Path:
     """Export `model` (switched to eval mode) for NCHW inputs of `input_shape` to `path`.
 
@@ -87,7 +94,9 @@ def export_onnx(
     ("batch"), "batch,hw" also the input's height and width ("height", "width"), "none" keeps
     every axis static. `opset` defaults to 17 (torchscript) or 18 (dynamo, its lowest).
     Raises ExportError when the model cannot be exported as asked, e.g. when it cannot keep
-    its height and width dynamic; the error names the model and the reason.
+    its height and width dynamic; the error names the model and the reason. `second_size`
+    False skips the ONNX Runtime run at a second size of a "batch,hw" graph, for a caller that
+    checks parity at a second size itself (`small_trace_export`).
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
@@ -117,7 +126,7 @@ def export_onnx(
 
             onnx.checker.check_model(str(tmp))
             _check_graph_input(tmp, dynamic, opset, exporter)
-            if dynamic == "batch,hw":
+            if dynamic == "batch,hw" and second_size:
                 _check_second_size(model, tmp, input_shape, exporter)
     except ExportError as error:
         raise ExportError(f"{name}: {error}") from error
@@ -326,3 +335,150 @@ def compare_with_onnxruntime(
             )
         found.append(error)
     return found
+
+
+# ------------------------------------------------------------------ export by a small trace
+# A full-size trace runs the model's un-chunked windowed attention on the full input
+# (Axial-DeepLab-L at 1025x2049: ~13 min and ~19 GB on 2 cores), and ONNX Runtime cannot run
+# that graph in 24 GB at all. The tracer records sizes as Shape ops, so the graph traced at a
+# small size is the same graph; this path traces small, shows that with a second trace, checks
+# parity at both small sizes, and writes the graph with the full size declared.
+
+
+def witness_shape(trace_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The second trace size: about half the height and width (a trace costs about its pixel
+    count), parity flipped (ceil-mode and centred pooling round differently), same batch."""
+    n, c, *spatial = trace_shape
+    return (n, c, *(size // 2 + (1 if size % 2 == 0 else 2) for size in spatial))
+
+
+def graph_difference(
+    first: str | os.PathLike, second: str | os.PathLike, *, weights: bool = True
+) -> str | None:
+    """None when two ONNX files hold the same graph (nodes in order with their inputs, outputs
+    and attributes; initializers with names, dims and bytes; opsets), else the first difference.
+    Graph input and output dims are not compared: they are what a trace size may change.
+    `weights` False compares initializers by name, type and dims only (other weights)."""
+    import onnx
+
+    a, b = onnx.load(str(first)), onnx.load(str(second))
+    if not weights:
+        values = ("raw_data", "float_data", "int32_data", "int64_data", "double_data")
+        for initializer in [*a.graph.initializer, *b.graph.initializer]:
+            for field in values:
+                initializer.ClearField(field)
+    if list(a.opset_import) != list(b.opset_import):
+        return "opset imports differ"
+    if len(a.graph.node) != len(b.graph.node):
+        return f"{len(a.graph.node)} nodes against {len(b.graph.node)}"
+    for index, (x, y) in enumerate(zip(a.graph.node, b.graph.node, strict=True)):
+        if x != y:
+            return f"node {index} differs: {_node_text(x)} against {_node_text(y)}"
+    if len(a.graph.initializer) != len(b.graph.initializer):
+        return f"{len(a.graph.initializer)} initializers against {len(b.graph.initializer)}"
+    for x, y in zip(a.graph.initializer, b.graph.initializer, strict=True):
+        if x != y:
+            return f"initializer {x.name} differs from {y.name} (dims {x.dims} / {y.dims})"
+    if [i.name for i in a.graph.input] != [i.name for i in b.graph.input]:
+        return "graph inputs differ"
+    if [o.name for o in a.graph.output] != [o.name for o in b.graph.output]:
+        return "graph outputs differ"
+    return None
+
+
+def _node_text(node) -> str:
+    import onnx
+
+    attributes = ", ".join(onnx.helper.printable_attribute(a) for a in node.attribute)
+    return f"{node.op_type}({', '.join(node.input)}) [{attributes[:120]}]"
+
+
+def count_graph(path: str | os.PathLike) -> tuple[int, int]:
+    """(nodes, bytes of initializers and Constant values) of an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    constants = sum(
+        len(a.t.raw_data) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+    )
+    return len(model.graph.node), constants + sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+@dataclass
+class SmallTrace:
+    """A graph traced at `trace_shape` with symbolic batch, height and width, shown to be the
+    same graph when traced at `witness_shape` (`graph_difference` is None)."""
+
+    dynamic_path: Path
+    trace_shape: tuple[int, ...]
+    witness_shape: tuple[int, ...]
+    nodes: int
+    graph_bytes: int
+
+    @property
+    def parity_shapes(self) -> list[tuple[int, ...]]:
+        return [self.trace_shape, self.witness_shape]
+
+
+@contextlib.contextmanager
+def small_trace_export(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    trace_shape: tuple[int, ...],
+    *,
+    opset: int | None = None,
+    exporter: str = "torchscript",
+    input_name: str = "images",
+) -> Iterator[SmallTrace]:
+    """Trace `model` at `trace_shape` and at `witness_shape(trace_shape)` with dynamic batch,
+    height and width; refuse unless both traces wrote the same graph. Yields the graph (in a
+    temporary folder, removed on exit) for a parity check at both sizes and `write_at_size`."""
+    dims = "x".join(map(str, input_shape))
+    if len(trace_shape) != 4 or tuple(trace_shape[:2]) != tuple(input_shape[:2]):
+        raise ExportError(f"--trace-size needs the batch and channels of --input-shape {dims}")
+    if any(t > s for t, s in zip(trace_shape[2:], input_shape[2:], strict=True)):
+        raise ExportError(f"--trace-size must not exceed the input's height and width ({dims})")
+    witness = witness_shape(trace_shape)
+    kwargs = {"opset": opset, "exporter": exporter, "input_name": input_name}
+    with tempfile.TemporaryDirectory(prefix="axial-deploy-trace-") as folder:
+        first, second = Path(folder, "trace.onnx"), Path(folder, "witness.onnx")
+        export_onnx(model, trace_shape, first, dynamic="batch,hw", second_size=False, **kwargs)
+        export_onnx(model, witness, second, dynamic="batch,hw", second_size=False, **kwargs)
+        difference = graph_difference(first, second)
+        if difference is not None:
+            sizes = f"{'x'.join(map(str, trace_shape))} and {'x'.join(map(str, witness))}"
+            raise ExportError(
+                f"{type(model).__name__} traced at {sizes} gives two different graphs "
+                f"({difference}): the graph depends on the trace size, so a small trace "
+                f"cannot stand for {dims}; export at full size (without --trace-size)"
+            )
+        second.unlink()
+        yield SmallTrace(first, tuple(trace_shape), witness, *count_graph(first))
+
+
+def write_at_size(
+    trace: SmallTrace, path: str | os.PathLike, input_shape: tuple[int, ...], dynamic: str
+) -> Path:
+    """Write the traced graph to `path` with the input declared at `input_shape`: its height
+    and width fixed unless `dynamic` is "batch,hw", its batch fixed (outputs too) for "none".
+    Nodes and initializers are written unchanged."""
+    import onnx
+
+    if dynamic not in DYNAMIC_MODES:
+        raise ExportError(f"unknown --dynamic {dynamic!r}: use one of {', '.join(DYNAMIC_MODES)}")
+    model = onnx.load(str(trace.dynamic_path))
+    fixed = {"none": (0, 2, 3), "batch": (2, 3), "batch,hw": ()}[dynamic]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for axis in fixed:
+        dims[axis].dim_value = input_shape[axis]  # clears the dim_param (a oneof)
+    if dynamic == "none":
+        for output in model.graph.output:
+            output.type.tensor_type.shape.dim[0].dim_value = input_shape[0]
+    path = Path(path)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    with atomic_output(path) as tmp:
+        external = model.ByteSize() > 2**31 - 2**20  # protobuf's 2 GiB limit
+        onnx.save(model, str(tmp), save_as_external_data=external, location=f"{path.name}.data")
+        onnx.checker.check_model(str(tmp))
+        _check_graph_input(tmp, dynamic, opset, "small-trace")
+    return path

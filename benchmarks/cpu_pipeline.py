@@ -2,7 +2,9 @@
 
 Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [--before]
                                           [--s-size 513x1025] [--skip-s] [--runs 20]
-                                          [--modelopt-python PATH]
+                                          [--modelopt-python PATH] [--skip-export]
+                                          [--export-model axial_deeplab_l]
+                                          [--export-size 1025x2049] [--trace-size 65x129]
 
 1. INT8 calibration of the trained axial_deeplab_tiny export (129x129) on `--images` synthetic
    train images (the data `make demo` calibrates on): ours per method (ranges + Q/DQ graph +
@@ -15,6 +17,10 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
    axial_deeplab_tiny (trained) and axial_deeplab_s at `--s-size` (random weights), ORT defaults
    and with intra-op spinning off. `--before` adds the rewritten graph through the torch
    reference op (the body before the native op) for the tiny model.
+3. Export (`axial-deploy export`) of `--export-model` at `--export-size` by a small trace
+   (`--trace-size`), time and peak memory of its own process; `--before` adds today's
+   full-size trace (~10 min and ~12 GB for axial_deeplab_l: run under
+   `flock /work/notes/big.lock`).
 
 The machine's load average is printed before and after: on a shared machine, compare the ratios
 of one run, not seconds across runs. Needs the CPU libraries (`make cpu-libs`).
@@ -315,6 +321,92 @@ def prepare_s(out: Path, size: tuple[int, int]) -> tuple[Path, Path, list[Row]]:
     return plain, axial, rows
 
 
+# ------------------------------------------------------------------ export (issue 17 item 3)
+EXPORT_BEFORE = """
+import sys
+from axial_deploy.export import export_onnx
+from axial_deploy.models import prepare_model
+model_name, size, out, trace = sys.argv[1:5]
+# The weights of the after run: live statistics measured at the trace size (seed 0).
+shape = tuple(int(v) for v in f"1x3x{trace}".split("x"))
+model = prepare_model(model_name, live_random_weights=True, input_shape=shape, seed=0)
+export_onnx(model, tuple(int(v) for v in f"1x3x{size}".split("x")), out)
+"""
+
+
+def _measured_child(argv: list[str]) -> tuple[float, float, int, str]:
+    """Run `argv` in a child process: (seconds, its peak RSS in GiB, exit status, last line)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read() if child.stdout else ""
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    last = (output.strip().splitlines() or ["no output"])[-1]
+    return seconds, usage.ru_maxrss / 2**20, child.returncode, last
+
+
+def export_rows(args, out: Path) -> list[Row]:
+    """`axial-deploy export` of `--export-model` at `--export-size`: after, by a small trace
+    (`--trace-size`, parity in ONNX Runtime at both trace sizes, --live-random-weights);
+    with `--before`, the full-size trace of today's default path with the same weights (no
+    ONNX Runtime check: it does not fit in 24 GB for L), and whether both wrote one graph.
+    Each in its own process, its peak RSS its own. Run under `flock /work/notes/big.lock`.
+    One run here (2 cores, load 6.0 -> 3.2, 2026-11-29): L 1025x2049 before 703.4 s, 18.87
+    GiB; after (65x129) 63.4 s, 1.45 GiB: 11.1x faster, 0.08x the memory, same graph."""
+    size, tag = args.export_size, f"{args.export_model} {args.export_size}"
+    target = out / f"{args.export_model}_{size}.onnx"
+    after = [sys.executable, "-m", "axial_deploy.cli", "export", "--model", args.export_model]
+    after += ["--live-random-weights", "--input-shape", f"1x3x{size}"]
+    after += ["--trace-size", args.trace_size, "-o", str(target)]
+    seconds, peak, code, last = _measured_child(after)
+    rows: list[Row] = []
+    before = None
+    if args.before:
+        full = out / f"{args.export_model}_{size}.full.onnx"
+        argv = [sys.executable, "-c", EXPORT_BEFORE, args.export_model, size, str(full)]
+        before = _measured_child([*argv, args.trace_size])
+        ok = "ok" if before[2] == 0 else f"exit {before[2]}: {before[3][:60]}"
+        rows.append(
+            (
+                f"export, {tag}",
+                "before: trace at full size (no ORT check)",
+                f"{before[0]:.1f} s",
+                "1.00x",
+                f"peak {before[1]:.2f} GiB, {ok}",
+            )
+        )
+    ratio = f"{before[0] / seconds:.2f}x faster" if before and before[2] == 0 else "-"
+    memory = f" ({peak / before[1]:.2f}x before's)" if before and before[2] == 0 else ""
+    rows.append(
+        (
+            f"export, {tag}",
+            f"after: --trace-size {args.trace_size} + ORT parity at 2 sizes",
+            f"{seconds:.1f} s",
+            ratio,
+            f"peak {peak:.2f} GiB{memory}, exit {code}: {last[:60]}",
+        )
+    )
+    if before and before[2] == 0 and code == 0:
+        from axial_deploy.export import graph_difference
+
+        # The same weights: the same nodes and initializers, byte for byte, or the first
+        # difference.
+        difference = graph_difference(target, full)
+        rows.append(
+            (
+                f"export, {tag}",
+                "after's graph against before's",
+                "-",
+                "-",
+                "the same graph, byte for byte (nodes, attributes, weights)"
+                if difference is None
+                else f"DIFFER: {difference[:70]}",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="out/bench_cpu", help="folder for models and data")
@@ -325,6 +417,10 @@ def main() -> None:
     parser.add_argument("--skip-calibration", action="store_true")
     parser.add_argument("--before", action="store_true", help="add the pre-change code")
     parser.add_argument("--modelopt-python", help="python with nvidia-modelopt[onnx]")
+    parser.add_argument("--skip-export", action="store_true", help="skip the export rows")
+    parser.add_argument("--export-model", default="axial_deeplab_l", help="model of the export")
+    parser.add_argument("--export-size", default="1025x2049", help="HxW of the export")
+    parser.add_argument("--trace-size", default="65x129", help="HxW of its small trace")
     args = parser.parse_args()
     from axial_deploy.ort_ops import op_implementation
 
@@ -345,6 +441,8 @@ def main() -> None:
         rows += latency_rows(
             f"S {args.s_size}", s_plain, s_axial, (1, 3, *size), max(3, args.runs // 4), False
         )
+    if not args.skip_export:
+        rows += export_rows(args, out)
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
