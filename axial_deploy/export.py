@@ -450,7 +450,7 @@ def small_trace_export(
             raise ExportError(
                 f"{type(model).__name__} traced at {sizes} gives two different graphs "
                 f"({difference}): the graph depends on the trace size, so a small trace "
-                f"cannot stand for {dims}; export at full size (without --trace-size)"
+                f"cannot stand for {dims}; export at full size (--trace-size full)"
             )
         second.unlink()
         yield SmallTrace(first, tuple(trace_shape), witness, *count_graph(first))

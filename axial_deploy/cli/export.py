@@ -15,8 +15,8 @@ both trace sizes on that graph, which is written unchanged with the input declar
 --input-shape. The full size itself is not run in ONNX Runtime on this path; what stands for it
 is that the graph does not depend on the size it was traced at (checked once against full-size
 traces: Axial-DeepLab-L at 1025x2049 byte for byte, -S at 513x1025 node for node; see
-benchmarks/cpu_pipeline.py --before). Without --trace-size the export and the check run at
-full size, as before.
+benchmarks/cpu_pipeline.py --before). --trace-size full (the default up to 1024x1024
+pixels) exports and checks at full size; above that the default picks about 1/16 of each side.
 """
 
 from __future__ import annotations
@@ -56,16 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trace-size",
-        type=parse_size,
-        metavar="HxW",
+        type=_parse_trace_size,
+        default="auto",
+        metavar="HxW|auto|full",
         help="trace at this smaller height x width (and at about half of it) instead of at "
         "the input shape: both traces must give the same graph, parity is checked at both "
         "sizes, and the graph is written with the input shape declared. For inputs too big "
         "to trace or to run in ONNX Runtime, e.g. Axial-DeepLab-L at 1025x2049: 65x129 (~1 "
         "min; its stride-16 maps stay 5x9) or, to check windows inside lines longer than "
         "the span of 65 as at full size, 289x289 (stride-4 lines of 73; several minutes). "
-        "Time and memory grow with the trace size's pixels. Default: trace and check at the "
-        "input shape",
+        "Time and memory grow with the trace size's pixels. 'full': trace and check at the "
+        "input shape. Default 'auto': full up to 1024x1024 pixels, above that (e.g. the "
+        "panoptic default 1025x2049) about 1/16 of each side (65x129)",
     )
     parser.add_argument(
         "--dynamic",
@@ -97,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.models import default_input_shape, prepare_model
 
     shape = args.input_shape or default_input_shape(args.model)
+    automatic = args.trace_size == "auto"
+    args.trace_size = resolve_trace_size(args.trace_size, shape)
+    if automatic and args.trace_size:
+        print(
+            f"--trace-size auto: {_dims(shape[2:])} is above {AUTO_TRACE_PIXELS:,} pixels, "
+            f"so the graph is traced at {_dims(args.trace_size)} (--trace-size full: at full size)"
+        )
     # --live-random-weights measures BatchNorm statistics in a training-mode pass, which holds
     # every un-chunked attention window: at the trace size when there is one (L at 1025x2049
     # would need more than 24 GB).
@@ -174,6 +183,31 @@ def _export_by_small_trace(args: argparse.Namespace, model, shape, opset: int) -
         f"{_dims(shape)} (dynamic {args.dynamic}), in {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+# Above this many input pixels a full-size trace of Axial-DeepLab costs minutes and tens of GB
+# (L at 1025x2049: ~12 min, ~19 GB) and its graph does not fit ONNX Runtime in 24 GB.
+AUTO_TRACE_PIXELS = 1024 * 1024
+AUTO_TRACE_STRIDE = 16  # the auto trace size: (side - 1) / 16 + 1, e.g. 1025x2049 -> 65x129
+
+
+def _parse_trace_size(text: str) -> tuple[int, int] | str:
+    return text if text in ("auto", "full") else parse_size(text)
+
+
+def resolve_trace_size(
+    trace_size: tuple[int, int] | str, shape: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """The size to trace at (None: the input shape itself): 'auto' picks a small trace only
+    for inputs above AUTO_TRACE_PIXELS."""
+    if trace_size == "full":
+        return None
+    if trace_size != "auto":
+        return trace_size  # type: ignore[return-value]
+    height, width = shape[2], shape[3]
+    if height * width <= AUTO_TRACE_PIXELS:
+        return None
+    return tuple(max(33, (side - 1) // AUTO_TRACE_STRIDE + 1) for side in (height, width))
 
 
 def _report_parity(checks, rtol: float) -> int:
