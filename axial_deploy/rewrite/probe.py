@@ -214,6 +214,14 @@ class Window:
     offsets: np.ndarray
     middle: int
     probe_positions: list[int]  # positions whose probes see every offset
+    # Positions probed together on one line: more than `radius` apart, no logit reads two of
+    # them (a query's row never reaches another's column), so each channel's effect is its own.
+    packed_positions: list[int]
+
+    @property
+    def centred(self) -> bool:
+        """One interior position sees every offset (the window fits in the line)."""
+        return self.probe_positions == [self.middle]
 
 
 def window_keys(length: int, width: int, is_global: bool) -> np.ndarray:
@@ -243,6 +251,7 @@ def probe_window(pieces: LayerPieces) -> Window:
     middle = length // 2
     # One probe in the middle sees every offset when the window fits; else probe both ends.
     centred = middle - radius >= 0 and middle + radius <= length - 1
+    packed = list(range(radius, length - radius, radius + 1)) if centred else [middle]
     return Window(
         keys=keys,
         is_global=is_global,
@@ -251,6 +260,7 @@ def probe_window(pieces: LayerPieces) -> Window:
         offsets=np.arange(-radius, radius + 1),
         middle=middle,
         probe_positions=[middle] if centred else [0, length - 1],
+        packed_positions=packed,
     )
 
 
@@ -266,32 +276,104 @@ class ChannelRoles:
     value: np.ndarray
     key_depth: int
     value_depth: int
+    # [channels, offsets]: each q (k) channel's relative column, read by the same runs when one
+    # interior position sees every offset; None otherwise (probe_logits probes the line's ends).
+    columns: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The logits a channel set at `position` can move, as entries (query, slot): its row (as
+    a query) then its column (as a key), each with the table offset index it reads."""
+
+    position: int
+    rows: np.ndarray
+    slots: np.ndarray
+    offsets: np.ndarray
+    in_row: np.ndarray  # the entry belongs to the row part
+
+
+def reach(window: Window, position: int) -> Reach:
+    keys = window.keys
+    row_slots = np.flatnonzero(keys[position] >= 0)
+    col_rows, col_slots = np.nonzero(keys == position)
+    offsets = np.concatenate([keys[position, row_slots] - position, position - col_rows])
+    return Reach(
+        position=position,
+        rows=np.concatenate([np.full(len(row_slots), position), col_rows]),
+        slots=np.concatenate([row_slots, col_slots]),
+        offsets=offsets + window.radius,
+        in_row=np.arange(len(offsets)) < len(row_slots),
+    )
 
 
 def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
     """A channel set at one position moves logits of one query row (q), of one key column (k),
-    or no logits at all (v). Each line is one probe. Without positional terms a q or k channel
-    alone moves nothing: the channels read as v are probed again against every channel set at
-    a second position (`_bilinear_roles`), which separates q and k from v."""
-    channels, heads = pieces.geometry.channels, pieces.geometry.heads
-    valid = window.keys >= 0
-    role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
-    for start in range(0, channels, pieces.geometry.lines):
-        chunk = start + np.arange(min(pieces.geometry.lines, channels - start))
-        delta = pieces.logit_delta(pieces.one_hot(chunk, window.middle))
-        delta[:, :, ~valid] = 0.0
-        for line, channel in enumerate(chunk):
-            role[channel], head_of[channel] = _role_of(delta[line], channel, window.middle, -1)
-    _bilinear_roles(pieces, window, role, head_of)
-    query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
-    key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
-    value = np.flatnonzero(role == "v")
+    or no logits at all (v); the same runs read each q / k channel's relative column. Without
+    positional terms a q or k channel alone moves nothing: when the heads do not add up, the
+    channels read as v are probed again against every channel set at a second position
+    (`_bilinear_roles`), which separates q and k from v."""
+    heads = pieces.geometry.heads
+    role, head_of, columns = _scan_channels(pieces, window)
+
+    def split() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
+        key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
+        return query, key, np.flatnonzero(role == "v")
+
+    query, key, value = split()
+    if any(len(c) != len(query[0]) for c in query + key) or len(query[0]) == 0:
+        _bilinear_roles(pieces, window, role, head_of)
+        query, key, value = split()
     key_depth = len(query[0])
     if any(len(c) != key_depth for c in query + key) or key_depth == 0:
         raise Refusal("heads do not have equal numbers of query and key channels")
     if len(value) % heads:
         raise Refusal("value channels do not split evenly over the heads")
-    return ChannelRoles(query, key, value, key_depth, len(value) // heads)
+    kept = columns if window.centred else None
+    return ChannelRoles(query, key, value, key_depth, len(value) // heads, kept)
+
+
+def _scan_channels(
+    pieces: LayerPieces, window: Window
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(role, head, relative column) of every channel: each run sets one channel at each packed
+    position of each line (their reaches are disjoint), so a run probes lines x positions
+    channels."""
+    channels = pieces.geometry.channels
+    role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
+    columns = np.zeros((channels, len(window.offsets)))
+    positions = np.asarray(window.packed_positions)
+    reaches = [reach(window, int(p)) for p in positions]
+    per_run = pieces.geometry.lines * len(positions)
+    for start in range(0, channels, per_run):
+        chunk = np.arange(start, min(start + per_run, channels))
+        line, which = np.divmod(np.arange(len(chunk)), len(positions))
+        probe = pieces.zero_qkv()
+        probe[line, chunk, positions[which]] = 1.0
+        delta = pieces.logit_delta(probe)
+        for index, seen in enumerate(reaches):
+            mine = which == index
+            moved = delta[line[mine][:, None], :, seen.rows[None], seen.slots[None]]
+            for channel, d in zip(chunk[mine], moved, strict=True):  # d: [entries, heads]
+                role[channel], head_of[channel] = _role_in_reach(d, seen, int(channel))
+                if role[channel] != "v":
+                    part = seen.in_row if role[channel] == "q" else ~seen.in_row
+                    columns[channel, seen.offsets[part]] = d[part, head_of[channel]]
+    return role, head_of, columns
+
+
+def _role_in_reach(moved: np.ndarray, seen: Reach, channel: int) -> tuple[str, int]:
+    """(role, head) from what one probe moved in its reach [entries, heads]: nothing (v), only
+    its own query row (q), else its key column (k)."""
+    changed = np.abs(moved) > 1e-7 * max(1.0, np.abs(moved).max())
+    if not changed.any():
+        return "v", -1
+    hit_heads = np.flatnonzero(changed.any(axis=0))
+    if len(hit_heads) != 1:
+        raise Refusal(f"qkv channel {channel} feeds the logits of several heads")
+    rows = np.unique(seen.rows[changed[:, hit_heads[0]]])
+    return ("q" if np.array_equal(rows, [seen.position]) else "k"), int(hit_heads[0])
 
 
 def _role_of(delta: np.ndarray, channel: int, query_row: int, key_row: int) -> tuple[str, int]:
@@ -353,8 +435,12 @@ def probe_logits(pieces: LayerPieces, window: Window, roles: ChannelRoles) -> Lo
     """A query (key) channel alone at one position gives scale * table column for each offset
     key - query its window reaches; a q and a k channel together add the q.k term."""
     seen = {t for p in window.probe_positions for _, _, t in _table_reads(window, p, True)}
-    rel_q = _relative_table(pieces, window, roles.query, is_query=True)
-    rel_k = _relative_table(pieces, window, roles.key, is_query=False)
+    if roles.columns is not None:  # read with the roles, one interior position
+        rel_q = np.stack([roles.columns[channels] for channels in roles.query])
+        rel_k = np.stack([roles.columns[channels] for channels in roles.key])
+    else:
+        rel_q = _relative_table(pieces, window, roles.query, is_query=True)
+        rel_k = _relative_table(pieces, window, roles.key, is_query=False)
     if len(seen) != len(window.offsets):
         raise Refusal("could not observe every relative offset of the tables")
     terms = LogitTerms(rel_q, rel_k, np.zeros(pieces.geometry.heads))
@@ -424,14 +510,18 @@ def _probe_logit_scale(
             for h in range(g - line, g + 1):
                 terms.logit_scale[h] = delta[h % lines, h, query, slot] - linear(h, 0)
             probe[:] = 0.0
-    # One head checked for pairing is enough to catch a different layout.
-    for a in range(1, roles.key_depth):
+    # One head checked for pairing is enough to catch a different layout: pair a on line a - 1.
+    pairs = np.arange(1, roles.key_depth)
+    for start in range(0, len(pairs), lines):
+        chunk = pairs[start : start + lines]
         probe = pieces.zero_qkv()
-        probe[0, roles.query[0][a], query] = 1.0
-        probe[0, roles.key[0][a], key] = 1.0
-        got = pieces.logit_delta(probe)[0, 0, query, slot] - linear(0, a)
-        if not np.isclose(got, terms.logit_scale[0], rtol=1e-3, atol=1e-6):
-            raise Refusal("query and key channels of a head do not pair up in order")
+        probe[np.arange(len(chunk)), roles.query[0][chunk], query] = 1.0
+        probe[np.arange(len(chunk)), roles.key[0][chunk], key] = 1.0
+        delta = pieces.logit_delta(probe)
+        for line, a in enumerate(chunk):
+            got = delta[line, 0, query, slot] - linear(0, a)
+            if not np.isclose(got, terms.logit_scale[0], rtol=1e-3, atol=1e-6):
+                raise Refusal("query and key channels of a head do not pair up in order")
 
 
 # ------------------------------------------------------------------------------- the values
@@ -511,24 +601,28 @@ def _place_offsets(
 def _value_scales(
     pieces: LayerPieces, window: Window, value_channels: np.ndarray, out_channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each output channel, the value channel that reaches it and its scale (attention
-    one-hot on the query's own key, each value channel alone there)."""
-    lines, middle = pieces.geometry.lines, window.middle
+    """For each output channel, the value channel that reaches it and its scale. Every query
+    attends one-hot to its own key, so a value channel set at one position moves only that
+    query's output: a run probes one channel per position of each line."""
+    lines, length = pieces.geometry.lines, pieces.geometry.length
     value_scale = np.zeros(out_channels)
     value_of_output = np.full(out_channels, -1)
     attention = pieces.zero_attention()
-    query, slot = middle, int(np.flatnonzero(window.keys[middle] == middle)[0])
-    attention[:, :, query, slot] = 1.0
-    base_y = pieces.output(pieces.zero_qkv(), attention)[0][:, query]
-    for start in range(0, len(value_channels), lines):
-        chunk = value_channels[start : start + lines]
-        ys = pieces.output(pieces.one_hot(chunk, middle), attention)[:, :, query] - base_y
-        for line, ch in enumerate(chunk):
-            hit = np.flatnonzero(np.abs(ys[line]) > 1e-7 * max(1.0, np.abs(ys[line]).max()))
+    own = [int(np.flatnonzero(window.keys[query] == query)[0]) for query in range(length)]
+    attention[:, :, np.arange(length), own] = 1.0
+    base_y = pieces.output(pieces.zero_qkv(), attention)
+    for start in range(0, len(value_channels), lines * length):
+        chunk = value_channels[start : start + lines * length]
+        line, position = np.divmod(np.arange(len(chunk)), length)
+        probe = pieces.zero_qkv()
+        probe[line, chunk, position] = 1.0
+        ys = (pieces.output(probe, attention) - base_y)[line, :, position]  # [chunk, C]
+        for ch, y in zip(chunk, ys, strict=True):
+            hit = np.flatnonzero(np.abs(y) > 1e-7 * max(1.0, np.abs(y).max()))
             if len(hit) != 1:
                 raise Refusal(f"value channel {ch} reaches {len(hit)} output channels, not one")
             value_of_output[hit[0]] = ch
-            value_scale[hit[0]] = ys[line, hit[0]]
+            value_scale[hit[0]] = y[hit[0]]
     if (value_of_output < 0).any():
         raise Refusal("some output channels are not fed by any value channel")
     return value_of_output, value_scale
