@@ -18,6 +18,7 @@ Each raises `Refusal` (the reason reported) where the layer does not have the co
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +80,26 @@ def extract_layer(
     logits = probe_logits(pieces, window, roles)
     value_terms = probe_values(pieces, window, roles)
     layer = assemble(weight, bias, roles, logits, value_terms, window.span)
-    return layer, {"line_length": pieces.geometry.length}
+    limit = line_limit(window, layer, pieces.geometry.width)
+    return layer, {"line_length": pieces.geometry.length, "line_limit": limit}
+
+
+def line_limit(window: Window, layer: Extracted, width: int) -> int | None:
+    """The longest line the extracted tables are exact on: None (any) when a local window was
+    seen whole or a global table reached its clamped ends (the two outermost columns at each
+    end equal); else the probed line's length, beyond which the original's table goes on."""
+    length = window.keys.shape[0]
+    if not window.is_global:
+        return None if window.radius >= (width - 1) // 2 else length
+    tables = np.concatenate([layer.rel_q, layer.rel_k, layer.rel_v], axis=1)
+    if tables.shape[-1] < 3:
+        return length
+
+    def flat(a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.allclose(a, b, rtol=1e-5, atol=1e-7 * max(1.0, np.abs(tables).max())))
+
+    saturated = flat(tables[..., 0], tables[..., 1]) and flat(tables[..., -1], tables[..., -2])
+    return None if saturated else length
 
 
 def conv_affine(
@@ -136,18 +156,39 @@ class LayerPieces:
     ) -> None:
         logits_name, weights_name = softmax.input[0], softmax.output[0]
         self._x_name, self._qkv_name, self._weights_name = x_name, qkv_name, weights_name
-        self._x_zero = np.zeros(x_shape, np.float32)
-        shapes_model = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
-        qkv0, logits0, y0 = shapes_model(**{x_name: self._x_zero})
-        self.geometry = _geometry(qkv0, logits0, attribute(softmax, "axis", -1))
+        self._softmax_axis = attribute(softmax, "axis", -1)
+        self._shapes = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
         self._to_logits = SubModel(extractor, [x_name, qkv_name], [logits_name])
         self._to_output = SubModel(extractor, [x_name, qkv_name, weights_name], [y_name])
+        self._bind(x_shape)
+
+    def _bind(self, x_shape: tuple[int, ...]) -> None:
+        """Fix the layer input's shape (zeros): the geometry and the all-zero logits follow."""
+        self._x_zero = np.zeros(x_shape, np.float32)
+        qkv0, logits0, y0 = self._shapes(**{self._x_name: self._x_zero})
+        self.geometry = _geometry(qkv0, logits0, self._softmax_axis)
         # Input and output lines are [N, other, C, L]; the batch of lines is N * other.
         if y0.ndim != 4 or y0.shape[0] * y0.shape[1] != self.geometry.lines:
             raise Refusal("the layer output is not lines [N, other, C, L] of the qkv lines")
         if y0.shape[3] != self.geometry.length:
             raise Refusal("the layer output's last axis is not the attended line")
         self.base = self.logits(self.zero_qkv())  # BatchNorm shifts only
+
+    def resized(self, lines: int, length: int) -> LayerPieces | None:
+        """The same pieces (same sessions) on `lines` lines of `length`, or None where the
+        graph's sizes are baked in (ONNX Runtime fails or the geometry does not follow)."""
+        resized = copy.copy(self)
+        x_shape = (1, lines, *self._x_zero.shape[2:-1], length)
+        try:
+            resized._bind(x_shape)
+        except Exception:  # sizes baked into the graph's reshapes
+            return None
+        geometry = resized.geometry
+        if (geometry.lines, geometry.length) != (lines, length):
+            return None
+        if geometry.channels != self.geometry.channels or geometry.heads != self.geometry.heads:
+            return None
+        return resized
 
     def zero_qkv(self) -> np.ndarray:
         g = self.geometry
@@ -276,9 +317,6 @@ class ChannelRoles:
     value: np.ndarray
     key_depth: int
     value_depth: int
-    # [channels, offsets]: each q (k) channel's relative column, read by the same runs when one
-    # interior position sees every offset; None otherwise (probe_logits probes the line's ends).
-    columns: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -309,12 +347,15 @@ def reach(window: Window, position: int) -> Reach:
 
 def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
     """A channel set at one position moves logits of one query row (q), of one key column (k),
-    or no logits at all (v); the same runs read each q / k channel's relative column. Without
-    positional terms a q or k channel alone moves nothing: when the heads do not add up, the
-    channels read as v are probed again against every channel set at a second position
-    (`_bilinear_roles`), which separates q and k from v."""
+    or no logits at all (v). Roles do not depend on the line length: where the graph computes
+    its sizes, short lines (`scan_pieces`) probe every channel in one run. Without positional
+    terms a q or k channel alone moves nothing: when the heads do not add up, the channels read
+    as v are probed again against every channel set at a second position (`_bilinear_roles`),
+    which separates q and k from v."""
     heads = pieces.geometry.heads
-    role, head_of, columns = _scan_channels(pieces, window)
+    scan = scan_pieces(pieces, window)
+    scan_window = probe_window(scan) if scan is not pieces else window
+    role, head_of = _scan_channels(scan, scan_window)
 
     def split() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
@@ -323,26 +364,35 @@ def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
 
     query, key, value = split()
     if any(len(c) != len(query[0]) for c in query + key) or len(query[0]) == 0:
-        _bilinear_roles(pieces, window, role, head_of)
+        _bilinear_roles(scan, scan_window, role, head_of)
         query, key, value = split()
     key_depth = len(query[0])
     if any(len(c) != key_depth for c in query + key) or key_depth == 0:
         raise Refusal("heads do not have equal numbers of query and key channels")
     if len(value) % heads:
         raise Refusal("value channels do not split evenly over the heads")
-    kept = columns if window.centred else None
-    return ChannelRoles(query, key, value, key_depth, len(value) // heads, kept)
+    return ChannelRoles(query, key, value, key_depth, len(value) // heads)
 
 
-def _scan_channels(
-    pieces: LayerPieces, window: Window
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(role, head, relative column) of every channel: each run sets one channel at each packed
-    position of each line (their reaches are disjoint), so a run probes lines x positions
-    channels."""
+SCAN_LENGTH = 5  # line length of the role scan: a row and a column of several entries
+SCAN_LINES = 256  # lines (channels) per run of the role scan
+
+
+def scan_pieces(pieces: LayerPieces, window: Window) -> LayerPieces:
+    """The pieces on short lines, one channel each, when the graph allows and that costs less
+    (a run's cost grows with lines x length); else the pieces."""
+    geometry = pieces.geometry
+    length = min(geometry.length, SCAN_LENGTH)
+    if length * len(window.packed_positions) >= geometry.length:
+        return pieces
+    return pieces.resized(min(geometry.channels, SCAN_LINES), length) or pieces
+
+
+def _scan_channels(pieces: LayerPieces, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(role, head) of every channel: each run sets one channel at each packed position of
+    each line (their reaches are disjoint), so a run probes lines x positions channels."""
     channels = pieces.geometry.channels
     role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
-    columns = np.zeros((channels, len(window.offsets)))
     positions = np.asarray(window.packed_positions)
     reaches = [reach(window, int(p)) for p in positions]
     per_run = pieces.geometry.lines * len(positions)
@@ -357,10 +407,7 @@ def _scan_channels(
             moved = delta[line[mine][:, None], :, seen.rows[None], seen.slots[None]]
             for channel, d in zip(chunk[mine], moved, strict=True):  # d: [entries, heads]
                 role[channel], head_of[channel] = _role_in_reach(d, seen, int(channel))
-                if role[channel] != "v":
-                    part = seen.in_row if role[channel] == "q" else ~seen.in_row
-                    columns[channel, seen.offsets[part]] = d[part, head_of[channel]]
-    return role, head_of, columns
+    return role, head_of
 
 
 def _role_in_reach(moved: np.ndarray, seen: Reach, channel: int) -> tuple[str, int]:
@@ -434,54 +481,45 @@ class LogitTerms:
 def probe_logits(pieces: LayerPieces, window: Window, roles: ChannelRoles) -> LogitTerms:
     """A query (key) channel alone at one position gives scale * table column for each offset
     key - query its window reaches; a q and a k channel together add the q.k term."""
-    seen = {t for p in window.probe_positions for _, _, t in _table_reads(window, p, True)}
-    if roles.columns is not None:  # read with the roles, one interior position
-        rel_q = np.stack([roles.columns[channels] for channels in roles.query])
-        rel_k = np.stack([roles.columns[channels] for channels in roles.key])
-    else:
-        rel_q = _relative_table(pieces, window, roles.query, is_query=True)
-        rel_k = _relative_table(pieces, window, roles.key, is_query=False)
-    if len(seen) != len(window.offsets):
+    rel_q, rel_k, seen = _probe_tables(pieces, window, roles)
+    if not seen.all():
         raise Refusal("could not observe every relative offset of the tables")
     terms = LogitTerms(rel_q, rel_k, np.zeros(pieces.geometry.heads))
     _probe_logit_scale(pieces, window, roles, terms)
     return terms
 
 
-def _table_reads(window: Window, position: int, is_query: bool) -> list[tuple[int, int, int]]:
-    """(query, slot, offset index) of the logits that a query (key) channel set at `position`
-    moves: its row, every key of its window (its column, every query whose window holds it)."""
-    keys, radius = window.keys, window.radius
-    if is_query:
-        return [
-            (position, int(slot), int(keys[position, slot]) - position + radius)
-            for slot in np.flatnonzero(keys[position] >= 0)
-        ]
-    reads = []
-    for query in range(keys.shape[0]):
-        slots = np.flatnonzero(keys[query] == position)
-        if len(slots):
-            reads.append((query, int(slots[0]), position - query + radius))
-    return reads
-
-
-def _relative_table(
-    pieces: LayerPieces, window: Window, channels_of: list[np.ndarray], is_query: bool
-) -> np.ndarray:
-    """One relative table [heads, Dq, offsets], probed near both ends of the line where one
-    position does not see every offset (a global table)."""
-    heads, lines = pieces.geometry.heads, pieces.geometry.lines
-    table = np.zeros((heads, len(channels_of[0]), len(window.offsets)))
-    flat = [(g, c, ch) for g in range(heads) for c, ch in enumerate(channels_of[g])]
-    for position in window.probe_positions:
-        reads = _table_reads(window, position, is_query)
-        for start in range(0, len(flat), lines):
-            chunk = flat[start : start + lines]
-            delta = pieces.logit_delta(pieces.one_hot([ch for _, _, ch in chunk], position))
-            for line, (g, c, _) in enumerate(chunk):
-                for query, slot, t in reads:
-                    table[g, c, t] = delta[line, g, query, slot]
-    return table
+def _probe_tables(
+    pieces: LayerPieces, window: Window, roles: ChannelRoles
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rel_q, rel_k [heads, Dq, offsets], offsets seen). Heads move their own logits only, so
+    each (line, position) slot of a run holds the a-th q (then k) channel of every head; a run's
+    positions are packed where the window fits, else each end of the line gets its own passes
+    (together they see every offset)."""
+    heads, lines, dq = pieces.geometry.heads, pieces.geometry.lines, roles.key_depth
+    tables = np.zeros((2, heads, dq, len(window.offsets)))  # rel_q, rel_k
+    seen = np.zeros(len(window.offsets), bool)
+    by_slot = [np.concatenate([roles.query[g], roles.key[g]]) for g in range(heads)]
+    passes = [window.packed_positions] if window.centred else [[p] for p in window.probe_positions]
+    for positions in passes:
+        reaches = [reach(window, p) for p in positions]
+        per_run = lines * len(positions)
+        for start in range(0, 2 * dq, per_run):
+            slots = np.arange(start, min(start + per_run, 2 * dq))
+            line, which = np.divmod(np.arange(len(slots)), len(positions))
+            probe = pieces.zero_qkv()
+            for channels in by_slot:
+                probe[line, channels[slots], np.asarray(positions)[which]] = 1.0
+            delta = pieces.logit_delta(probe)
+            for n, slot in enumerate(slots):
+                seen_at = reaches[which[n]]
+                is_key = int(slot >= dq)
+                part = ~seen_at.in_row if is_key else seen_at.in_row
+                rows, cols, offsets = seen_at.rows[part], seen_at.slots[part], seen_at.offsets[part]
+                for g in range(heads):
+                    tables[is_key, g, slot % dq, offsets] = delta[line[n], g, rows, cols]
+                seen[seen_at.offsets[seen_at.in_row]] = True
+    return tables[0], tables[1], seen
 
 
 def _probe_logit_scale(
