@@ -178,11 +178,14 @@ class LayerPieces:
         """The same pieces (same sessions) on `lines` lines of `length`, or None where the
         graph's sizes are baked in (ONNX Runtime fails or the geometry does not follow)."""
         resized = copy.copy(self)
-        x_shape = (1, lines, *self._x_zero.shape[2:-1], length)
-        try:
-            resized._bind(x_shape)
+        resized._x_zero = np.zeros((1, lines, *self._x_zero.shape[2:-1], length), np.float32)
+        qkv0 = np.zeros((lines, self.geometry.channels, length))
+        try:  # the logits piece alone (the scan reads logits only): no run of the whole layer
+            logits0 = resized.logits(qkv0, keep_mask=True)
+            resized.geometry = _geometry(qkv0, logits0, self._softmax_axis)
         except Exception:  # sizes baked into the graph's reshapes
             return None
+        resized.base = np.where(np.isfinite(logits0), logits0, 0.0)
         geometry = resized.geometry
         if (geometry.lines, geometry.length) != (lines, length):
             return None
