@@ -52,6 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="further input shape(s) to check a graph with symbolic height/width at "
         "(repeatable; default: about 3/4 of the probe shape)",
     )
+    add_verify_lines(parser)
+
+
+def add_verify_lines(parser: argparse.ArgumentParser) -> None:
+    from axial_deploy.cli.args import positive_int
+
+    parser.add_argument(
+        "--verify-lines",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="random lines each replaced layer is checked on against its original subgraph "
+        "(all of its lines when it has fewer; default: 32)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         probe_shape=args.probe_shape,
         check_shapes=args.check_shape,
+        verify_lines=args.verify_lines,
     )
     print(report.summary())
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))

@@ -41,19 +41,22 @@ def rewrite(
     source: str = "<model>",
     probe_shape: tuple[int, ...] | None = None,
     check_shapes: list[tuple[int, ...]] | None = None,
+    verify_lines: int = VERIFY_LINES,
 ) -> tuple[onnx.ModelProto, RewriteReport]:
     """Rewrite every recognized axial-attention layer; returns the new model and the report.
 
     A graph with symbolic height / width is probed at `probe_shape` (default: DEFAULT_PROBE_HW)
     and keeps its dynamic axes; the whole rewritten graph is then checked against the original
     at the probe shape and at `check_shapes` (default: about 3/4 of the probe's height and
-    width)."""
+    width). Each layer is verified on `verify_lines` random lines (all when it has fewer)."""
     start = time.perf_counter()
     index = GraphIndex(model.graph)
     already = sum(1 for node in model.graph.node if node.op_type == OP_TYPE)
     records, candidates = locate_layers(index)
     input_shapes, shape_from = probe_input_shapes(model, probe_shape)
-    accepted = probe_candidates(model, index, candidates, input_shapes) if candidates else []
+    accepted = (
+        probe_candidates(model, index, candidates, input_shapes, verify_lines) if candidates else []
+    )
     result = replace_layers(model, accepted)
     report = RewriteReport(source, records, already)
     report.probe_shape, report.probe_shape_from = next(iter(input_shapes.values())), shape_from
@@ -129,6 +132,7 @@ class Probing:
     extractor: PieceExtractor
     index: GraphIndex
     values: Callable[[str], np.ndarray]
+    verify_lines: int = VERIFY_LINES
 
 
 def probe_candidates(
@@ -136,12 +140,13 @@ def probe_candidates(
     index: GraphIndex,
     candidates: list[Candidate],
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    verify_lines: int = VERIFY_LINES,
 ) -> list[tuple[LayerRecord, Extracted]]:
     """The candidates whose extracted operator reproduces the layer, with what was extracted;
     the others' records say why they are left intact."""
     names = sorted({candidate.record.input for candidate in candidates})
     shapes = tensor_shapes(model, names, input_shapes)
-    probing = Probing(PieceExtractor(model), index, constant_values(model))
+    probing = Probing(PieceExtractor(model), index, constant_values(model), verify_lines)
     accepted = []
     for candidate in candidates:
         layer = probe_candidate(probing, candidate, shapes[candidate.record.input])
@@ -204,7 +209,7 @@ def _probe_and_verify(
     def lines(count: int) -> tuple[int, ...]:
         return (1, min(x_shape[1], count), *x_shape[2:])
 
-    few_lines = (lines(PROBE_LINES), lines(VERIFY_LINES))
+    few_lines = (lines(PROBE_LINES), lines(probing.verify_lines))
     full = (tuple(x_shape), tuple(x_shape))
     attempts = [few_lines, full] if few_lines != full else [full]
     for shapes in attempts[:-1]:
@@ -241,12 +246,13 @@ def rewrite_file(
     strict: bool = False,
     probe_shape: tuple[int, ...] | None = None,
     check_shapes: list[tuple[int, ...]] | None = None,
+    verify_lines: int = VERIFY_LINES,
 ) -> RewriteReport:
     """Rewrite `source` into `target` (and the JSON report). With `strict`, fail (writing
     nothing) when any candidate layer is left intact. A graph with symbolic sizes that fails
     a whole-graph check is never written."""
     model = load_model(source)
-    result, report = rewrite(model, str(source), probe_shape, check_shapes)
+    result, report = rewrite(model, str(source), probe_shape, check_shapes, verify_lines)
     if strict and report.left:
         raise RewriteError(strict_failure(report))
     failed = [check for check in report.checks if not check["passed"]]
