@@ -6,8 +6,8 @@ BatchNorms folded) feeding one AxialAttention node. Each layer's constants are r
 its pieces in ONNX Runtime, and the replacement must reproduce the layer (fp32 max rel err
 < 1e-4) or the layer is left intact and reported. A graph with symbolic height and width keeps
 them: it is probed at --probe-shape (default 1xCx513x513), then the whole rewritten graph is
-checked against the original at that shape and at --check-shape (default about 3/4 of it;
-fp32 max rel err < 1e-3), and is not written if a check fails. Prints a summary; --report
+checked against the original at --check-shape (default: the probe shape and about 3/4 of
+it; fp32 max rel err < 1e-3), and is not written if a check fails. Prints a summary; --report
 writes it as JSON.
 """
 
@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_nchw,
         metavar="NxCxHxW",
         action="append",
-        help="further input shape(s) to check a graph with symbolic height/width at "
-        "(repeatable; default: about 3/4 of the probe shape)",
+        help="input shape(s) to check the whole rewritten graph at, when its height/width "
+        "are symbolic (repeatable; default: the probe shape and about 3/4 of it)",
     )
     add_verify_lines(parser)
 

@@ -47,8 +47,8 @@ def rewrite(
 
     A graph with symbolic height / width is probed at `probe_shape` (default: DEFAULT_PROBE_HW)
     and keeps its dynamic axes; the whole rewritten graph is then checked against the original
-    at the probe shape and at `check_shapes` (default: about 3/4 of the probe's height and
-    width). Each layer is verified on `verify_lines` random lines (all when it has fewer)."""
+    at `check_shapes` (default: the probe shape and about 3/4 of its height and width). Each
+    layer is verified on `verify_lines` random lines (all when it has fewer)."""
     start = time.perf_counter()
     index = GraphIndex(model.graph)
     already = sum(1 for node in model.graph.node if node.op_type == OP_TYPE)
@@ -61,7 +61,7 @@ def rewrite(
     report = RewriteReport(source, records, already)
     report.probe_shape, report.probe_shape_from = next(iter(input_shapes.values())), shape_from
     if accepted and has_symbolic_sizes(model):
-        shapes = [report.probe_shape, *(check_shapes or [smaller_shape(report.probe_shape)])]
+        shapes = check_shapes or [report.probe_shape, smaller_shape(report.probe_shape)]
         check_sizes_allowed(report, shapes)
         report.checks = [check_graph(model, result, shape) for shape in shapes]
     report.seconds = time.perf_counter() - start

@@ -31,7 +31,7 @@ def dynamic_tiny(tmp_path_factory):
 def test_dynamic_export_is_rewritten_and_equals_the_module_at_several_sizes(dynamic_tiny):
     model, source, folder = dynamic_tiny
     target = folder / "tiny.axial.onnx"
-    report = rewrite_file(source, target, probe_shape=PROBE, check_shapes=[(1, 3, 97, 161)])
+    report = rewrite_file(source, target, probe_shape=PROBE, check_shapes=[PROBE, (1, 3, 97, 161)])
     assert report.rewritten and not report.left, report.summary()
     assert report.probe_shape == PROBE and report.probe_shape_from == "--probe-shape"
     assert [c["shape"] for c in report.checks] == ["1x3x129x129", "1x3x97x161"]
