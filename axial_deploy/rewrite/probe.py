@@ -2,10 +2,11 @@
 
 The piece of graph from the qkv tensor to the Softmax input (logits) is linear in q and k plus
 one bilinear q.k term, and the piece from (qkv, attention weights) to Y is linear in v and the
-weights plus a bias. ONNX Runtime runs both pieces (`LayerPieces`) on probe inputs (each line of
-the batch of lines is an independent probe). One function per probe family reads one part of
-the contract and returns it as a record, whatever ops the exporter chose (Einsum or MatMul,
-Gather, BatchNormalization folded or not):
+weights plus a bias. ONNX Runtime runs both pieces (`LayerPieces`) on probe inputs: lines are
+independent, and one line holds several probes whose effects cannot meet (positions farther apart
+than the window's radius, different heads, one query row each), so a layer takes a few runs.
+One function per probe family reads one part of the contract and returns it as a record,
+whatever ops the exporter chose (Einsum or MatMul, Gather, BatchNormalization folded or not):
 
 - `probe_window`: which keys each query sees (global or a clipped local window), the offsets;
 - `probe_roles`: each qkv channel's role (query, key, value) and head;
