@@ -5,6 +5,8 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
                                           [--modelopt-python PATH] [--skip-export]
                                           [--export-model axial_deeplab_l]
                                           [--export-size 1025x2049] [--trace-size 65x129]
+                                          [--modelopt-python PATH]
+                                          [--rewrite-model PATH[@PROBE@CHECK] ...]
 
 1. INT8 calibration of the trained axial_deeplab_tiny export (129x129) on `--images` synthetic
    train images (the data `make demo` calibrates on): ours per method (ranges + Q/DQ graph +
@@ -21,6 +23,10 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
    (`--trace-size`), time and peak memory of its own process; `--before` adds today's
    full-size trace (~10 min and ~12 GB for axial_deeplab_l: run under
    `flock /work/notes/big.lock`).
+3. The graph rewrite of each `--rewrite-model PATH[@PROBE@CHECK]` (e.g. the S and L exports;
+   PROBE and CHECK give the shapes for a graph with symbolic height and width), each run in its
+   own process: time and peak RSS, at the default 32 verified lines per layer and at 8, and with
+   `--before` the rewrite code of commit 9dc4101 (one qkv channel per probed line).
 
 The machine's load average is printed before and after: on a shared machine, compare the ratios
 of one run, not seconds across runs. Needs the CPU libraries (`make cpu-libs`).
@@ -404,6 +410,83 @@ def export_rows(args, out: Path) -> list[Row]:
                 else f"DIFFER: {difference[:70]}",
             )
         )
+
+
+# ---------------------------------------------------------------- rewrite (issue 17 item 2)
+
+REWRITE_BEFORE_COMMIT = "9dc4101"  # probing one qkv channel per line, 32 lines per ORT run
+
+_REWRITE_CHILD = """
+import sys, time
+if sys.argv[1]:  # the code of another commit: bypass the editable install's finder
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    sys.path.insert(0, sys.argv[1])
+from axial_deploy.rewrite import rewrite_file
+extra = {"verify_lines": int(sys.argv[4])} if sys.argv[4] != "-" else {}
+if sys.argv[5] != "-":
+    extra["probe_shape"] = tuple(int(v) for v in sys.argv[5].split("x"))
+    extra["check_shapes"] = [tuple(int(v) for v in sys.argv[6].split("x"))]
+start = time.perf_counter()
+report = rewrite_file(sys.argv[2], sys.argv[3], **extra)
+seconds = time.perf_counter() - start
+peak = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(seconds, int(peak) / 1024, len(report.rewritten), len(report.layers))
+"""
+
+
+def _checkout(commit: str, folder: Path) -> Path:
+    """The package as of `commit` (git archive), its top-level models/ and calibration/ linked
+    where the installed package maps them."""
+    if not (folder / "axial_deploy").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit], cwd=REPO, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+        for name in ("models", "calibration"):
+            (folder / "axial_deploy" / name).symlink_to(folder / name)
+    return folder
+
+
+def _timed_rewrite(
+    source: Path, code: Path | None, verify_lines: int | None, probe: str | None, check: str | None
+) -> tuple[float, float, str]:
+    """(seconds, peak RSS MiB, rewritten/found) of one rewrite in a fresh process."""
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "out.onnx"
+        argv = [str(code or ""), str(source), str(target), str(verify_lines or "-")]
+        argv += [probe or "-", check or "-"]
+        result = subprocess.run(
+            [sys.executable, "-c", _REWRITE_CHILD, *argv],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    seconds, peak, rewritten, found = result.stdout.split()[-4:]
+    return float(seconds), float(peak), f"{rewritten}/{found} layers"
+
+
+def rewrite_rows(args: argparse.Namespace, out: Path) -> list[Row]:
+    """The rewrite of each `--rewrite-model PATH[@PROBE@CHECK]` (PROBE, CHECK: NxCxHxW for a
+    graph with symbolic sizes): the code of REWRITE_BEFORE_COMMIT (with --before), and today's
+    at the default 32 verified lines and at 8. Each in its own process: time, peak RSS."""
+    rows: list[Row] = []
+    for spec in args.rewrite_model or []:
+        path, probe, check = [*spec.split("@"), None, None][:3]
+        source, label = Path(path), Path(path).stem
+        runs = [("after", None, None), ("after, --verify-lines 8", None, 8)]
+        if args.before:
+            before = _checkout(REWRITE_BEFORE_COMMIT, out / f"code_{REWRITE_BEFORE_COMMIT}")
+            runs.insert(0, (f"before ({REWRITE_BEFORE_COMMIT})", before, None))
+        base = None
+        for name, code, lines in runs:
+            if code is not None and probe:
+                continue  # the code before refuses symbolic sizes
+            seconds, peak, layers = _timed_rewrite(source, code, lines, probe, check)
+            ratio = f"{base / seconds:.1f}x faster" if base else "1.0x"
+            base = base or seconds
+            note = f"peak RSS {peak:.0f} MiB, {layers}" + (f", probed at {probe}" if probe else "")
+            rows.append((f"rewrite, {label}", name, f"{seconds:.1f} s", ratio, note))
     return rows
 
 
@@ -421,6 +504,12 @@ def main() -> None:
     parser.add_argument("--export-model", default="axial_deeplab_l", help="model of the export")
     parser.add_argument("--export-size", default="1025x2049", help="HxW of the export")
     parser.add_argument("--trace-size", default="65x129", help="HxW of its small trace")
+    parser.add_argument(
+        "--rewrite-model",
+        action="append",
+        metavar="PATH[@PROBE@CHECK]",
+        help="time the rewrite of this ONNX graph (repeatable; e.g. the S and L exports)",
+    )
     args = parser.parse_args()
     from axial_deploy.ort_ops import op_implementation
 
@@ -443,6 +532,7 @@ def main() -> None:
         )
     if not args.skip_export:
         rows += export_rows(args, out)
+    rows += rewrite_rows(args, out)
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -33,7 +33,7 @@ from .locate import RESHAPE_OPS, GraphIndex
 from .pieces import PieceExtractor, SubModel
 from .probe import Extracted, extract_layer
 from .records import LayerRecord, RewriteError, RewriteReport
-from .stage import PROBE_LINES, load_model, rewrite, rewrite_file, save_model
+from .stage import PROBE_LINES, VERIFY_LINES, load_model, rewrite, rewrite_file, save_model
 from .verify import VERIFY_RTOL, verify_layer
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "PROBE_LINES",
     "RESHAPE_OPS",
     "SWAP_HW",
+    "VERIFY_LINES",
     "VERIFY_RTOL",
     "Extracted",
     "GraphIndex",

@@ -259,27 +259,35 @@ def constant_values(model: onnx.ModelProto) -> Callable[[str], np.ndarray]:
 # ------------------------------------------------------------------- shapes of the boundaries
 
 
-def static_input_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, tuple[int, ...]]:
-    """The graph inputs' shapes with a symbolic batch set to `batch` (probing runs fixed sizes)."""
+def static_input_shapes(
+    model: onnx.ModelProto, batch: int = 1, sizes: tuple[int, ...] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The graph inputs' shapes with a symbolic batch set to `batch` and other symbolic axes
+    (height, width) taken from `sizes` (probing runs fixed sizes)."""
     shapes = {}
     for name, dims in graph_input_dims(model).items():
         try:
-            shapes[name] = static_shape(dims, batch)
+            shapes[name] = static_shape(dims, batch, sizes)
         except SymbolicDimensionError as error:
             raise RewriteError(
                 f"graph input {name!r} has a symbolic dimension {error.axis} "
-                f"({error.dim}): rewriting probes each layer at fixed sizes; "
-                "export with static height and width (dynamic batch is fine)"
+                f"({error.dim}): rewriting probes each layer at fixed sizes; give them "
+                "with --probe-shape NxCxHxW (or export with static height and width)"
             ) from None
     return shapes
 
 
-def tensor_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
-    """Static shapes (batch 1) of the named tensors: by ONNX shape inference with the inputs
-    made static, else by running the graph once on zeros (costly for big inputs)."""
+def tensor_shapes(
+    model: onnx.ModelProto,
+    names: list[str],
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the named tensors for `input_shapes` (default: the graph's, batch 1): by
+    ONNX shape inference with the inputs made static, else by running the graph once on zeros
+    (costly for big inputs)."""
     static = onnx.ModelProto()
     static.CopyFrom(model)
-    input_shapes = static_input_shapes(model)
+    input_shapes = input_shapes or static_input_shapes(model)
     for graph_input in static.graph.input:
         if graph_input.name in input_shapes:
             for dim, size in zip(
@@ -297,10 +305,12 @@ def tensor_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[i
             return {name: known[name] for name in names}
     except Exception:  # shape inference is best effort; running the graph always works
         pass
-    return _run_for_shapes(model, names)
+    return _run_for_shapes(model, names, input_shapes)
 
 
-def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
+def _run_for_shapes(
+    model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
     from .pieces import quiet_session  # pieces imports this module
 
     probe = onnx.ModelProto()
@@ -311,7 +321,7 @@ def _run_for_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = quiet_session(probe)
     feeds = {}
-    for name, shape in static_input_shapes(model).items():
+    for name, shape in input_shapes.items():
         elem = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
         feeds[name] = np.zeros(shape, onnx.helper.tensor_dtype_to_np_dtype(elem))
     results = session.run(names, feeds)

@@ -2,10 +2,11 @@
 
 The piece of graph from the qkv tensor to the Softmax input (logits) is linear in q and k plus
 one bilinear q.k term, and the piece from (qkv, attention weights) to Y is linear in v and the
-weights plus a bias. ONNX Runtime runs both pieces (`LayerPieces`) on probe inputs (each line of
-the batch of lines is an independent probe). One function per probe family reads one part of
-the contract and returns it as a record, whatever ops the exporter chose (Einsum or MatMul,
-Gather, BatchNormalization folded or not):
+weights plus a bias. ONNX Runtime runs both pieces (`LayerPieces`) on probe inputs: lines are
+independent, and one line holds several probes whose effects cannot meet (positions farther apart
+than the window's radius, different heads, one query row each), so a layer takes a few runs.
+One function per probe family reads one part of the contract and returns it as a record,
+whatever ops the exporter chose (Einsum or MatMul, Gather, BatchNormalization folded or not):
 
 - `probe_window`: which keys each query sees (global or a clipped local window), the offsets;
 - `probe_roles`: each qkv channel's role (query, key, value) and head;
@@ -18,6 +19,7 @@ Each raises `Refusal` (the reason reported) where the layer does not have the co
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +81,26 @@ def extract_layer(
     logits = probe_logits(pieces, window, roles)
     value_terms = probe_values(pieces, window, roles)
     layer = assemble(weight, bias, roles, logits, value_terms, window.span)
-    return layer, {"line_length": pieces.geometry.length}
+    limit = line_limit(window, layer, pieces.geometry.width)
+    return layer, {"line_length": pieces.geometry.length, "line_limit": limit}
+
+
+def line_limit(window: Window, layer: Extracted, width: int) -> int | None:
+    """The longest line the extracted tables are exact on: None (any) when a local window was
+    seen whole or a global table reached its clamped ends (the two outermost columns at each
+    end equal); else the probed line's length, beyond which the original's table goes on."""
+    length = window.keys.shape[0]
+    if not window.is_global:
+        return None if window.radius >= (width - 1) // 2 else length
+    tables = np.concatenate([layer.rel_q, layer.rel_k, layer.rel_v], axis=1)
+    if tables.shape[-1] < 3:
+        return length
+
+    def flat(a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.allclose(a, b, rtol=1e-5, atol=1e-7 * max(1.0, np.abs(tables).max())))
+
+    saturated = flat(tables[..., 0], tables[..., 1]) and flat(tables[..., -1], tables[..., -2])
+    return None if saturated else length
 
 
 def conv_affine(
@@ -136,18 +157,42 @@ class LayerPieces:
     ) -> None:
         logits_name, weights_name = softmax.input[0], softmax.output[0]
         self._x_name, self._qkv_name, self._weights_name = x_name, qkv_name, weights_name
-        self._x_zero = np.zeros(x_shape, np.float32)
-        shapes_model = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
-        qkv0, logits0, y0 = shapes_model(**{x_name: self._x_zero})
-        self.geometry = _geometry(qkv0, logits0, attribute(softmax, "axis", -1))
+        self._softmax_axis = attribute(softmax, "axis", -1)
+        self._shapes = SubModel(extractor, [x_name], [qkv_name, logits_name, y_name])
         self._to_logits = SubModel(extractor, [x_name, qkv_name], [logits_name])
         self._to_output = SubModel(extractor, [x_name, qkv_name, weights_name], [y_name])
+        self._bind(x_shape)
+
+    def _bind(self, x_shape: tuple[int, ...]) -> None:
+        """Fix the layer input's shape (zeros): the geometry and the all-zero logits follow."""
+        self._x_zero = np.zeros(x_shape, np.float32)
+        qkv0, logits0, y0 = self._shapes(**{self._x_name: self._x_zero})
+        self.geometry = _geometry(qkv0, logits0, self._softmax_axis)
         # Input and output lines are [N, other, C, L]; the batch of lines is N * other.
         if y0.ndim != 4 or y0.shape[0] * y0.shape[1] != self.geometry.lines:
             raise Refusal("the layer output is not lines [N, other, C, L] of the qkv lines")
         if y0.shape[3] != self.geometry.length:
             raise Refusal("the layer output's last axis is not the attended line")
         self.base = self.logits(self.zero_qkv())  # BatchNorm shifts only
+
+    def resized(self, lines: int, length: int) -> LayerPieces | None:
+        """The same pieces (same sessions) on `lines` lines of `length`, or None where the
+        graph's sizes are baked in (ONNX Runtime fails or the geometry does not follow)."""
+        resized = copy.copy(self)
+        resized._x_zero = np.zeros((1, lines, *self._x_zero.shape[2:-1], length), np.float32)
+        qkv0 = np.zeros((lines, self.geometry.channels, length))
+        try:  # the logits piece alone (the scan reads logits only): no run of the whole layer
+            logits0 = resized.logits(qkv0, keep_mask=True)
+            resized.geometry = _geometry(qkv0, logits0, self._softmax_axis)
+        except Exception:  # sizes baked into the graph's reshapes
+            return None
+        resized.base = np.where(np.isfinite(logits0), logits0, 0.0)
+        geometry = resized.geometry
+        if (geometry.lines, geometry.length) != (lines, length):
+            return None
+        if geometry.channels != self.geometry.channels or geometry.heads != self.geometry.heads:
+            return None
+        return resized
 
     def zero_qkv(self) -> np.ndarray:
         g = self.geometry
@@ -214,6 +259,14 @@ class Window:
     offsets: np.ndarray
     middle: int
     probe_positions: list[int]  # positions whose probes see every offset
+    # Positions probed together on one line: more than `radius` apart, no logit reads two of
+    # them (a query's row never reaches another's column), so each channel's effect is its own.
+    packed_positions: list[int]
+
+    @property
+    def centred(self) -> bool:
+        """One interior position sees every offset (the window fits in the line)."""
+        return self.probe_positions == [self.middle]
 
 
 def window_keys(length: int, width: int, is_global: bool) -> np.ndarray:
@@ -243,6 +296,7 @@ def probe_window(pieces: LayerPieces) -> Window:
     middle = length // 2
     # One probe in the middle sees every offset when the window fits; else probe both ends.
     centred = middle - radius >= 0 and middle + radius <= length - 1
+    packed = list(range(radius, length - radius, radius + 1)) if centred else [middle]
     return Window(
         keys=keys,
         is_global=is_global,
@@ -251,6 +305,7 @@ def probe_window(pieces: LayerPieces) -> Window:
         offsets=np.arange(-radius, radius + 1),
         middle=middle,
         probe_positions=[middle] if centred else [0, length - 1],
+        packed_positions=packed,
     )
 
 
@@ -268,30 +323,108 @@ class ChannelRoles:
     value_depth: int
 
 
+@dataclass(frozen=True)
+class Reach:
+    """The logits a channel set at `position` can move, as entries (query, slot): its row (as
+    a query) then its column (as a key), each with the table offset index it reads."""
+
+    position: int
+    rows: np.ndarray
+    slots: np.ndarray
+    offsets: np.ndarray
+    in_row: np.ndarray  # the entry belongs to the row part
+
+
+def reach(window: Window, position: int) -> Reach:
+    keys = window.keys
+    row_slots = np.flatnonzero(keys[position] >= 0)
+    col_rows, col_slots = np.nonzero(keys == position)
+    offsets = np.concatenate([keys[position, row_slots] - position, position - col_rows])
+    return Reach(
+        position=position,
+        rows=np.concatenate([np.full(len(row_slots), position), col_rows]),
+        slots=np.concatenate([row_slots, col_slots]),
+        offsets=offsets + window.radius,
+        in_row=np.arange(len(offsets)) < len(row_slots),
+    )
+
+
 def probe_roles(pieces: LayerPieces, window: Window) -> ChannelRoles:
     """A channel set at one position moves logits of one query row (q), of one key column (k),
-    or no logits at all (v). Each line is one probe. Without positional terms a q or k channel
-    alone moves nothing: the channels read as v are probed again against every channel set at
-    a second position (`_bilinear_roles`), which separates q and k from v."""
-    channels, heads = pieces.geometry.channels, pieces.geometry.heads
-    valid = window.keys >= 0
-    role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
-    for start in range(0, channels, pieces.geometry.lines):
-        chunk = start + np.arange(min(pieces.geometry.lines, channels - start))
-        delta = pieces.logit_delta(pieces.one_hot(chunk, window.middle))
-        delta[:, :, ~valid] = 0.0
-        for line, channel in enumerate(chunk):
-            role[channel], head_of[channel] = _role_of(delta[line], channel, window.middle, -1)
-    _bilinear_roles(pieces, window, role, head_of)
-    query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
-    key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
-    value = np.flatnonzero(role == "v")
+    or no logits at all (v). Roles do not depend on the line length: where the graph computes
+    its sizes, short lines (`scan_pieces`) probe every channel in one run. Without positional
+    terms a q or k channel alone moves nothing: when the heads do not add up, the channels read
+    as v are probed again against every channel set at a second position (`_bilinear_roles`),
+    which separates q and k from v."""
+    heads = pieces.geometry.heads
+    scan = scan_pieces(pieces, window)
+    scan_window = probe_window(scan) if scan is not pieces else window
+    role, head_of = _scan_channels(scan, scan_window)
+
+    def split() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        query = [np.flatnonzero((role == "q") & (head_of == g)) for g in range(heads)]
+        key = [np.flatnonzero((role == "k") & (head_of == g)) for g in range(heads)]
+        return query, key, np.flatnonzero(role == "v")
+
+    query, key, value = split()
+    if any(len(c) != len(query[0]) for c in query + key) or len(query[0]) == 0:
+        _bilinear_roles(scan, scan_window, role, head_of)
+        query, key, value = split()
     key_depth = len(query[0])
     if any(len(c) != key_depth for c in query + key) or key_depth == 0:
         raise Refusal("heads do not have equal numbers of query and key channels")
     if len(value) % heads:
         raise Refusal("value channels do not split evenly over the heads")
     return ChannelRoles(query, key, value, key_depth, len(value) // heads)
+
+
+SCAN_LENGTH = 5  # line length of the role scan: a row and a column of several entries
+SCAN_LINES = 256  # lines (channels) per run of the role scan
+
+
+def scan_pieces(pieces: LayerPieces, window: Window) -> LayerPieces:
+    """The pieces on short lines, one channel each, when the graph allows and that costs less
+    (a run's cost grows with lines x length); else the pieces."""
+    geometry = pieces.geometry
+    length = min(geometry.length, SCAN_LENGTH)
+    if length * len(window.packed_positions) >= geometry.length:
+        return pieces
+    return pieces.resized(min(geometry.channels, SCAN_LINES), length) or pieces
+
+
+def _scan_channels(pieces: LayerPieces, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(role, head) of every channel: each run sets one channel at each packed position of
+    each line (their reaches are disjoint), so a run probes lines x positions channels."""
+    channels = pieces.geometry.channels
+    role, head_of = np.full(channels, "", dtype=object), np.full(channels, -1)
+    positions = np.asarray(window.packed_positions)
+    reaches = [reach(window, int(p)) for p in positions]
+    per_run = pieces.geometry.lines * len(positions)
+    for start in range(0, channels, per_run):
+        chunk = np.arange(start, min(start + per_run, channels))
+        line, which = np.divmod(np.arange(len(chunk)), len(positions))
+        probe = pieces.zero_qkv()
+        probe[line, chunk, positions[which]] = 1.0
+        delta = pieces.logit_delta(probe)
+        for index, seen in enumerate(reaches):
+            mine = which == index
+            moved = delta[line[mine][:, None], :, seen.rows[None], seen.slots[None]]
+            for channel, d in zip(chunk[mine], moved, strict=True):  # d: [entries, heads]
+                role[channel], head_of[channel] = _role_in_reach(d, seen, int(channel))
+    return role, head_of
+
+
+def _role_in_reach(moved: np.ndarray, seen: Reach, channel: int) -> tuple[str, int]:
+    """(role, head) from what one probe moved in its reach [entries, heads]: nothing (v), only
+    its own query row (q), else its key column (k)."""
+    changed = np.abs(moved) > 1e-7 * max(1.0, np.abs(moved).max())
+    if not changed.any():
+        return "v", -1
+    hit_heads = np.flatnonzero(changed.any(axis=0))
+    if len(hit_heads) != 1:
+        raise Refusal(f"qkv channel {channel} feeds the logits of several heads")
+    rows = np.unique(seen.rows[changed[:, hit_heads[0]]])
+    return ("q" if np.array_equal(rows, [seen.position]) else "k"), int(hit_heads[0])
 
 
 def _role_of(delta: np.ndarray, channel: int, query_row: int, key_row: int) -> tuple[str, int]:
@@ -352,50 +485,45 @@ class LogitTerms:
 def probe_logits(pieces: LayerPieces, window: Window, roles: ChannelRoles) -> LogitTerms:
     """A query (key) channel alone at one position gives scale * table column for each offset
     key - query its window reaches; a q and a k channel together add the q.k term."""
-    seen = {t for p in window.probe_positions for _, _, t in _table_reads(window, p, True)}
-    rel_q = _relative_table(pieces, window, roles.query, is_query=True)
-    rel_k = _relative_table(pieces, window, roles.key, is_query=False)
-    if len(seen) != len(window.offsets):
+    rel_q, rel_k, seen = _probe_tables(pieces, window, roles)
+    if not seen.all():
         raise Refusal("could not observe every relative offset of the tables")
     terms = LogitTerms(rel_q, rel_k, np.zeros(pieces.geometry.heads))
     _probe_logit_scale(pieces, window, roles, terms)
     return terms
 
 
-def _table_reads(window: Window, position: int, is_query: bool) -> list[tuple[int, int, int]]:
-    """(query, slot, offset index) of the logits that a query (key) channel set at `position`
-    moves: its row, every key of its window (its column, every query whose window holds it)."""
-    keys, radius = window.keys, window.radius
-    if is_query:
-        return [
-            (position, int(slot), int(keys[position, slot]) - position + radius)
-            for slot in np.flatnonzero(keys[position] >= 0)
-        ]
-    reads = []
-    for query in range(keys.shape[0]):
-        slots = np.flatnonzero(keys[query] == position)
-        if len(slots):
-            reads.append((query, int(slots[0]), position - query + radius))
-    return reads
-
-
-def _relative_table(
-    pieces: LayerPieces, window: Window, channels_of: list[np.ndarray], is_query: bool
-) -> np.ndarray:
-    """One relative table [heads, Dq, offsets], probed near both ends of the line where one
-    position does not see every offset (a global table)."""
-    heads, lines = pieces.geometry.heads, pieces.geometry.lines
-    table = np.zeros((heads, len(channels_of[0]), len(window.offsets)))
-    flat = [(g, c, ch) for g in range(heads) for c, ch in enumerate(channels_of[g])]
-    for position in window.probe_positions:
-        reads = _table_reads(window, position, is_query)
-        for start in range(0, len(flat), lines):
-            chunk = flat[start : start + lines]
-            delta = pieces.logit_delta(pieces.one_hot([ch for _, _, ch in chunk], position))
-            for line, (g, c, _) in enumerate(chunk):
-                for query, slot, t in reads:
-                    table[g, c, t] = delta[line, g, query, slot]
-    return table
+def _probe_tables(
+    pieces: LayerPieces, window: Window, roles: ChannelRoles
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rel_q, rel_k [heads, Dq, offsets], offsets seen). Heads move their own logits only, so
+    each (line, position) slot of a run holds the a-th q (then k) channel of every head; a run's
+    positions are packed where the window fits, else each end of the line gets its own passes
+    (together they see every offset)."""
+    heads, lines, dq = pieces.geometry.heads, pieces.geometry.lines, roles.key_depth
+    tables = np.zeros((2, heads, dq, len(window.offsets)))  # rel_q, rel_k
+    seen = np.zeros(len(window.offsets), bool)
+    by_slot = [np.concatenate([roles.query[g], roles.key[g]]) for g in range(heads)]
+    passes = [window.packed_positions] if window.centred else [[p] for p in window.probe_positions]
+    for positions in passes:
+        reaches = [reach(window, p) for p in positions]
+        per_run = lines * len(positions)
+        for start in range(0, 2 * dq, per_run):
+            slots = np.arange(start, min(start + per_run, 2 * dq))
+            line, which = np.divmod(np.arange(len(slots)), len(positions))
+            probe = pieces.zero_qkv()
+            for channels in by_slot:
+                probe[line, channels[slots], np.asarray(positions)[which]] = 1.0
+            delta = pieces.logit_delta(probe)
+            for n, slot in enumerate(slots):
+                seen_at = reaches[which[n]]
+                is_key = int(slot >= dq)
+                part = ~seen_at.in_row if is_key else seen_at.in_row
+                rows, cols, offsets = seen_at.rows[part], seen_at.slots[part], seen_at.offsets[part]
+                for g in range(heads):
+                    tables[is_key, g, slot % dq, offsets] = delta[line[n], g, rows, cols]
+                seen[seen_at.offsets[seen_at.in_row]] = True
+    return tables[0], tables[1], seen
 
 
 def _probe_logit_scale(
@@ -424,14 +552,18 @@ def _probe_logit_scale(
             for h in range(g - line, g + 1):
                 terms.logit_scale[h] = delta[h % lines, h, query, slot] - linear(h, 0)
             probe[:] = 0.0
-    # One head checked for pairing is enough to catch a different layout.
-    for a in range(1, roles.key_depth):
+    # One head checked for pairing is enough to catch a different layout: pair a on line a - 1.
+    pairs = np.arange(1, roles.key_depth)
+    for start in range(0, len(pairs), lines):
+        chunk = pairs[start : start + lines]
         probe = pieces.zero_qkv()
-        probe[0, roles.query[0][a], query] = 1.0
-        probe[0, roles.key[0][a], key] = 1.0
-        got = pieces.logit_delta(probe)[0, 0, query, slot] - linear(0, a)
-        if not np.isclose(got, terms.logit_scale[0], rtol=1e-3, atol=1e-6):
-            raise Refusal("query and key channels of a head do not pair up in order")
+        probe[np.arange(len(chunk)), roles.query[0][chunk], query] = 1.0
+        probe[np.arange(len(chunk)), roles.key[0][chunk], key] = 1.0
+        delta = pieces.logit_delta(probe)
+        for line, a in enumerate(chunk):
+            got = delta[line, 0, query, slot] - linear(0, a)
+            if not np.isclose(got, terms.logit_scale[0], rtol=1e-3, atol=1e-6):
+                raise Refusal("query and key channels of a head do not pair up in order")
 
 
 # ------------------------------------------------------------------------------- the values
@@ -511,24 +643,28 @@ def _place_offsets(
 def _value_scales(
     pieces: LayerPieces, window: Window, value_channels: np.ndarray, out_channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each output channel, the value channel that reaches it and its scale (attention
-    one-hot on the query's own key, each value channel alone there)."""
-    lines, middle = pieces.geometry.lines, window.middle
+    """For each output channel, the value channel that reaches it and its scale. Every query
+    attends one-hot to its own key, so a value channel set at one position moves only that
+    query's output: a run probes one channel per position of each line."""
+    lines, length = pieces.geometry.lines, pieces.geometry.length
     value_scale = np.zeros(out_channels)
     value_of_output = np.full(out_channels, -1)
     attention = pieces.zero_attention()
-    query, slot = middle, int(np.flatnonzero(window.keys[middle] == middle)[0])
-    attention[:, :, query, slot] = 1.0
-    base_y = pieces.output(pieces.zero_qkv(), attention)[0][:, query]
-    for start in range(0, len(value_channels), lines):
-        chunk = value_channels[start : start + lines]
-        ys = pieces.output(pieces.one_hot(chunk, middle), attention)[:, :, query] - base_y
-        for line, ch in enumerate(chunk):
-            hit = np.flatnonzero(np.abs(ys[line]) > 1e-7 * max(1.0, np.abs(ys[line]).max()))
+    own = [int(np.flatnonzero(window.keys[query] == query)[0]) for query in range(length)]
+    attention[:, :, np.arange(length), own] = 1.0
+    base_y = pieces.output(pieces.zero_qkv(), attention)
+    for start in range(0, len(value_channels), lines * length):
+        chunk = value_channels[start : start + lines * length]
+        line, position = np.divmod(np.arange(len(chunk)), length)
+        probe = pieces.zero_qkv()
+        probe[line, chunk, position] = 1.0
+        ys = (pieces.output(probe, attention) - base_y)[line, :, position]  # [chunk, C]
+        for ch, y in zip(chunk, ys, strict=True):
+            hit = np.flatnonzero(np.abs(y) > 1e-7 * max(1.0, np.abs(y).max()))
             if len(hit) != 1:
                 raise Refusal(f"value channel {ch} reaches {len(hit)} output channels, not one")
             value_of_output[hit[0]] = ch
-            value_scale[hit[0]] = ys[line, hit[0]]
+            value_scale[hit[0]] = y[hit[0]]
     if (value_of_output < 0).any():
         raise Refusal("some output channels are not fed by any value channel")
     return value_of_output, value_scale

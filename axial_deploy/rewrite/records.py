@@ -33,6 +33,9 @@ class LayerRecord:
     input: str | None = None
     output: str | None = None
     max_rel_err: float | None = None
+    # Longest line the extracted operator is exact on (its tables were probed on lines of this
+    # length and do not reach their clamped ends); None: any length.
+    line_limit: int | None = None
     replaced_nodes: list[str] = field(default_factory=list)
 
 
@@ -42,6 +45,10 @@ class RewriteReport:
     layers: list[LayerRecord]
     already_rewritten: int = 0
     seconds: float = 0.0
+    probe_shape: tuple[int, ...] | None = None  # the graph input's shape probing used
+    probe_shape_from: str = ""  # where it came from
+    # Whole-graph checks of a graph with symbolic height / width: input shape -> max rel err.
+    checks: list[dict] = field(default_factory=list)
 
     @property
     def rewritten(self) -> list[LayerRecord]:
@@ -59,6 +66,9 @@ class RewriteReport:
                 "left_intact": len(self.left),
                 "already_rewritten": self.already_rewritten,
                 "seconds": round(self.seconds, 2),
+                "probe_shape": list(self.probe_shape) if self.probe_shape else None,
+                "probe_shape_from": self.probe_shape_from,
+                "checks": self.checks,
                 "layers": [asdict(layer) for layer in self.layers],
             },
             indent=2,
@@ -79,12 +89,22 @@ class RewriteReport:
 
     def summary(self) -> str:
         lines = [self.headline()]
+        if self.probe_shape is not None:
+            shape = "x".join(map(str, self.probe_shape))
+            lines.append(f"  probed at {shape} ({self.probe_shape_from})")
+        for check in self.checks:
+            verdict = "ok" if check["passed"] else "FAILED"
+            lines.append(
+                f"  checked at {check['shape']}: max rel err {check['max_rel_err']:.1e} "
+                f"(limit {check['rtol']:.0e}) {verdict}"
+            )
         for layer in self.rewritten:
             lines.append(
                 f"  rewritten  axis={layer.axis} heads={layer.num_heads} "
                 f"Dq={layer.key_depth} Dv={layer.value_depth} span={layer.span} "
                 f"L={layer.line_length} T={layer.table_length} "
                 f"err={layer.max_rel_err:.1e} nodes={len(layer.replaced_nodes)} "
+                f"{f'lines<={layer.line_limit} ' if layer.line_limit else ''}"
                 f"[{layer.softmax}]"
             )
         lines.extend(grouped_reasons(self.left))
