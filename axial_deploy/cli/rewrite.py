@@ -17,6 +17,8 @@ import argparse
 
 from axial_deploy.cli.args import add_output, add_report
 
+VERIFY_LINES = 8
+
 
 def parse_nchw(text: str) -> tuple[int, int, int, int]:
     """NxCxHxW with positive sizes."""
@@ -61,10 +63,11 @@ def add_verify_lines(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify-lines",
         type=positive_int,
-        default=32,
+        default=VERIFY_LINES,  # rewrite.stage.VERIFY_LINES (that module imports onnx)
         metavar="N",
         help="random lines each replaced layer is checked on against its original subgraph "
-        "(all of its lines when it has fewer; default: 32)",
+        "(all of its lines when it has fewer; every line covers every channel, head and "
+        f"query/key offset of the layer; default: {VERIFY_LINES})",
     )
 
 

@@ -171,3 +171,10 @@ def test_bad_inputs_give_clear_messages(tmp_path, capsys):
     with pytest.raises(RewriteError, match="holds no attention"):
         rewrite_file(path, tmp_path / "plain.axial.onnx")
     assert not (tmp_path / "plain.axial.onnx").exists()
+
+
+def test_rewrite_command_defaults_to_the_stage_verification_lines():
+    from axial_deploy.cli import rewrite as rewrite_command
+    from axial_deploy.rewrite.stage import VERIFY_LINES
+
+    assert rewrite_command.VERIFY_LINES == VERIFY_LINES
