@@ -93,7 +93,8 @@ def move_onto_nchw(graph: gs.Graph, node: gs.Node, op_type: str) -> bool:
     conv.inputs[0] = swap.inputs[0]
     node.attrs["axis"] = 5 - int(node.attrs["axis"])  # 2 <-> 3
     y = node.outputs[0]
-    nchw = gs.Variable(f"{node.name}/nchw_output", dtype=y.dtype)
+    swapped = None if y.shape is None else [*y.shape[:2], y.shape[3], y.shape[2]]
+    nchw = gs.Variable(f"{node.name}/nchw_output", dtype=y.dtype, shape=swapped)
     node.outputs.clear()
     node.outputs.append(nchw)
     graph.nodes.append(gs.Node("Transpose", f"{node.name}/swap_hw", {"perm": SWAP_HW}, [nchw], [y]))

@@ -29,12 +29,21 @@ def replace_with_axial_attention(
     The layer is cut at its lines [N, other, C, L]; viewed as NCHW [N, C, other, L] the operator
     attends along axis 3 (`layer.axis`)."""
     y_lines.inputs.clear()  # disconnect the old layer; cleanup removes what became dead
-    x = gs.Variable(f"{prefix}/input", dtype=np.float32)
-    qkv = gs.Variable(f"{prefix}/qkv", dtype=np.float32)
-    y = gs.Variable(f"{prefix}/output", dtype=np.float32)
     weight = layer.weight[:, :, None, None].astype(np.float32)
+    attributes = layer.int_attributes()
+    channels = (
+        weight.shape[1],
+        weight.shape[0],
+        attributes["num_heads"] * attributes["value_depth"],
+    )
+    # NCHW shapes of the new tensors (rank 4 always; sizes where the cut's shape knows them), so
+    # tools such as `polygraphy inspect model` show them instead of an empty shape.
+    x, qkv, y = (
+        gs.Variable(f"{prefix}/{name}", dtype=np.float32, shape=_nchw(x_lines.shape, c))
+        for name, c in zip(("input", "qkv", "output"), channels, strict=True)
+    )
     tables = (table.astype(np.float32) for table in layer.tables())
-    attrs = axial_attention_node_attributes(*tables, **layer.int_attributes())
+    attrs = axial_attention_node_attributes(*tables, **attributes)
     conv_inputs = [
         x,
         gs.Constant(f"{prefix}/qkv_weight", weight),
@@ -50,6 +59,14 @@ def replace_with_axial_attention(
         ]
     )
     return operator
+
+
+def _nchw(lines_shape, channels: int) -> list:
+    """[N, C, other, L] of a layer cut at lines [N, other, C', L] (unknown sizes: None)."""
+    n, other, _, length = (
+        lines_shape if lines_shape is not None and len(lines_shape) == 4 else [None] * 4
+    )
+    return [n, channels, other, length]
 
 
 def replace_layers(
