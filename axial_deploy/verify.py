@@ -119,18 +119,31 @@ def _session(path: Path, label: str):
         raise VerifyError(f"ONNX Runtime cannot load model {label} ({path}): {error}") from error
 
 
-def _input_specs(session, label: str, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (static shape, ORT type) of a session's inputs, the batch axis resolved."""
+def _input_specs(
+    session, label: str, batch: int, sizes: tuple[int, ...] | None = None
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (static shape, ORT type) of a session's inputs: the batch axis is `batch`, other
+    symbolic axes come from `sizes` (an input shape; None: they are refused)."""
     specs = {}
     for meta in session.get_inputs():
+        if sizes is not None and len(sizes) != len(meta.shape):
+            raise VerifyError(
+                f"model {label}: input {meta.name!r} has rank {len(meta.shape)}, the input "
+                f"shape given has {len(sizes)} dimensions"
+            )
         try:
-            shape = static_shape(meta.shape, batch)
+            shape = static_shape(meta.shape, batch, sizes)
         except SymbolicDimensionError as error:
             raise VerifyError(
                 f"model {label}: input {meta.name!r} has symbolic dimension {error.dim!r} at "
-                f"axis {error.axis}; verify needs static dimensions except the batch (axis 0): "
+                f"axis {error.axis}: pass the size to check at (--input-shape NxCxHxW), or "
                 "export the model at a fixed input size"
             ) from None
+        if sizes is not None and tuple(sizes) != shape:
+            raise VerifyError(
+                f"model {label}: input {meta.name!r} is {list(meta.shape)}, which "
+                f"{'x'.join(map(str, sizes))} does not fit: give a shape within its fixed axes"
+            )
         if meta.type not in _FLOAT_TYPES:
             raise VerifyError(
                 f"model {label}: input {meta.name!r} is {meta.type}; verify feeds random floats "
@@ -176,13 +189,15 @@ def verify_models(
     batch: int = 1,
     noise_floor: str = "auto",
     noise_factor: float = DEFAULT_NOISE_FACTOR,
+    input_shape: tuple[int, ...] | None = None,
 ) -> VerifyReport:
     """Run ONNX models `a` (reference) and `b` on the same seeded inputs and compare outputs.
 
     Outputs match by name, or by position when the names differ but the counts agree. Raises
     VerifyError when the models cannot be compared; a comparison that fails is a report whose
     `passed` is False. `noise_floor` ("auto", "always", "off") and `noise_factor`: see the
-    module doc.
+    module doc. `input_shape` sets the symbolic axes of graphs with dynamic sizes (and the
+    batch); a static axis it contradicts is refused.
     """
     if batch < 1:
         raise VerifyError(f"batch must be >= 1, got {batch}")
@@ -194,8 +209,10 @@ def verify_models(
         raise VerifyError(f"the noise factor must be >= 1, got {noise_factor}")
     path_a, path_b = _load_checked(a, "A"), _load_checked(b, "B")
     session_a, session_b = _session(path_a, "A"), _session(path_b, "B")
-    specs_a = _input_specs(session_a, "A", batch)
-    specs_b = _input_specs(session_b, "B", batch)
+    if input_shape is not None:
+        batch = input_shape[0]
+    specs_a = _input_specs(session_a, "A", batch, input_shape)
+    specs_b = _input_specs(session_b, "B", batch, input_shape)
     if specs_a != specs_b:
         raise VerifyError(
             "the models' inputs differ (name: shape, type):\n"

@@ -266,3 +266,21 @@ def test_noise_floor_modes(save, capsys):
         main(["verify", a, b, "--noise-factor", "0.5"])
     assert exit_info.value.code == 2
     assert "--noise-factor: must be a number >= 1" in capsys.readouterr().err
+
+
+def test_graphs_with_symbolic_sizes_are_verified_at_a_given_shape(tmp_path):
+    """A dynamic height/width export: refused without a size (naming --input-shape), verified
+    at two sizes with one, and a shape that contradicts a fixed axis is refused."""
+    import torch
+
+    from axial_deploy.export import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    path = export_onnx(model, (1, 3, 16, 16), tmp_path / "dyn.onnx", dynamic="batch,hw")
+    with pytest.raises(VerifyError, match="--input-shape"):
+        verify_models(path, path)
+    for shape in [(1, 3, 16, 16), (2, 3, 12, 20)]:
+        report = verify_models(path, path, input_shape=shape)
+        assert report.passed and report.rows[0].shape == (shape[0], 4, *shape[2:])
+    with pytest.raises(VerifyError, match="fixed axes"):
+        verify_models(path, path, input_shape=(1, 5, 16, 16))

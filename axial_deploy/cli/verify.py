@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_seed, positive_int
+from axial_deploy.cli.args import add_seed, parse_shape, positive_int
 
 
 def _factor(text: str) -> float:
@@ -38,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch",
         type=positive_int,
         default=1,
-        help="size of a symbolic batch axis (default: 1); other axes must be static",
+        help="size of a symbolic batch axis (default: 1); other symbolic axes need --input-shape",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        metavar="NxCxHxW",
+        help="run at this shape: sets the symbolic axes (batch, height, width) of graphs "
+        "exported or rewritten with dynamic sizes; run verify once per size to check several",
     )
     parser.add_argument(
         "--noise-floor",
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         atol=args.atol,
         seed=args.seed,
         batch=args.batch,
+        input_shape=args.input_shape,
         noise_floor=args.noise_floor,
         noise_factor=args.noise_factor,
     )
