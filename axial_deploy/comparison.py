@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from axial_deploy.errors import AxialDeployError
+from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.numerics import OutputError, relative_error
 
 # Seeded inputs are uniform in this range: about the range of ImageNet-normalised pixels
@@ -50,11 +50,6 @@ def quiet_polygraphy() -> Iterator[None]:
     severity = G_LOGGER.INFO if os.environ.get("AXIAL_DEPLOY_DEBUG") else G_LOGGER.CRITICAL + 10
     with G_LOGGER.verbosity(severity):
         yield
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def onnxrt_runner(session, name: str):
@@ -151,7 +146,7 @@ def run(runners: Sequence, data_loader: Iterable) -> dict[str, list[dict[str, np
         with quiet_polygraphy():
             results = Comparator.run(list(runners), data_loader=data_loader)
     except PolygraphyException as error:
-        raise ComparisonError(f"Polygraphy: {_first_line(error)}") from None
+        raise ComparisonError(f"Polygraphy: {first_line(error)}") from None
     return {name: [dict(it) for it in iterations] for name, iterations in results}
 
 
@@ -191,7 +186,7 @@ def errors(
         with quiet_polygraphy(), np.errstate(all="ignore"):  # NaN - NaN is reported, not warned
             accuracy = Comparator.compare_accuracy(results, compare_func=func)
     except PolygraphyException as error:
-        raise ComparisonError(f"Polygraphy: {_first_line(error)}") from None
+        raise ComparisonError(f"Polygraphy: {first_line(error)}") from None
     [matches] = accuracy[0][("reference", "candidate")]
     return {
         name: (

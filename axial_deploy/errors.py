@@ -27,3 +27,10 @@ class CheckFailedError(AxialDeployError):
     """A check ran to the end and its result is a failure (exit status 1)."""
 
     exit_code = CHECK_FAILED
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): how a
+    library's multi-line error becomes part of a one-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

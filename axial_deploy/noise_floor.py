@@ -23,10 +23,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from axial_deploy.errors import first_line
+
 # onnx.reference is pure numpy, ~60-200x slower than ONNX Runtime's fp32 run (measured on the
 # tests' fixtures): use it for the float64 run only when A's fp32 run took less than this, so
 # it costs seconds; larger models keep the 1-ulp measurement only.
 REFERENCE_EVALUATOR_MAX_FP32_SECONDS = 0.05
+FLOAT = TensorProto.FLOAT
 
 
 @dataclass
@@ -85,24 +88,17 @@ def measure(
     except Exception as error:  # ORT's NOT_IMPLEMENTED (no float64 kernel) and friends
         if seconds > REFERENCE_EVALUATOR_MAX_FP32_SECONDS:
             result.notes.append(
-                f"float64 reference: not run (ONNX Runtime: {_first_line(error)[:120]}; the "
+                f"float64 reference: not run (ONNX Runtime: {first_line(error)[:120]}; the "
                 "model is too large for ONNX's numpy reference evaluator)"
             )
             return result
         try:
             result.float64 = _run_reference(wide, names, feed64)
         except Exception as reference_error:  # an op or type the numpy reference lacks
-            result.notes.append(
-                f"float64 reference: not run ({_first_line(reference_error)[:120]})"
-            )
+            result.notes.append(f"float64 reference: not run ({first_line(reference_error)[:120]})")
             return result
         result.float64_by = "onnx.reference"
     return result
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _run_onnxruntime(model: onnx.ModelProto, names, feed) -> dict[str, np.ndarray]:
@@ -135,9 +131,10 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer[index].CopyFrom(_double(tensor))
     for node in graph.node:
         for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == 1:
+            is_tensor = attribute.type == onnx.AttributeProto.TENSOR
+            if is_tensor and attribute.t.data_type == TensorProto.FLOAT:
                 attribute.t.CopyFrom(_double(attribute.t))
-            elif node.op_type == "Cast" and attribute.name == "to" and attribute.i == 1:
+            elif node.op_type == "Cast" and attribute.name == "to" and attribute.i == FLOAT:
                 attribute.i = TensorProto.DOUBLE
     return wide
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from axial_deploy.errors import AxialDeployError
+from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.graph import label, unique_name, used_names
 from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, locate
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
@@ -456,7 +456,7 @@ def _session(source, options, providers: list[str], name: str):
     except Exception as error:  # ORT raises its own Fail / InvalidGraph / NoSuchFile types
         if isinstance(error, AxialDeployError):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise SessionError(
             f"ONNX Runtime cannot load {name}: {reason}; the graph must use ONNX ops (or "
             "AxialAttention) that ONNX Runtime runs"
