@@ -439,6 +439,12 @@ def small_trace_export(
     if any(t > s for t, s in zip(trace_shape[2:], input_shape[2:], strict=True)):
         raise ExportError(f"--trace-size must not exceed the input's height and width ({dims})")
     witness = witness_shape(trace_shape)
+    if any(w >= t for w, t in zip(witness[2:], trace_shape[2:], strict=True)):
+        # sides <= 3 give a witness no smaller than the trace: the comparison would prove nothing
+        raise ExportError(
+            f"--trace-size {'x'.join(map(str, trace_shape[2:]))} is too small to trace twice at "
+            "two sizes: use at least 5x5"
+        )
     kwargs = {"opset": opset, "exporter": exporter, "input_name": input_name}
     with tempfile.TemporaryDirectory(prefix="axial-deploy-trace-") as folder:
         first, second = Path(folder, "trace.onnx"), Path(folder, "witness.onnx")

@@ -39,11 +39,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from axial_deploy.calibration import ranges
+from axial_deploy.comparison import quiet_polygraphy
 from axial_deploy.errors import AxialDeployError
 
 DEFAULT_THRESHOLD = 1e-2  # 1 % relative RMS error (SNR 40 dB)
 DEFAULT_CHUNK_MB = 1024
-FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+FLOAT_TYPES = (*ranges.FLOAT_TYPES, TensorProto.DOUBLE)  # the calibration's, and fp64
 TYPE_NAMES = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.DOUBLE: "fp64",
               TensorProto.BFLOAT16: "bf16"}  # fmt: skip
 REFERENCE_RUNNER, CANDIDATE_RUNNER = "reference", "candidate"
@@ -319,14 +321,6 @@ def plan_chunks(
     return chunks
 
 
-def _quiet():
-    """Polygraphy logs every output of every iteration (thousands of lines here), and its
-    comparison failures are NaN rows of our report: only its critical errors are shown."""
-    from polygraphy.logger import G_LOGGER
-
-    return G_LOGGER.verbosity(G_LOGGER.CRITICAL)
-
-
 def _runner(model: onnx.ModelProto, name: str):
     """Polygraphy's ONNX Runtime runner over our session (AxialAttention nodes run our op),
     with ONNX Runtime's graph optimizations off: even its basic level moves and fuses Q/DQ
@@ -415,7 +409,7 @@ def run_chunk(
     ]
     errors: dict[str, list[float]] = {}
     # numpy warns on the statistics Polygraphy computes over masked (-inf) attention logits
-    with _quiet(), np.errstate(invalid="ignore", over="ignore"):
+    with quiet_polygraphy(), np.errstate(invalid="ignore", over="ignore"):
         stream = _counted(Comparator.run(runners, data_loader=feeds, streaming=True), on_feed)
         stream = Comparator.postprocess(
             stream, _spread([(m.candidate, m.reference) for m in chunk])
@@ -506,7 +500,7 @@ def make_feeds(
             ) from None
         dtype = onnx.helper.tensor_dtype_to_np_dtype(types[name])
         metadata.add(name, dtype=dtype, shape=shape)
-    with _quiet():
+    with quiet_polygraphy():
         loader = DataLoader(
             seed=seed, iterations=batches, input_metadata=metadata, val_range=tuple(val_range)
         )

@@ -210,6 +210,10 @@ def verify_models(
     path_a, path_b = _load_checked(a, "A"), _load_checked(b, "B")
     session_a, session_b = _session(path_a, "A"), _session(path_b, "B")
     if input_shape is not None:
+        if batch not in (1, input_shape[0]):
+            raise VerifyError(
+                f"batch {batch} contradicts the input shape's batch {input_shape[0]}: give one"
+            )
         batch = input_shape[0]
     specs_a = _input_specs(session_a, "A", batch, input_shape)
     specs_b = _input_specs(session_b, "B", batch, input_shape)

@@ -89,6 +89,10 @@ def test_trace_size_must_fit_in_the_input(tmp_path):
     other_batch = small_trace_export(Conv(), (2, 3, 32, 32), (1, 3, 16, 16))
     with pytest.raises(ExportError, match="batch and channels"), other_batch:
         pass
+    # sides of 3 or less give a second trace no smaller than the first: nothing is shown
+    too_small = small_trace_export(Conv(), (1, 3, 32, 32), (1, 3, 3, 16))
+    with pytest.raises(ExportError, match="too small to trace twice"), too_small:
+        pass
 
 
 @pytest.mark.parametrize(

@@ -284,3 +284,5 @@ def test_graphs_with_symbolic_sizes_are_verified_at_a_given_shape(tmp_path):
         assert report.passed and report.rows[0].shape == (shape[0], 4, *shape[2:])
     with pytest.raises(VerifyError, match="fixed axes"):
         verify_models(path, path, input_shape=(1, 5, 16, 16))
+    with pytest.raises(VerifyError, match="batch 4 contradicts"):
+        verify_models(path, path, batch=4, input_shape=(2, 3, 16, 16))
