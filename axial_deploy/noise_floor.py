@@ -30,6 +30,8 @@ from axial_deploy.errors import first_line
 # it costs seconds; larger models keep the 1-ulp measurement only.
 REFERENCE_EVALUATOR_MAX_FP32_SECONDS = 0.05
 FLOAT = TensorProto.FLOAT
+# Ops ONNX Runtime's CPU provider has no float64 kernel for (NOT_IMPLEMENTED on 1.32).
+NO_ORT_FLOAT64 = frozenset({"Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "Erf"})
 
 
 @dataclass
@@ -80,13 +82,22 @@ def measure(
     if any(node.domain not in ("", "ai.onnx") for node in model.graph.node):
         result.notes.append("float64 reference: not run (the graph holds custom-domain nodes)")
         return result
+    slow = seconds > REFERENCE_EVALUATOR_MAX_FP32_SECONDS
+    if slow and any(node.op_type in NO_ORT_FLOAT64 for node in model.graph.node):
+        # ONNX Runtime would refuse the float64 graph and the numpy evaluator is too slow for
+        # it: skip the float64 copy of the whole model altogether
+        result.notes.append(
+            "float64 reference: not run (ONNX Runtime has no float64 kernel for some of its ops "
+            "and the model is too large for ONNX's numpy reference evaluator)"
+        )
+        return result
     wide = to_float64(model)
     feed64 = {k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v
               for k, v in feed.items()}  # fmt: skip
     try:
         result.float64, result.float64_by = _run_onnxruntime(wide, names, feed64), "ONNX Runtime"
     except Exception as error:  # ORT's NOT_IMPLEMENTED (no float64 kernel) and friends
-        if seconds > REFERENCE_EVALUATOR_MAX_FP32_SECONDS:
+        if slow:
             result.notes.append(
                 f"float64 reference: not run (ONNX Runtime: {first_line(error)[:120]}; the "
                 "model is too large for ONNX's numpy reference evaluator)"
