@@ -90,8 +90,8 @@ def fp8_support_problem(sm: str, gpu: str | None = None) -> str | None:
         return None
     named = f"{gpu} (compute capability {sm})" if gpu else f"compute capability {sm}"
     return (
-        f"{named} has no FP8 tensor cores (FP8 needs 8.9 or newer: Ada, Hopper, Blackwell, "
-        "Thor): use --precision int8 or fp16 on this GPU"
+        f"{named} has no FP8 tensor cores (FP8 needs compute capability 8.9 or newer: Ada, "
+        "Hopper, Blackwell, Thor)"
     )
 
 
@@ -455,7 +455,7 @@ def _check_target(model: onnx.ModelProto, options: BuildOptions) -> None:
     else:
         _, gpu, sm = cuda_device_info()
     if sm is not None and (problem := fp8_support_problem(sm, gpu)):
-        raise BuildError(f"FP8 graph: {problem}")
+        raise BuildError(f"FP8 graph: {problem}: quantize with --precision int8 or fp16")
 
 
 def _rtx_compute_capability(trt: ModuleType, sm: str):

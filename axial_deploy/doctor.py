@@ -7,7 +7,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from axial_deploy.build import cuda_device_info
+from axial_deploy.build import cuda_device_info, fp8_support_problem
 from axial_deploy.native import CALIBRATION, CPU_OP, PLUGIN, NativeLibrary, locate
 
 
@@ -115,6 +115,16 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
             "build engines ahead of time with --backend tensorrt-rtx",
         )
     )
+    if sm is not None:  # FP8 engines: said in one line, before the libraries
+        problem = fp8_support_problem(sm, gpu)
+        checks.append(
+            Check(
+                "FP8",
+                problem is None,
+                problem or f"{gpu} (SM {sm}) runs FP8 engines",
+                "deploy this GPU with --precision int8 or fp16",
+            )
+        )
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))
     checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
