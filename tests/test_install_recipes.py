@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +84,22 @@ def test_tar_wheel_selection_errors(tmp_path):
     with pytest.raises(select.NoWheelError, match="several tensorrt wheels"):
         select.select_wheel(tmp_path, "tensorrt", (3, 10), "x86_64")
     assert select.main([]) == 2
+
+
+def test_triton_image_panoptic_step_needs_no_torch(monkeypatch):
+    # deploy/triton/Dockerfile installs axial-deploy without [torch]: the Python-backend
+    # post-processing then runs the numpy form, with the same segments as the torch one.
+    from axial_deploy.serving.pipeline import PanopticStep, panoptic_settings_for
+
+    rng = np.random.default_rng(3)
+    semantic = rng.normal(size=(2, 7, 17, 19)).astype(np.float32)
+    center = rng.random((2, 1, 17, 19)).astype(np.float32)
+    offset = rng.normal(scale=3.0, size=(2, 2, 17, 19)).astype(np.float32)
+    sizes = [(30, 40), (17, 19)]
+    settings = panoptic_settings_for("axial_deeplab_tiny", None)
+    with_torch = PanopticStep(settings)(semantic, center, offset, sizes)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+    without = PanopticStep(settings)(semantic, center, offset, sizes)
+    for (ids_t, seg_t), (ids_n, seg_n) in zip(with_torch, without, strict=True):
+        np.testing.assert_array_equal(ids_t, ids_n)
+        assert seg_t == seg_n and seg_t
