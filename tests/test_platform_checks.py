@@ -106,11 +106,15 @@ def test_cuda_python_fix_names_the_driver_major():
     assert "cuda-python==13.*" in check.fix and "constraints/cuda13.txt" in check.fix
 
 
-def test_this_machine_probes_clean_and_doctor_adds_no_line():
-    # The development machine: numpy 1 and the CPU torch work together, no driver, no Jetson.
+def test_probe_of_this_machine_feeds_doctor():
+    # The real probe: typed values, torch (the dev install's) exchanging arrays with numpy, and
+    # doctor showing exactly the lines platform_checks makes of it (none on a CPU-only host).
     seen = probe()
-    assert seen.numpy and seen.torch and seen.torch_numpy_error is None
-    assert seen.driver_cuda is None and seen.tegra_release is None
-    assert platform_checks(seen) == []
-    names = {c.name for c in run_checks()}
-    assert not names & {"JetPack", "numpy / torch", "cuda-python / driver"}
+    assert seen.numpy and isinstance(seen.numpy, str)
+    if seen.torch is not None:
+        assert seen.torch_numpy_error is None
+    assert seen.driver_cuda is None or seen.driver_cuda >= 1000
+    expected = [c.name for c in platform_checks(seen)]
+    names = [c.name for c in run_checks()]
+    compat = {"JetPack", "numpy / torch", "cuda-python / driver"}
+    assert [n for n in names if n in compat] == expected
