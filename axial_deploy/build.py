@@ -406,6 +406,15 @@ def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLik
             f"plugin library was found ({locate(PLUGIN).describe()}): {PLUGIN.build_hint}, "
             "or pass --plugins LIB"
         )
+    if options.serialize_plugin and options.backend != "tensorrt":
+        raise BuildError(
+            "--serialize-plugin needs --backend tensorrt: TensorRT-RTX has no plugin layer"
+        )
+    if options.serialize_plugin and not nodes:
+        raise BuildError(
+            "--serialize-plugin: the graph has no AxialAttention nodes, so there is no plugin "
+            "to serialize; drop the option (or build the graph from `axial-deploy rewrite`)"
+        )
     if (options.fp16 or options.int8) and options.backend != "tensorrt":
         raise BuildError("--fp16 / --int8 are TensorRT 10 flags: TensorRT-RTX is strongly typed")
     if options.int8 and not options.calib_cache:
@@ -427,8 +436,21 @@ def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
     if options.fp16 or options.int8:
         _legacy_precision(trt, config, options)
     if plugin and options.serialize_plugin:
-        config.plugins_to_serialize = [str(Path(plugin).resolve())]
+        _serialize_plugin(trt, config, plugin)
     return config, monitor
+
+
+def _serialize_plugin(trt: ModuleType, config, plugin) -> None:
+    """A version-compatible engine that carries the plugin library, as TensorRT documents it:
+    IBuilderConfig::setPluginsToSerialize sets "the plugin libraries to be serialized with
+    version-compatible engines" (NvInfer.h 10.x and 11.1; the ONNX parser's
+    getUsedVCPluginLibraries says the same), so BuilderFlag.VERSION_COMPATIBLE goes with it
+    (https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/inference-library/version-compatibility.html).
+    The lean runtime stays in the plan (EXCLUDE_LEAN_RUNTIME unset), so a later TensorRT runs
+    it; loading such a plan needs IRuntime::setEngineHostCodeAllowed(true), which the runtime
+    grants to exactly these engines (manifest.allows_engine_host_code)."""
+    config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    config.plugins_to_serialize = [str(Path(plugin).resolve())]
 
 
 def _legacy_precision(trt: ModuleType, config, options: BuildOptions) -> None:
@@ -496,6 +518,7 @@ def _manifest(built: _Built, options: BuildOptions, plugin, *, uses_plugin: bool
         plugin_library=str(plugin) if uses_plugin else None,
         plugin_sha256=environment.plugin_sha256 if uses_plugin else None,
         plugin_serialized=bool(uses_plugin and options.serialize_plugin),
+        version_compatible=bool(uses_plugin and options.serialize_plugin),
         build_seconds=round(built.seconds, 3),
         extra=built.extra,
     )

@@ -24,7 +24,7 @@ import numpy as np
 from axial_deploy.build import cuda_device_info, import_backend, running_environment
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
-from axial_deploy.manifest import check_manifest, read_manifest
+from axial_deploy.manifest import allows_engine_host_code, check_manifest, read_manifest
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 
 # CUDA bindings of the TensorRT path: cuda-python (`[gpu]` extra), pycuda (users who have it),
@@ -698,6 +698,16 @@ def _release_all(owned: list[tuple[str, object]], release) -> None:
         raise EngineError(f"releasing CUDA resources failed: {first_error}") from first_error
 
 
+def new_runtime(trt, manifest):
+    """A `trt.Runtime` for the engine `manifest` describes. Host code (the lean runtime and the
+    serialized plugin) runs only from the version-compatible engines `--serialize-plugin`
+    builds (IRuntime::setEngineHostCodeAllowed, default false, NvInferRuntime.h); every other
+    engine keeps TensorRT's default."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime.engine_host_code_allowed = allows_engine_host_code(manifest)
+    return runtime
+
+
 class _TrtRunner:
     def __init__(self, path: Path, *, cuda: str, plugins, check: bool):
         manifest = read_manifest(path)
@@ -722,9 +732,8 @@ class _TrtRunner:
 
     def _open(self, path: Path, manifest, plugin, serialized: bytes) -> None:
         trt = self.trt
-        logger = trt.Logger(trt.Logger.WARNING)
         # kept: an ICudaEngine must not outlive the runtime that deserialized it
-        self.runtime = runtime = trt.Runtime(logger)
+        self.runtime = runtime = new_runtime(trt, manifest)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
             try:
                 register_plugin_library(trt, plugin)

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serialize-plugin",
         action="store_true",
-        help="embed the plugin library in the engine (no library needed where it runs)",
+        help="build a version-compatible engine that carries the plugin library (no library "
+        "needed where it runs; loads in this TensorRT or a later one; may run slower)",
     )
     parser.add_argument(
         "--shapes",
