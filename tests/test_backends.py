@@ -90,3 +90,23 @@ def test_doctor_lists_the_backends_of_each_gpu() -> None:
     assert not rtx_only.ok and "pip install tensorrt" in format_checks([rtx_only])
     (none,) = backend_checks([], BOTH)
     assert not none.ok and none.detail.startswith("no GPU")
+
+
+def test_build_auto_resolves_here(tmp_path, capsys):
+    """`build --backend auto` on this machine: the same choice as `choose_auto` (no GPU and
+    TensorRT-RTX installed: an ahead-of-time TensorRT-RTX build)."""
+    from engine_helpers import conv_net
+
+    from axial_deploy.backends import installed_backends, local_gpus
+    from axial_deploy.cli import main
+    from axial_deploy.manifest import read_manifest
+
+    expected, _ = choose_auto(local_gpus(), installed_backends())
+    model, engine = conv_net(tmp_path / "net.onnx"), tmp_path / "net.engine"
+    code = main(["build", str(model), "--backend", "auto", "-o", str(engine)])
+    out, err = capsys.readouterr()
+    if expected is None:
+        assert code == 2 and "--backend auto" in err and not engine.exists()
+    else:
+        assert code == 0 and f"building {model} with {expected}" in out
+        assert read_manifest(engine).backend == expected
