@@ -393,7 +393,7 @@ def _sha256(path: Path) -> str:
 def _engine_network(path: Path, options: RepoOptions) -> _Network:
     from dataclasses import asdict
 
-    from axial_deploy.manifest import read_manifest
+    from axial_deploy.manifest import read_manifest, version_fits
 
     manifest = read_manifest(path)
     if manifest.backend != "tensorrt":
@@ -413,7 +413,7 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
     matched, near = release_for(manifest.tensorrt_version)
     release = options.release or matched or max(TRITON_RELEASES)
     shipped = TRITON_RELEASES.get(release, (None, None))[1]
-    if shipped != manifest.tensorrt_version:
+    if not version_fits(manifest, shipped):
         warnings.append(
             f"the engine was built with TensorRT {manifest.tensorrt_version} but Triton {release} "
             f"ships TensorRT {shipped or 'unknown'}: it will not load there. "
@@ -477,9 +477,15 @@ def _onnx_network(path: Path, options: RepoOptions) -> _Network:
     )
 
 
-def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str) -> str:
+def launch_line(
+    release: str, plugin: Path | None, panoptic: bool, platform: str, version_compatible=False
+) -> str:
     """The docker command that serves OUT (mounted at /axial) on GPUs, HTTP 8000, gRPC 8001,
-    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton)."""
+    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton).
+
+    A version-compatible engine (`build --serialize-plugin`) carries its plugin and needs no
+    plugins=; Triton's TensorRT backend runs its host code only with `version-compatible=true`
+    (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/tensorrt_backend/README.html)."""
     image = f"axial-deploy-triton:{release}" if panoptic else IMAGE.format(release=release)
     command = [
         "docker run --rm --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002",
@@ -488,6 +494,8 @@ def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str
     ]
     if plugin is not None and platform == "tensorrt_plan":
         command.append(f"--backend-config=tensorrt,plugins={MOUNT}/plugins/{plugin.name}")
+    if version_compatible and platform == "tensorrt_plan":
+        command.append("--backend-config=tensorrt,version-compatible=true")
     return " \\\n  ".join(command)
 
 
@@ -547,9 +555,11 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
         if network.plugin is not None:
             (staging / "plugins").mkdir()
             shutil.copyfile(network.plugin, staging / "plugins" / network.plugin.name)
+        version_compatible = bool(network.manifest and network.manifest["version_compatible"])
         launch = launch_line(
-            network.release, network.plugin, options.panoptic is not None, network.platform
-        )
+            network.release, network.plugin, options.panoptic is not None, network.platform,
+            version_compatible,
+        )  # fmt: skip
         script = (
             f"#!/bin/sh\n# Serves this repository on this host's GPUs.\n{LAUNCH_OUT}\n{launch}\n"
         )
