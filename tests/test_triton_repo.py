@@ -8,6 +8,7 @@ repository only reads the manifest and copies the bytes (TensorRT cannot run her
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 from engine_helpers import axial_net, conv_net
 from google.protobuf import text_format
 
-from axial_deploy.manifest import Manifest, TensorInfo, write_manifest
+from axial_deploy.manifest import Manifest, TensorInfo, read_manifest, write_manifest
 from axial_deploy.serving import ServeError
 from axial_deploy.serving.pipeline import PanopticSettings, panoptic_settings_for
 from axial_deploy.serving.triton_repo import (
@@ -105,6 +106,37 @@ def test_engine_repository_follows_the_manifest(tmp_path):
     )
     record = json.loads((out / "repository.json").read_text())
     assert record["triton"] == "2.55.0" and record["manifest"]["tensorrt_version"] == "10.8.0.43"
+
+
+def test_triton_repo_serves_a_carrying_engine_without_plugins(tmp_path):
+    engine = make_engine(tmp_path, version="10.8.0.43")
+    manifest = dataclasses.replace(
+        read_manifest(engine), plugin_serialized=True, version_compatible=True
+    )
+    write_manifest(manifest, engine)
+    (tmp_path / "libaxial_attention_plugin.so").unlink()  # nothing to copy or check
+    report = write_repository(engine, tmp_path / "repo", RepoOptions(release="25.06"))
+    # 25.06 ships TensorRT 10.11: later than 10.8, so a version-compatible engine loads there
+    assert report.warnings == []
+    assert not (tmp_path / "repo" / "plugins").exists()
+    launch = (tmp_path / "repo" / "launch.sh").read_text()
+    assert "--backend-config=tensorrt,version-compatible=true" in launch
+    assert "plugins=" not in launch
+
+    (tmp_path / "plain").mkdir()
+    plain = make_engine(tmp_path / "plain", version="10.8.0.43")
+    report = write_repository(plain, tmp_path / "repo2", RepoOptions(release="25.06"))
+    assert "version-compatible" not in report.launch and report.warnings  # exact version only
+    # without --release: the newest recorded release whose TensorRT fits (same or later)
+    (tmp_path / "vc").mkdir()
+    carrying = make_engine(tmp_path / "vc", version="10.8.0.40")
+    write_manifest(
+        dataclasses.replace(
+            read_manifest(carrying), plugin_serialized=True, version_compatible=True
+        ),
+        carrying,
+    )
+    assert write_repository(carrying, tmp_path / "repo3", RepoOptions()).release == "25.06"
 
 
 def test_tensorrt_version_without_a_recorded_release_stops_with_what_to_check(tmp_path):

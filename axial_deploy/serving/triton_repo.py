@@ -482,7 +482,7 @@ def _sha256(path: Path) -> str:
 def _engine_network(path: Path, options: RepoOptions) -> _Network:
     from dataclasses import asdict
 
-    from axial_deploy.manifest import read_manifest
+    from axial_deploy.manifest import read_manifest, version_fits
 
     manifest = read_manifest(path)
     if manifest.backend != "tensorrt":
@@ -500,6 +500,10 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
         max_batch = options.max_batch if max_batch else 0
     warnings = []
     matched, near = release_for(manifest.tensorrt_version)
+    if matched is None and manifest.version_compatible:
+        # a version-compatible engine also loads in a later TensorRT: the newest recorded fit
+        fitting = [r for r, t in TRITON_RELEASES.items() if version_fits(manifest, t.tensorrt)]
+        matched = fitting[-1] if fitting else None
     if options.release is None and matched is None:
         raise ServeError(no_release_message(manifest.tensorrt_version, near))
     release = options.release or matched
@@ -513,7 +517,7 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
             f"is {manifest.tensorrt_version} (the engine's) in the Frameworks Support Matrix "
             f"({SUPPORT_MATRIX}); engines load only in the TensorRT version that built them"
         )
-    elif shipped != manifest.tensorrt_version:
+    elif not version_fits(manifest, shipped):
         warnings.append(
             f"the engine was built with TensorRT {manifest.tensorrt_version} but Triton {release} "
             f"ships TensorRT {shipped}: it will not load there. "
@@ -582,9 +586,15 @@ def _server_version(release: str) -> str | None:
     return entry.server if entry else None
 
 
-def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str) -> str:
+def launch_line(
+    release: str, plugin: Path | None, panoptic: bool, platform: str, version_compatible=False
+) -> str:
     """The docker command that serves OUT (mounted at /axial) on GPUs, HTTP 8000, gRPC 8001,
-    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton)."""
+    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton).
+
+    A version-compatible engine (`build --serialize-plugin`) carries its plugin and needs no
+    plugins=; Triton's TensorRT backend runs its host code only with `version-compatible=true`
+    (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/tensorrt_backend/README.html)."""
     image = f"axial-deploy-triton:{release}" if panoptic else IMAGE.format(release=release)
     command = [
         "docker run --rm --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002",
@@ -593,6 +603,8 @@ def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str
     ]
     if plugin is not None and platform == "tensorrt_plan":
         command.append(f"--backend-config=tensorrt,plugins={MOUNT}/plugins/{plugin.name}")
+    if version_compatible and platform == "tensorrt_plan":
+        command.append("--backend-config=tensorrt,version-compatible=true")
     return " \\\n  ".join(command)
 
 
@@ -651,9 +663,11 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
         if network.plugin is not None:
             (staging / "plugins").mkdir()
             shutil.copyfile(network.plugin, staging / "plugins" / network.plugin.name)
+        version_compatible = bool(network.manifest and network.manifest["version_compatible"])
         launch = launch_line(
-            network.release, network.plugin, options.panoptic is not None, network.platform
-        )
+            network.release, network.plugin, options.panoptic is not None, network.platform,
+            version_compatible,
+        )  # fmt: skip
         script = (
             f"#!/bin/sh\n# Serves this repository on this host's GPUs.\n{LAUNCH_OUT}\n{launch}\n"
         )
