@@ -147,6 +147,10 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))
     checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
+    # version mismatches (numpy/torch, cuda-python/driver, JetPack): lines only where one is seen
+    from axial_deploy.platform_checks import platform_checks, probe
+
+    checks += platform_checks(probe())
     return checks
 
 
