@@ -267,3 +267,33 @@ def test_quantize_cli_budget_errors(sensitive_case, capsys):
     assert "not 'fp16'" in capsys.readouterr().err
     assert main([*base, "--precision", "int8", "--data", str(case["data"])]) == 2
     assert "--data goes with --max-drop" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ deploy
+
+
+def test_deploy_fit_budget_needs_an_int8_variant(tmp_path):
+    from axial_deploy.deploy import DeployError, DeploySettings, deploy
+
+    with pytest.raises(DeployError, match="--fit-budget searches int8"):
+        deploy(DeploySettings(out=tmp_path / "out", precisions=("fp32", "fp16"), fit_budget=True))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_deploy_fit_budget_writes_the_graph_the_gate_measures(tmp_path):
+    """The shipped classifier with a zero budget: each INT8 variant is the search's graph, and
+    the gate measures the same drop on the same val images as the search did."""
+    out = tmp_path / "deploy"
+    code = main(["deploy", "--model", "axial26_tiny", "--precision", "fp32,int8", "--fit-budget",
+                 "--max-drop", "0", "--eval-images", "20", "--calib-batches", "4",
+                 "--iterations", "1", "--backend", "none", "-o", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    for variant in (v for v in report["variants"] if v["precision"] == "int8"):
+        budget = variant["budget"]
+        assert variant["drop"] == pytest.approx(budget["drop"], abs=1e-9)
+        assert budget["met"] == (budget["drop"] <= 1e-9)
+        record = json.loads(Path(budget["record"]).read_text())
+        assert [layer["node"] for layer in record["kept"]] == budget["kept"]
+    assert any("--fit-budget kept" in note for note in report["notes"])
