@@ -411,13 +411,14 @@ def quantize_to_budget(
     cache_path: str | os.PathLike | None = None,
     postprocess=None,
     metric: Callable[[str | os.PathLike], float] | None = None,
+    metric_name: str = "metric",
     progress: bool = False,
 ) -> BudgetReport:
     """Quantize the FP32 graph at `model_path` to `precision`, keeping its most error-prone
     layers unquantized until the task metric on `data`/`split` (first `eval_images`) is
     within `max_drop` points of FP32 (module doc). Writes OUT (atomically), its calibration
     cache (INT8) and the record (default: OUT with suffix .budget.json). `metric` replaces
-    the task evaluation (path -> points; tests)."""
+    the task evaluation (path -> points, named `metric_name`: tests, caches)."""
     from axial_deploy.artifacts import write_json
     from axial_deploy.layerwise import layerwise_compare
     from axial_deploy.quantize import calibrate, write_calibration_cache, write_graph
@@ -431,7 +432,7 @@ def quantize_to_budget(
     if not max_drop >= 0:
         raise BudgetError(f"--max-drop must be >= 0 points, got {max_drop}")
     say = print if progress else (lambda *_: None)
-    name = "metric"  # a caller's own metric
+    name = metric_name
     if metric is None:
         metric, name = task_metric(data, split=split, limit=eval_images, postprocess=postprocess)
     record_path = (
