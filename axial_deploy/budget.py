@@ -34,10 +34,10 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -46,6 +46,9 @@ from axial_deploy.calibration.qdq import WEIGHTED_OPS
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import label
 from axial_deploy.op_spec import OP_TYPE
+
+if TYPE_CHECKING:
+    from axial_deploy.layerwise import TensorMatch
 
 # Precisions whose graphs `quantize.quantized_graph` makes with nodes kept unquantized.
 BUDGET_PRECISIONS = ("int8",)
@@ -159,51 +162,103 @@ def quantized_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     ]
 
 
-def added_errors(
-    candidate: onnx.ModelProto, errors: Mapping[str, float], layers: Iterable[str]
-) -> dict[str, float]:
-    """Layer name -> the error it adds: its output's error minus the worst error of the float
-    tensors it reads, a Q/DQ pair looked through (its own rounding counts) and weights 0.
-    `errors`: candidate tensor -> relative RMS error (the layer-wise rows); an uncompared
-    tensor carries the worst error of its node's inputs, as in `layerwise.layer_rows`."""
-    producer = {out: node for node in candidate.graph.node for out in node.output}
-    reach: dict[str, float] = {}
-    for node in candidate.graph.node:
-        incoming = max((_finite(reach.get(name, 0.0)) for name in node.input if name), default=0.0)
-        for out in node.output:
-            reach[out] = errors.get(out, incoming)
+def local_graph(
+    reference: onnx.ModelProto, quantized: onnx.ModelProto, layers: Sequence[str]
+) -> tuple[onnx.ModelProto, list[TensorMatch]]:
+    """The FP32 graph plus, for each of `layers` (quantized nodes of `quantized`), a copy of
+    the layer fed by its own Q/DQ pairs of the *FP32* tensors (and its dequantized weights);
+    and the matches pairing each copy's output with the FP32 output it stands for. Compared by
+    the layer-wise runner, each pair gives the error the layer adds on exact inputs: no error
+    from upstream layers, which in a chain of quantized layers swamps a late layer's own."""
+    from axial_deploy.layerwise import TensorMatch
 
-    def float_source(name: str) -> str | None:
-        """The tensor a Q/DQ pair rounds (None: a quantized weight, which carries no error)."""
-        dq = producer.get(name)
-        if dq is None or dq.op_type != "DequantizeLinear":
-            return name
-        q = producer.get(dq.input[0])
-        if q is None:
-            return None  # an initializer holding quantized weights
-        return q.input[0] if q.op_type == "QuantizeLinear" else name
+    local = onnx.ModelProto()
+    local.CopyFrom(reference)
+    producer = {out: node for node in quantized.graph.node for out in node.output}
+    q_inits = {init.name: init for init in quantized.graph.initializer}
+    have = {init.name for init in local.graph.initializer}
+    made = {out for node in reference.graph.node for out in node.output}
+    by_name = {label(node): node for node in quantized.graph.node}
+    matches = []
+    for index, name in enumerate(layers):
+        suffix = f"/local{index}"
+        copies: list[onnx.NodeProto] = []
+        node = by_name[name]
+        layer = onnx.NodeProto()
+        layer.CopyFrom(node)
+        layer.name = node.name + suffix
+        for position, tensor in enumerate(node.input):
+            if tensor:
+                layer.input[position] = _copy_qdq_chain(tensor, suffix, producer, copies)
+        for tensor in (t for copy in [*copies, layer] for t in copy.input):
+            # scales, zero points, INT8 weights: the quantized graph's own initializers
+            if tensor in q_inits and tensor not in have and tensor not in made:
+                local.graph.initializer.append(q_inits[tensor])
+                have.add(tensor)
+        layer.output[0] = node.output[0] + suffix
+        local.graph.node.extend([*copies, layer])
+        matches.append(
+            TensorMatch(layer.output[0], node.output[0], "local", name, node.op_type, "fp32")
+        )
+    return local, matches
 
-    wanted = set(layers)
-    added = {}
-    for node in candidate.graph.node:
-        name = label(node)
-        if name not in wanted:
-            continue
-        sources = [float_source(i) for i in node.input if i]
-        before = max((_finite(reach.get(s, 0.0)) for s in sources if s), default=0.0)
-        after = reach.get(node.output[0], math.nan)
-        added[name] = after - before if math.isfinite(after) else math.inf
-    return added
+
+def _copy_qdq_chain(
+    tensor: str, suffix: str, producer: Mapping[str, onnx.NodeProto], copies: list
+) -> str:
+    """`tensor` as a layer's copy reads it: the Q/DQ nodes that make it copied (outputs
+    renamed with `suffix`, appended to `copies`) down to the FP32 tensor they round; a tensor
+    no Q/DQ node makes is read as it is."""
+    node = producer.get(tensor)
+    if node is None or node.op_type not in ("DequantizeLinear", "QuantizeLinear"):
+        return tensor
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = node.name + suffix
+    copy.input[0] = _copy_qdq_chain(node.input[0], suffix, producer, copies)
+    for position, out in enumerate(node.output):
+        copy.output[position] = out + suffix
+    copies.append(copy)
+    return tensor + suffix
 
 
 def _finite(value: float) -> float:
+    """NaN as infinite: a NaN error is the worst."""
     return math.inf if math.isnan(value) else value
+
+
+def local_errors(
+    reference: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    layers: Sequence[str],
+    feeds: list[dict[str, np.ndarray]],
+) -> dict[str, float]:
+    """Layer name -> relative RMS error of its output when it alone is quantized on exact
+    (FP32) inputs (`local_graph`), run and measured by the layer-wise comparison's runner
+    (Polygraphy SNR, RMS over the feeds), in chunks that fit its memory budget."""
+    from axial_deploy.layerwise import (
+        DEFAULT_CHUNK_MB,
+        _rms,
+        _tensor_bytes,
+        plan_chunks,
+        run_chunk,
+    )
+
+    local, matches = local_graph(reference, quantized, layers)
+    batch = max(int(np.shape(next(iter(feeds[0].values())))[0] or 1), 1)
+    sizes = _tensor_bytes(reference, batch)
+    errors: dict[str, float] = {}
+    for chunk in plan_chunks(matches, sizes, DEFAULT_CHUNK_MB * 2**20):
+        measured = run_chunk(reference, local, chunk, feeds)
+        for match in chunk:
+            errors[match.node] = _rms(measured.get(match.candidate, [math.nan]))
+    return errors
 
 
 def rank_layers(added: Mapping[str, float], ops: Mapping[str, str],
                 macs: Mapping[str, int]) -> list[RankedLayer]:  # fmt: skip
-    """Layers by added error, largest first (ties: the more multiply-adds first)."""
-    order = sorted(added, key=lambda n: (-added[n], -macs.get(n, 0), n))
+    """Layers by added error, largest first, NaN first (ties: the more multiply-adds first)."""
+    order = sorted(added, key=lambda n: (-_finite(added[n]), -macs.get(n, 0), n))
     return [RankedLayer(n, ops[n], i, added[n], macs.get(n, 0)) for i, n in enumerate(order, 1)]
 
 
@@ -420,7 +475,6 @@ def quantize_to_budget(
     cache (INT8) and the record (default: OUT with suffix .budget.json). `metric` replaces
     the task evaluation (path -> points, named `metric_name`: tests, caches)."""
     from axial_deploy.artifacts import write_json
-    from axial_deploy.layerwise import layerwise_compare
     from axial_deploy.quantize import calibrate, write_calibration_cache, write_graph
 
     start = time.perf_counter()
@@ -469,12 +523,8 @@ def quantize_to_budget(
         metrics: dict[int, float] = {0: plain_metric}
         if not _within(reference - plain_metric, max_drop) and layers:
             say(f"budget: ranking {len(layers)} quantized layers by the error each adds ...")
-            fp32_path = folder / "fp32.onnx"
-            onnx.save(calibration.model, str(fp32_path))
-            compared = layerwise_compare(fp32_path, plain_path, inputs=calib,
-                                         batches=rank_batches, seed=seed)  # fmt: skip
-            errors = {row.tensor: row.error for row in compared.rows}
-            ranking = rank_layers(added_errors(plain, errors, ops), ops, macs)
+            added = local_errors(calibration.model, plain, list(ops), feeds)
+            ranking = rank_layers(added, ops, macs)
 
         def drop_at(k: int) -> float:
             if k not in metrics:
