@@ -10,10 +10,12 @@ metric to stay within `max_drop` points of FP32.
 2. The plain graph (nothing kept) is scored on the task (PQ for panoptic, top-1 for
    classifiers: `evaluate.evaluate` on the given split), beside FP32. Within the budget: done.
 3. Else its quantized layers (the Conv / Gemm / MatMul nodes reading a DequantizeLinear) are
-   ranked by the error each adds, from the layer-wise comparison (`layerwise.layerwise_compare`
-   of the plain graph against FP32 on calibration inputs): a layer's error is its output's
-   relative RMS error minus the worst error of the float tensors it reads (looking through
-   its input's Q/DQ pair, so the rounding of its own inputs and weights counts as its own).
+   ranked by the error each adds on its own: `local_graph` adds to the FP32 graph a copy of
+   each layer fed by its own Q/DQ pairs of the FP32 tensors (and its INT8 weights), and the
+   layer-wise comparison's runner (`layerwise.run_chunk`: ONNX Runtime, Polygraphy's SNR) gives
+   each copy's relative RMS error against the FP32 output, on calibration inputs. (The
+   layer-wise report's in-graph "jump" ranks badly here: one broken early layer makes every
+   later error large, and a later layer's own rounding vanishes in it.)
 4. `search_prefix` keeps the top-k of that ranking, k = 1, 2, 4, ... until the budget is met
    (or every layer is kept), then bisects between the last miss and the first hit: about
    2 log2(n) task evaluations for n layers, instead of n for one layer at a time. It assumes
@@ -379,9 +381,9 @@ class BudgetReport:
             share_macs_kept=self.share_kept,
             evaluations=len(self.steps),
             why=(
-                "kept: the top-ranked layers by the relative RMS error each adds in the plain "
-                f"{self.precision} graph (layer-wise comparison against FP32); the search kept "
-                "the smallest prefix of that ranking it found within the budget"
+                "kept: the top-ranked layers by the relative RMS error each adds when it alone "
+                f"is {self.precision} on exact FP32 inputs (error); the search kept the smallest "
+                "prefix of that ranking it found within the budget"
             ),
         )
         return data

@@ -670,7 +670,7 @@ def precision_stage(
             if settings.fit_budget and precision in BUDGET_PRECISIONS:
                 variant = Variant(precision, graph, target)
                 variant.budget = budget = _budget_variant(
-                    settings, plan, data, calib, source, target
+                    settings, plan, data, calib, precision, source, target
                 )
                 notes.append(
                     f"{variant.label}: --fit-budget kept {len(budget['kept'])} layer(s) in FP32, "
@@ -710,10 +710,11 @@ def _budget_variant(
     plan: DeployPlan,
     data: Path | None,
     calib: str | None,
+    precision: str,
     source: Path,
     target: Path,
 ) -> dict[str, Any]:
-    """--fit-budget: the INT8 graph with the fewest layers kept in FP32 (budget.py) for its PQ
+    """--fit-budget: the Q/DQ graph with the fewest layers kept in FP32 (budget.py) for its PQ
     / top-1 on the val images to be within --max-drop of FP32; the record's gist."""
     from axial_deploy.budget import quantize_to_budget
     from axial_deploy.models import pretrained_record
@@ -727,7 +728,7 @@ def _budget_variant(
     if plan.task == "panoptic" and plan.weights == "pretrained":  # as _evaluate_targets
         postprocess = pretrained_record(plan.model).postprocess_config()
     report = quantize_to_budget(
-        source, target, precision="int8", max_drop=settings.max_drop, data=data,
+        source, target, precision=precision, max_drop=settings.max_drop, data=data,
         eval_images=settings.eval_images, calib=calib, method=settings.calib_method,
         batches=settings.calib_batches, seed=settings.seed, postprocess=postprocess,
         progress=settings.progress,

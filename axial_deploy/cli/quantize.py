@@ -8,7 +8,7 @@ FP16/FP32). For INT8 it also writes TensorRT's calibration cache (text, TensorRT
 INT8) from the same ranges. Check the result with `axial-deploy compare`.
 
 With --max-drop D and --data DIR, INT8 keeps its most error-prone layers (ranked by the
-layer-wise comparison) in FP32, the fewest a search finds, until the task metric (PQ / top-1)
+error each adds on its own) in FP32, the fewest a search finds, until the task metric (PQ / top-1)
 on DIR is within D points of FP32; a JSON record says which layers and why
 (docs/precision-budget.md).
 """
