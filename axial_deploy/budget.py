@@ -342,6 +342,7 @@ class BudgetReport:
     plain: float  # the plain quantized graph's metric (nothing kept)
     achieved: float  # the written graph's metric
     met: bool
+    layers: int = 0  # quantized layers of the plain graph: what could be kept
     kept: list[RankedLayer] = field(default_factory=list)
     ranking: list[RankedLayer] = field(default_factory=list)
     steps: list[SearchStep] = field(default_factory=list)
@@ -395,7 +396,7 @@ class BudgetReport:
             f"  FP32 {self.reference:.2f}; plain {self.precision} {self.plain:.2f} (drop "
             f"{self.plain_drop:+.2f}); written {self.achieved:.2f} (drop {self.drop:+.2f}): "
             + ("budget met" if self.met else "budget NOT met even with every layer kept"),
-            f"  {len(self.kept)} of {len(self.ranking)} quantized layers kept in "
+            f"  {len(self.kept)} of {self.layers} quantized layers kept in "
             f"{self.kept_precision}; multiply-adds still quantized: {self.share_quantized:.1%} "
             f"(plain {self.precision}: {self.macs_quantized_plain / max(self.macs_total, 1):.1%})",
             f"  search: {len(self.steps)} task evaluations "
@@ -557,7 +558,7 @@ def quantize_to_budget(
         precision=precision, kept_precision=KEPT_PRECISION, max_drop=max_drop, metric=name,
         data=str(data), split=split, images=_images(data, split, eval_images),
         reference=reference, plain=plain_metric, achieved=metrics[search.kept],
-        met=search.met, kept=kept, ranking=ranking, steps=search.steps,
+        met=search.met, layers=len(layers), kept=kept, ranking=ranking, steps=search.steps,
         macs_total=sum(macs.values()), macs_quantized_plain=plain_macs,
         macs_quantized=plain_macs - sum(layer.macs for layer in kept),
         ranking_inputs=inputs, seconds=time.perf_counter() - start,

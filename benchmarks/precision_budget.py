@@ -158,7 +158,7 @@ def main() -> None:
             rows.append([
                 case, f"{budget:g}", f"{report.reference:.2f}", f"{report.plain_drop:+.2f}",
                 f"{report.drop:+.2f}", "yes" if report.met else "NO",
-                f"{len(kept)}/{len(report.ranking) or report.quantize.get('int8_nodes', 0)}"
+                f"{len(kept)}/{report.layers}"
                 + (f" ({found} of {len(known)} known)" if found is not None else ""),
                 f"{report.macs_quantized_plain / report.macs_total:.1%}",
                 f"{report.share_quantized:.1%}", str(len(report.steps)),
