@@ -297,3 +297,24 @@ def test_deploy_fit_budget_writes_the_graph_the_gate_measures(tmp_path):
         record = json.loads(Path(budget["record"]).read_text())
         assert [layer["node"] for layer in record["kept"]] == budget["kept"]
     assert any("--fit-budget kept" in note for note in report["notes"])
+
+
+def test_rtx_builds_the_mixed_precision_graph(sensitive_case, tmp_path):
+    """The budget's graph (conv2 in FP32 between INT8 layers) is a valid strongly typed
+    network: TensorRT-RTX builds it ahead of time on this CPU."""
+    pytest.importorskip(
+        "tensorrt_rtx", reason="TensorRT-RTX not installed: pip install 'axial-deploy[rtx]'"
+    )
+    from axial_deploy.build import BuildOptions, build_engine
+
+    case = sensitive_case
+    out = tmp_path / "mixed.int8.onnx"
+    report = quantize_to_budget(
+        case["model"], out, precision="int8", max_drop=1.0, data=case["data"],
+        calib=str(case["calib"]), method="minmax", batches=4, rank_batches=2,
+    )  # fmt: skip
+    assert [layer.node for layer in report.kept] == ["conv2"]
+    engine = tmp_path / "mixed.engine"
+    built = build_engine(out, engine, BuildOptions(backend="tensorrt-rtx", workspace_mb=64))
+    assert engine.stat().st_size > 1000
+    assert "int8" in built.precision
