@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument(
         "--eval-images",
         type=positive_int,
+        metavar="N",
         help="--max-drop: first N images of the split (default: all)",
     )
     budget.add_argument(
