@@ -11,8 +11,12 @@
  */
 #include "axialAttentionPlugin.h"
 
-#include <cuda_runtime_api.h>
+#include <NvInferVersion.h>
 
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -595,6 +599,89 @@ nvinfer1::IPluginV3* AxialAttentionPluginCreator::createPlugin(
 } // namespace axial_deploy
 
 // ---------------------------------------------------------------- library entry points
+//
+// Two ways in, one library:
+// - IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, registry.load_library, our loader)
+//   dlopens the library and registers what getCreators returns; it fails when one of those
+//   creators is already registered.
+// - Consumers that only open the library (Polygraphy --plugins, trtexec --staticPlugins, Triton
+//   plugins=, LD_PRELOAD, DeepStream custom-lib-path, ctypes.CDLL) never call getCreators: the
+//   constructor below registers the creator with the plugin registry of whichever TensorRT
+//   library the process already holds (looked up at run time, none is linked).
+// getCreators first takes back what the constructor registered, so that a later loadLibrary of
+// the same library registers it once, as its own, instead of failing as a duplicate.
+
+namespace axial_deploy
+{
+namespace
+{
+using GetPluginRegistryFn = nvinfer1::IPluginRegistry* (*) ();
+
+// Libraries exporting getPluginRegistry whose IPluginRegistry has the layout of the headers this
+// file is compiled with: TensorRT 11 dropped the deprecated IPluginCreator methods from the
+// interface (NvInferRuntimeCommon.h), so a registry of the other major version must never be
+// called. TensorRT-RTX 1.x (`nm -D libtensorrt_rtx.so.1`: getPluginRegistry) has the 11.x layout
+// (tests/test_plugin_loading.py registers through it from a library built with 11.x headers).
+#if NV_TENSORRT_MAJOR == 10
+constexpr char const* kTENSORRT_LIBRARIES[] = {
+    "libnvinfer.so.10",
+    "libnvinfer_lean.so.10",
+    "libnvinfer_dispatch.so.10",
+};
+#elif NV_TENSORRT_MAJOR == 11
+constexpr char const* kTENSORRT_LIBRARIES[] = {
+    "libnvinfer.so.11",
+    "libnvinfer_lean.so.11",
+    "libnvinfer_dispatch.so.11",
+    "libtensorrt_rtx.so.1",
+};
+#else
+#error "registration on load knows the IPluginRegistry layouts of TensorRT 10 and 11 only"
+#endif
+
+// Never destroyed (and the library is linked -z nodelete): a registry may hold it to the end.
+AxialAttentionPluginCreator& theCreator()
+{
+    static auto* creator = new AxialAttentionPluginCreator();
+    return *creator;
+}
+
+// The registry the constructor registered the creator with (nullptr: none, or taken back).
+std::atomic<nvinfer1::IPluginRegistry*> gRegisteredOnLoad{nullptr};
+
+// The plugin registry of a TensorRT library already in the process, or nullptr. Looked up by
+// soname without loading anything (RTLD_NOLOAD): that finds libraries linked by the application
+// (trtexec, tritonserver's backend) and those Python bindings load RTLD_LOCAL alike.
+nvinfer1::IPluginRegistry* loadedRegistry() noexcept
+{
+    for (char const* library : kTENSORRT_LIBRARIES)
+    {
+        void* handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD);
+        if (handle == nullptr)
+        {
+            continue;
+        }
+        void* symbol = dlsym(handle, "getPluginRegistry");
+        dlclose(handle); // drops only the reference RTLD_NOLOAD took
+        if (symbol != nullptr)
+        {
+            return reinterpret_cast<GetPluginRegistryFn>(symbol)();
+        }
+    }
+    return nullptr;
+}
+
+__attribute__((constructor)) void registerOnLoad() noexcept
+{
+    nvinfer1::IPluginRegistry* registry = loadedRegistry();
+    if (registry != nullptr && registry->registerCreator(theCreator(), kPLUGIN_NAMESPACE))
+    {
+        gRegisteredOnLoad.store(registry);
+    }
+}
+
+} // namespace
+} // namespace axial_deploy
 
 extern "C" AXIAL_ATTENTION_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
@@ -603,8 +690,13 @@ extern "C" AXIAL_ATTENTION_API void setLoggerFinder(nvinfer1::ILoggerFinder* fin
 
 extern "C" AXIAL_ATTENTION_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    static axial_deploy::AxialAttentionPluginCreator creator;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
+    using namespace axial_deploy;
+    // loadLibrary registers what this returns: take back the constructor's registration first.
+    if (nvinfer1::IPluginRegistry* registry = gRegisteredOnLoad.exchange(nullptr))
+    {
+        registry->deregisterCreator(theCreator());
+    }
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&theCreator()};
     nbCreators = 1;
     return creators;
 }
