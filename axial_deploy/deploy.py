@@ -445,7 +445,7 @@ def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
     """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
     library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
     asked for by name must be installed (`build.import_backend`'s error says how)."""
-    from axial_deploy.build import BuildError, import_backend
+    from axial_deploy.build import BuildError, hosts_plugins, import_backend
     from axial_deploy.native import PLUGIN, locate
 
     if requested not in BACKEND_CHOICES:
@@ -456,14 +456,16 @@ def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
         if requested not in ("auto", backend):
             continue
         try:
-            import_backend(backend)
+            module = import_backend(backend)
         except BuildError as error:
             if requested == backend:
                 raise DeployError(f"--backend {backend}: {error}") from error
             continue
-        if backend == "tensorrt-rtx":
+        # build.refuse_plugin_graph's feature check: a backend without plugin layers gets the
+        # plain graphs (and build_engine refuses anything else through that same guard).
+        if not hosts_plugins(module):
             return BackendChoice(
-                backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
+                backend, "plain", f"{backend} on the plain graphs (it has no plugin layer)"
             )
         plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
         if plugin and plugin.is_file():
