@@ -7,7 +7,11 @@
  * guarded(), checks throw a PluginError naming the problem, and guarded() reports it through the
  * logger and returns the entry point's failure value. Nothing throws across the ABI.
  * enqueue only launches: the constant tables reach the GPU in attachToContext (the per-context
- * instance) or, for instances TensorRT runs without one (the builder's timing), in onShapeChange.
+ * instance) or, for instances TensorRT runs without one (the builder's timing), in their first
+ * onShapeChange. On the success path of enqueue and onShapeChange nothing allocates or formats:
+ * check() takes its message parts unformatted (DimsText) and fail() builds the string, so the
+ * cost of a diagnostic is paid only on failure (tests/native/plugin_harness.cpp counts heap
+ * allocations during those calls; tests/test_plugin_harness.py asserts zero).
  */
 #include "axialAttentionPlugin.h"
 
@@ -21,6 +25,7 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -235,16 +240,21 @@ bool isSupportedType(nvinfer1::DataType type)
     return type == nvinfer1::DataType::kFLOAT || type == nvinfer1::DataType::kHALF;
 }
 
-std::string dimsText(nvinfer1::Dims const& dims)
+// Dims for a message, formatted only when a failed check builds one: check()'s arguments are
+// evaluated on every call, so they must not allocate (enqueue and onShapeChange are hot paths).
+struct DimsText
 {
-    std::ostringstream out;
+    nvinfer1::Dims const& dims;
+};
+
+std::ostream& operator<<(std::ostream& out, DimsText text)
+{
     out << "[";
-    for (int32_t i = 0; i < dims.nbDims; ++i)
+    for (int32_t i = 0; i < text.dims.nbDims; ++i)
     {
-        out << (i ? ", " : "") << dims.d[i];
+        out << (i ? ", " : "") << text.dims.d[i];
     }
-    out << "]";
-    return out.str();
+    return out << "]";
 }
 } // namespace
 
@@ -466,15 +476,15 @@ nvinfer1::PluginFieldCollection const* AxialAttentionPlugin::getFieldsToSerializ
 AxialAttentionParams AxialAttentionPlugin::makeParams(
     nvinfer1::Dims const& in, nvinfer1::DataType type, nvinfer1::Dims const* out, char const* where) const
 {
-    check(in.nbDims == 4, where, " must be 4-D NCHW, got ", dimsText(in));
+    check(in.nbDims == 4, where, " must be 4-D NCHW, got ", DimsText{in});
     check(isSupportedType(type), where, " must be FP32 or FP16, got DataType ", static_cast<int32_t>(type));
     int64_t const channels = static_cast<int64_t>(mConfig.numHeads)
         * (2 * static_cast<int64_t>(mConfig.keyDepth) + mConfig.valueDepth);
-    check(in.d[1] == channels, where, " ", dimsText(in), " has ", in.d[1],
+    check(in.d[1] == channels, where, " ", DimsText{in}, " has ", in.d[1],
         " channels, the fields need num_heads * (2 * key_depth + value_depth) = ", channels);
     for (int32_t i : {0, 2, 3})
     {
-        check(in.d[i] >= 1 && in.d[i] <= kINT32_MAX, where, " ", dimsText(in), ": dimension ", i,
+        check(in.d[i] >= 1 && in.d[i] <= kINT32_MAX, where, " ", DimsText{in}, ": dimension ", i,
             " must be in [1, 2^31 - 1]");
     }
     if (out != nullptr)
@@ -482,7 +492,7 @@ AxialAttentionParams AxialAttentionPlugin::makeParams(
         int64_t const outChannels = static_cast<int64_t>(mConfig.numHeads) * mConfig.valueDepth;
         check(out->nbDims == 4 && out->d[0] == in.d[0] && out->d[1] == outChannels && out->d[2] == in.d[2]
                 && out->d[3] == in.d[3],
-            "y is ", dimsText(*out), ", expected [", in.d[0], ", ", outChannels, ", ", in.d[2], ", ", in.d[3], "]");
+            "y is ", DimsText{*out}, ", expected [", in.d[0], ", ", outChannels, ", ", in.d[2], ", ", in.d[3], "]");
     }
     AxialAttentionParams params{};
     params.batch = static_cast<int32_t>(in.d[0]);
@@ -496,7 +506,7 @@ AxialAttentionParams AxialAttentionPlugin::makeParams(
     params.table_length = mConfig.tableLength;
     params.dtype = type == nvinfer1::DataType::kHALF ? AXIAL_ATTENTION_FLOAT16 : AXIAL_ATTENTION_FLOAT32;
     AxialAttentionStatus const status = axial_attention_check(&params);
-    check(status == AXIAL_ATTENTION_SUCCESS, where, " ", dimsText(in), ": ", axial_attention_status_string(status));
+    check(status == AXIAL_ATTENTION_SUCCESS, where, " ", DimsText{in}, ": ", axial_attention_status_string(status));
     return params;
 }
 
