@@ -162,6 +162,22 @@ def test_polygraphy_load_plugins_registers(plugin):
     assert all(s["present"] and s["count"] == 1 for s in steps[1:]), steps
 
 
+def test_polygraphy_cli_order_needs_tensorrt_preloaded(plugin, rtx):
+    """`polygraphy run --plugins` opens the library before it imports TensorRT (LoadPlugins wraps
+    the network loader), when no registry exists yet: the creator is missing unless TensorRT is
+    preloaded, which is what `axial-deploy plugin-path` prints (LD_PRELOAD=<TensorRT>:<plugin>)."""
+    pytest.importorskip("polygraphy")
+    bare = probe(plugin, "polygraphy", "import")
+    assert not bare[1]["present"], bare
+    preloaded = probe(plugin, "polygraphy", "import", "register", preload=f"{rtx}:{plugin}")
+    assert all(s["present"] and s["count"] == 1 for s in preloaded[1:]), preloaded
+
+    from axial_deploy.cli.plugin_path import forms
+
+    first, last = forms(plugin)["preload"].split(":")
+    assert last == plugin and "nvinfer" in Path(first).name
+
+
 def test_ld_preload_needs_tensorrt_first(plugin, rtx):
     """LD_PRELOAD=<TensorRT library>:<plugin> registers (either order of the two); the plugin
     alone cannot, as no TensorRT library is in the process when it is opened (it loads none)."""
