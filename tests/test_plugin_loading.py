@@ -201,6 +201,34 @@ def test_library_built_with_10x_headers_never_calls_the_rtx_registry(rtx, tmp_pa
     assert not steps[1]["present"] and steps[2]["present"] and steps[2]["count"] == 1, steps
 
 
+@pytest.mark.slow
+def test_cmake_built_library_every_path(rtx, tmp_path):
+    """The library exactly as `make plugins` builds it (CMake, nvcc, the real CUDA kernel,
+    11.1 headers, no libnvinfer): opened, then loadLibrary, then our loader, one creator."""
+    include = include_for("11")
+    if include is None:
+        pytest.skip(f"TensorRT 11.x headers not found: set {HEADERS_ENV}")
+    for tool in ("cmake", "nvcc"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found")
+    configure = subprocess.run(
+        ["cmake", "-S", str(REPO), "-B", str(tmp_path), "-DCMAKE_BUILD_TYPE=Release",
+         "-DCMAKE_CUDA_ARCHITECTURES=75-real", f"-DTENSORRT_INCLUDE_DIR={include}",
+         "-DTENSORRT_LIB_DIR=/nonexistent"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert configure.returncode == 0, configure.stderr
+    build = subprocess.run(
+        ["cmake", "--build", str(tmp_path), "-j2", "--target", "axial_attention_plugin"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    library = str(tmp_path / "lib" / "libaxial_attention_plugin.so")
+    steps = probe(library, "import", "cdll", "load_library", "register", "register")
+    assert steps[2]["result"] is True, steps
+    assert all(s["present"] and s["count"] == 1 for s in steps[1:]), steps
+
+
 # ---------------------------------------- TensorRT-RTX never meets the plugin
 
 PARSE = textwrap.dedent(
@@ -269,3 +297,25 @@ def test_rtx_parser_aborts_on_the_plugin_and_the_guard_refuses_first(plugin, tmp
         build_engine(model, tmp_path / "m.engine", options)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_runtime_refuses_a_plugin_engine_on_rtx_through_the_same_guard(tmp_path):
+    """serve / profile / run open engines through runtime.Engine, which asks the same guard
+    before registering any plugin with the backend: an RTX engine whose manifest says it holds
+    AxialAttention layers is refused in one line (before any CUDA call)."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed: pip install '.[rtx]'")
+    from engine_helpers import conv_net
+
+    from axial_deploy.build import BuildOptions, build_engine
+    from axial_deploy.manifest import manifest_path
+    from axial_deploy.runtime import Engine, EngineError
+
+    engine = tmp_path / "net.engine"
+    build_engine(conv_net(tmp_path / "net.onnx"), engine, BuildOptions("tensorrt-rtx"))
+    path = manifest_path(engine)
+    manifest = json.loads(path.read_text())
+    manifest["plugin_library"] = str(tmp_path / "libaxial_attention_plugin.so")
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="no plugin layer") as refused:
+        Engine(engine, check=False)
+    assert "\n" not in str(refused.value)
