@@ -117,7 +117,8 @@ def harness(request, common_objects, tmp_path_factory) -> Path:
         _, err = process.communicate()
         assert process.returncode == 0, f"{' '.join(command)}\n{err[-6000:]}"
     binary = out / "plugin_harness"
-    _compile(["g++", *FLAGS, *map(str, objects), *map(str, common_objects), "-o", str(binary)])
+    link = ["g++", *FLAGS, *map(str, objects), *map(str, common_objects), "-ldl"]
+    _compile([*link, "-o", str(binary)])  # -ldl: the glue dlopens (glibc < 2.34 needs it)
     _harnesses[version] = binary
     return binary
 
