@@ -119,8 +119,12 @@ PLUGIN_CREATOR = ("AxialAttention", "1", "axial_deploy")  # name, version, names
 
 
 def plugin_registered(trt) -> bool:
-    """Whether `trt`'s plugin registry holds the AxialAttention creator."""
-    return trt.get_plugin_registry().get_creator(*PLUGIN_CREATOR) is not None
+    """Whether `trt`'s plugin registry holds the AxialAttention creator. Looked for in
+    `all_creators`: `get_creator` of a missing creator logs an API-usage error."""
+    return any(
+        (creator.name, creator.plugin_version, creator.plugin_namespace) == PLUGIN_CREATOR
+        for creator in trt.get_plugin_registry().all_creators
+    )
 
 
 def register_plugin_library(trt, path: str | os.PathLike) -> None:
