@@ -319,3 +319,29 @@ def test_runtime_refuses_a_plugin_engine_on_rtx_through_the_same_guard(tmp_path)
     with pytest.raises(EngineError, match="no plugin layer") as refused:
         Engine(engine, check=False)
     assert "\n" not in str(refused.value)
+
+
+def test_printed_invocations_are_the_tested_paths(tmp_path, monkeypatch, capsys):
+    """What `plugin-path` and `triton-repo` tell users is one of the paths above: loadLibrary
+    (--dynamicPlugins), opened with TensorRT in the process (--staticPlugins, plugins=,
+    custom-lib-path), or opened after a preloaded TensorRT (LD_PRELOAD=<TensorRT>:<plugin>);
+    never the plugin preloaded alone, which registers nothing."""
+    from axial_deploy.cli import main
+    from axial_deploy.cli.plugin_path import forms
+    from axial_deploy.serving.triton_repo import MOUNT, launch_line
+
+    library = tmp_path / "libaxial_attention_plugin.so"
+    library.write_bytes(b"\x7fELF")  # only located, never loaded
+    monkeypatch.setenv("AXIAL_DEPLOY_PLUGIN_LIB", str(library))
+    assert main(["plugin-path"]) == 0
+    printed = capsys.readouterr().out
+    preload = f"LD_PRELOAD={forms(str(library))['preload']}"
+    for line in printed.splitlines()[1:]:
+        mechanisms = ("--dynamicPlugins=", "--staticPlugins=", "plugins=", "custom-lib-path=")
+        assert any(m in line for m in mechanisms) or preload in line, line
+        assert "LD_PRELOAD" not in line or preload in line, line
+    assert printed.count(preload) == 2  # Polygraphy and the Triton alternative
+
+    line = launch_line("25.02", library, False, "tensorrt_plan")
+    assert f"--backend-config=tensorrt,plugins={MOUNT}/plugins/{library.name}" in line
+    assert "LD_PRELOAD" not in line
