@@ -201,6 +201,63 @@ def test_library_built_with_10x_headers_never_calls_the_rtx_registry(rtx, tmp_pa
     assert not steps[1]["present"] and steps[2]["present"] and steps[2]["count"] == 1, steps
 
 
+DOUBLE_PROBE = textwrap.dedent(
+    """
+    import ctypes, json, os, sys
+    double = ctypes.CDLL(os.environ["DOUBLE"])  # RTLD_LOCAL, as Python bindings load theirs
+    for step in sys.argv[1:]:
+        result = None
+        if step == "cdll":
+            ctypes.CDLL(os.environ["LIB"])
+        elif step == "load_library":
+            result = bool(double.registry_double_load_library(os.environ["LIB"].encode()))
+        print(json.dumps({"step": step, "result": result,
+                          "count": double.registry_double_count(b"AxialAttention")}), flush=True)
+    """
+)
+
+
+def test_tensorrt10_paths_with_a_registry_double(tmp_path):
+    """The same paths for a library built with TensorRT 10.x headers, which registers on open
+    only with libnvinfer*.so.10. TensorRT-RTX cannot stand in here (its registry has the 11.x
+    vtable, and no TensorRT 10 runs on this machine), so a minimal double of the 10.x registry
+    (tests/native/registry_double.cpp, soname libnvinfer.so.10) plays it: found by soname when
+    loaded RTLD_LOCAL, the creator registered on open, loadLibrary after that not a duplicate."""
+    include = include_for("10.16")
+    if include is None:
+        pytest.skip(f"TensorRT 10.16 headers not found: set {HEADERS_ENV}")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    cuda = _cuda_include()
+    if cuda is None:
+        pytest.skip("cuda_runtime_api.h not found (CUDA toolkit headers; set CUDA_HOME)")
+    library = _build(tmp_path, include)
+    double = tmp_path / "libnvinfer.so.10"
+    command = [
+        "g++", "-std=c++17", "-O0", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Werror",
+        "-Wno-deprecated-declarations", "-isystem", str(include), "-isystem", str(cuda),
+        str(NATIVE_DIR / "registry_double.cpp"), "-Wl,-soname,libnvinfer.so.10", "-ldl",
+        "-o", str(double),
+    ]  # fmt: skip
+    built = subprocess.run(command, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-4000:]
+
+    def run(*steps: str) -> list[dict]:
+        env = {**os.environ, "LIB": str(library), "DOUBLE": str(double)}
+        result = subprocess.run(
+            [sys.executable, "-c", DOUBLE_PROBE, *steps], capture_output=True, text=True,
+            env=env, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-4000:]}"
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    opened = run("cdll", "load_library", "load_library")
+    assert [s["count"] for s in opened] == [1, 1, 1], opened
+    assert [s["result"] for s in opened[1:]] == [True, False], opened  # the second: duplicate
+    fresh = run("load_library", "cdll")
+    assert fresh[0]["result"] is True and [s["count"] for s in fresh] == [1, 1], fresh
+
+
 @pytest.mark.slow
 def test_cmake_built_library_every_path(rtx, tmp_path):
     """The library exactly as `make plugins` builds it (CMake, nvcc, the real CUDA kernel,
