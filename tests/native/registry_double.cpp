@@ -10,6 +10,7 @@
  * fails (nullptr) when one of them is already registered, as TensorRT documents.
  */
 #include <NvInferRuntime.h>
+#include <NvInferVersion.h>
 #include <dlfcn.h>
 
 #include <cstring>
@@ -69,7 +70,9 @@ public:
     }
     void deregisterLibrary(PluginLibraryHandle) noexcept override {}
 
-    // Not used by the plugin: refused.
+    // Not used by the plugin: refused. The IPluginCreator (V1) methods exist in the 10.x
+    // interface only (TensorRT 11 removed them), so the double builds against either.
+#if NV_TENSORRT_MAJOR < 11
     bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override { return false; }
     IPluginCreator* const* getPluginCreatorList(int32_t* const numCreators) const noexcept override {
         *numCreators = 0;
@@ -78,9 +81,10 @@ public:
     IPluginCreator* getPluginCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override {
         return nullptr;
     }
+    bool deregisterCreator(IPluginCreator const&) noexcept override { return false; }
+#endif
     void setErrorRecorder(IErrorRecorder* const) noexcept override {}
     IErrorRecorder* getErrorRecorder() const noexcept override { return nullptr; }
-    bool deregisterCreator(IPluginCreator const&) noexcept override { return false; }
     bool isParentSearchEnabled() const override { return false; }
     void setParentSearchEnabled(bool const) override {}
     IPluginResource* acquirePluginResource(AsciiChar const*, IPluginResource*) noexcept override { return nullptr; }
