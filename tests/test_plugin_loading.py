@@ -81,6 +81,17 @@ def plugin(rtx, tmp_path_factory) -> str:
     return str(_build(tmp_path_factory.mktemp("plugin11"), include))
 
 
+@pytest.fixture(scope="module")
+def plugin10(tmp_path_factory) -> Path:
+    """The same sources built with TensorRT 10.16 headers."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    include = include_for("10.16")
+    if include is None:
+        pytest.skip(f"TensorRT 10.16 headers not found: set {HEADERS_ENV}")
+    return _build(tmp_path_factory.mktemp("plugin10"), include)
+
+
 PROBE = textwrap.dedent(
     """
     import ctypes, json, os, sys
@@ -189,15 +200,11 @@ def test_ld_preload_needs_tensorrt_first(plugin, rtx):
     assert not alone[0]["present"], alone
 
 
-def test_library_built_with_10x_headers_never_calls_the_rtx_registry(rtx, tmp_path):
+def test_library_built_with_10x_headers_never_calls_the_rtx_registry(rtx, plugin10):
     """A 10.x build registers on open only with libnvinfer*.so.10: calling an 11.x-layout
     registry (TensorRT-RTX) through the 10.x vtable crashed the process. Opened in an RTX
     process, it registers nothing and does not crash; loadLibrary still works."""
-    include = include_for("10.16")
-    if include is None:
-        pytest.skip(f"TensorRT 10.16 headers not found: set {HEADERS_ENV}")
-    library = str(_build(tmp_path, include))
-    steps = probe(library, "import", "cdll", "register")
+    steps = probe(str(plugin10), "import", "cdll", "register")
     assert not steps[1]["present"] and steps[2]["present"] and steps[2]["count"] == 1, steps
 
 
@@ -217,21 +224,13 @@ DOUBLE_PROBE = textwrap.dedent(
 )
 
 
-def test_tensorrt10_paths_with_a_registry_double(tmp_path):
+def test_tensorrt10_paths_with_a_registry_double(plugin10, tmp_path):
     """The same paths for a library built with TensorRT 10.x headers, which registers on open
     only with libnvinfer*.so.10. TensorRT-RTX cannot stand in here (its registry has the 11.x
     vtable, and no TensorRT 10 runs on this machine), so a minimal double of the 10.x registry
     (tests/native/registry_double.cpp, soname libnvinfer.so.10) plays it: found by soname when
     loaded RTLD_LOCAL, the creator registered on open, loadLibrary after that not a duplicate."""
-    include = include_for("10.16")
-    if include is None:
-        pytest.skip(f"TensorRT 10.16 headers not found: set {HEADERS_ENV}")
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not found")
-    cuda = _cuda_include()
-    if cuda is None:
-        pytest.skip("cuda_runtime_api.h not found (CUDA toolkit headers; set CUDA_HOME)")
-    library = _build(tmp_path, include)
+    include, cuda, library = include_for("10.16"), _cuda_include(), plugin10
     double = tmp_path / "libnvinfer.so.10"
     command = [
         "g++", "-std=c++17", "-O0", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Werror",
