@@ -462,7 +462,7 @@ def choose_backend(
     the plain one; TensorRT-RTX the plain one. A backend asked for by name must be installed
     (`build.import_backend`'s error says how). `gpus` / `installed`: this machine's when None."""
     from axial_deploy.backends import choose_auto, installed_backends, local_gpus
-    from axial_deploy.build import BuildError, import_backend
+    from axial_deploy.build import BuildError, hosts_plugins, import_backend
     from axial_deploy.native import PLUGIN, locate
 
     if requested not in BACKEND_CHOICES:
@@ -480,7 +480,13 @@ def choose_backend(
         except BuildError as error:
             raise DeployError(f"--backend {requested}: {error}") from error
         backend, why = requested, f"{requested} (--backend)"
-    if backend == "tensorrt-rtx":
+    # build.refuse_plugin_graph's feature check: a backend without plugin layers gets the plain
+    # graphs (and build_engine refuses anything else through that same guard).
+    try:
+        plugin_layers = hosts_plugins(import_backend(backend))
+    except BuildError:  # `installed` names a backend this interpreter cannot import (planning)
+        plugin_layers = backend != "tensorrt-rtx"
+    if not plugin_layers:
         return BackendChoice(backend, "plain", f"{why}, on the plain graphs (it has no plugins)")
     plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
     if plugin and plugin.is_file():
