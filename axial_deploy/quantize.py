@@ -29,7 +29,7 @@ import collections
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -90,6 +90,7 @@ class QuantizeReport:
     attention_precision: str | None = None
     cache: str | None = None
     cache_tensors: int = 0
+    kept_nodes: list[str] = field(default_factory=list)  # int8: left unquantized, by request
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -115,6 +116,8 @@ class QuantizeReport:
                 f"({self.residual_adds} residual Add inputs); AxialAttention in "
                 f"{self.attention_precision or 'the quantizer default'}"
             )
+            if self.kept_nodes:
+                lines.append(f"  {len(self.kept_nodes)} node(s) kept unquantized (FP32)")
         ops = ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items()))
         lines.append(f"  ops: {ops}")
         if self.cache:
@@ -190,6 +193,91 @@ def _calibration_batches(model, path, calib, batches, batch_size, seed):
     return source, source.take(batches), info.name
 
 
+@dataclass
+class Calibration:
+    """An FP32 graph and the activation ranges measured on it: what every quantized version
+    (`quantized_graph`, with any set of nodes kept in float) is made from."""
+
+    model: onnx.ModelProto
+    ranges: dict
+    report: QuantizeReport  # filled up to the calibration; the graph's counts come later
+
+
+def calibrate(
+    model_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    precision: str,
+    calib: str | None = None,
+    method: str | None = None,
+    batches: int = 8,
+    batch_size: int = 1,
+    seed: int = 0,
+    quantizer: str = "native",
+    progress: bool = False,
+) -> Calibration:
+    """Checks the FP32 graph at `model_path` and measures its activation ranges (step 1-2 of
+    the module doc) with the native quantizer; FP8 first lifts the graph to opset 19, so the
+    ranges name the lifted graph's tensors. `method` defaults per precision."""
+    method = _check_choices(precision, method, quantizer, "fp16")
+    model = _load(model_path)
+    _check_fp32(model, model_path)
+    if precision == "fp8":
+        try:  # float8 Q/DQ needs opset 19
+            model = upgrade_opset(model, "fp8")
+        except QuantizationError as error:
+            raise QuantizeError(f"{model_path}: {error}") from error
+    source, batch_list, _ = _calibration_batches(
+        model, model_path, calib, batches, batch_size, seed
+    )
+    report = QuantizeReport(
+        source=str(model_path),
+        output=str(output_path),
+        precision=precision,
+        quantizer=quantizer,
+        method=method,
+        calibration=source.description,
+        batches=len(batch_list),
+        batch_size=batch_size,
+    )
+    # FP16 only needs to know what would overflow: plain min/max.
+    ranges = collect_ranges(model, batch_list, method=report.method, progress=progress)
+    return Calibration(model, ranges, report)
+
+
+def quantized_graph(
+    calibration: Calibration,
+    *,
+    keep_nodes: Iterable[str] = (),
+    keep_io_fp32: bool = True,
+    attention_precision: str = "fp16",
+) -> onnx.ModelProto:
+    """The FP16 or Q/DQ graph of a calibrated FP32 graph (step 3); `keep_nodes` (INT8 / FP8:
+    node names) get no Q/DQ and compute in FP32. Fills the calibration's report with the counts."""
+    report = calibration.report
+    keep = sorted(set(keep_nodes))
+    if report.precision == "fp16":
+        if keep:
+            raise QuantizeError("keep_nodes applies to Q/DQ precisions (int8, fp8), not fp16")
+        return _to_fp16(calibration.model, calibration.ranges, keep_io_fp32, report)
+    try:
+        result = _to_qdq(calibration.model, calibration.ranges, attention_precision, report, keep)
+    except QuantizationError as error:
+        raise QuantizeError(str(error)) from error
+    report.kept_nodes = keep
+    return result
+
+
+def write_graph(result: onnx.ModelProto, output_path: str | os.PathLike, precision: str) -> None:
+    """Checks `result` and writes it atomically."""
+    try:
+        onnx.checker.check_model(result)
+    except onnx.checker.ValidationError as error:
+        raise QuantizeError(f"the {precision} graph is not valid ONNX: {error}") from error
+    with atomic_output(output_path) as tmp:
+        onnx.save(result, str(tmp))
+
+
 def quantize_file(
     model_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -204,11 +292,14 @@ def quantize_file(
     keep_io_fp32: bool = True,
     attention_precision: str = "fp16",
     quantizer: str = "native",
+    keep_nodes: Iterable[str] = (),
     progress: bool = False,
 ) -> QuantizeReport:
     """Write the FP16, INT8 or FP8 version of the FP32 graph at `model_path` to `output_path`
     (atomically) and, for INT8 or when `cache_path` is given, TensorRT's calibration cache
-    (default: OUT with suffix .calib). `method` defaults per precision (see the module doc)."""
+    (default: OUT with suffix .calib). `method` defaults per precision (see the module doc).
+    `keep_nodes` (INT8 / FP8): node names left unquantized (no Q/DQ around them), e.g. what
+    `axial_deploy.budget` chose. See the module doc."""
     start = time.perf_counter()
     method = _check_choices(precision, method, quantizer, attention_precision)
     if precision == "fp8" and cache_path is not None:
@@ -216,53 +307,50 @@ def quantize_file(
             "--cache writes TensorRT's INT8 calibration cache; an FP8 graph carries its scales "
             "in its Q/DQ nodes: drop --cache"
         )
-    model = _load(model_path)
-    _check_fp32(model, model_path)
-    if precision == "fp8" and quantizer == "native":
-        try:  # float8 Q/DQ needs opset 19: calibrate the lifted graph, so names match
-            model = upgrade_opset(model, "fp8")
-        except QuantizationError as error:
-            raise QuantizeError(f"{model_path}: {error}") from error
-    source, batch_list, input_name = _calibration_batches(
-        model, model_path, calib, batches, batch_size, seed
-    )
-    report = QuantizeReport(
-        source=str(model_path),
-        output=str(output_path),
-        precision=precision,
-        quantizer=quantizer,
-        method=method,
-        calibration=source.description,
-        batches=len(batch_list),
-        batch_size=batch_size,
-    )
     if quantizer == "modelopt":
+        if list(keep_nodes):
+            raise QuantizeError("keep_nodes needs the native quantizer (--quantizer native)")
+        model = _load(model_path)
+        _check_fp32(model, model_path)
+        source, batch_list, input_name = _calibration_batches(
+            model, model_path, calib, batches, batch_size, seed
+        )
+        report = QuantizeReport(
+            str(model_path), str(output_path), precision, quantizer, method,
+            source.description, len(batch_list), batch_size,
+        )  # fmt: skip
         result = _quantize_modelopt(
             model_path, precision, method, batch_list, input_name, attention_precision
         )
         ranges = None
     else:
-        ranges = collect_ranges(model, batch_list, method=report.method, progress=progress)
-        if precision == "fp16":
-            result = _to_fp16(model, ranges, keep_io_fp32, report)
-        else:
-            result = _to_qdq(model, ranges, attention_precision, report, precision)
-    try:
-        onnx.checker.check_model(result)
-    except onnx.checker.ValidationError as error:
-        raise QuantizeError(f"the {precision} graph is not valid ONNX: {error}") from error
-    with atomic_output(output_path) as tmp:
-        onnx.save(result, str(tmp))
+        calibration = calibrate(
+            model_path, output_path, precision=precision, calib=calib, method=method,
+            batches=batches, batch_size=batch_size, seed=seed, progress=progress,
+        )  # fmt: skip
+        report, ranges = calibration.report, calibration.ranges
+        result = quantized_graph(
+            calibration,
+            keep_nodes=keep_nodes,
+            keep_io_fp32=keep_io_fp32,
+            attention_precision=attention_precision,
+        )
+    write_graph(result, output_path, precision)
     report.ops = dict(collections.Counter(node.op_type for node in result.graph.node))
     report.opset = next((e.version for e in result.opset_import if e.domain in ("", "ai.onnx")), 0)
 
     if ranges is not None and (precision == "int8" or cache_path is not None):
         cache_path = Path(cache_path) if cache_path else Path(output_path).with_suffix(".calib")
-        scales = scales_from_amax({name: r.amax for name, r in ranges.items()})
-        write_cache(cache_path, scales, algorithm=METHOD_ALGORITHM[report.method])
-        report.cache, report.cache_tensors = str(cache_path), len(scales)
+        write_calibration_cache(ranges, cache_path, report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def write_calibration_cache(ranges: dict, cache_path: str | os.PathLike, report) -> None:
+    """TensorRT's calibration cache (step 4) from the ranges, noted in `report`."""
+    scales = scales_from_amax({name: r.amax for name, r in ranges.items()})
+    write_cache(cache_path, scales, algorithm=METHOD_ALGORITHM[report.method])
+    report.cache, report.cache_tensors = str(cache_path), len(scales)
 
 
 def _check_choices(
@@ -303,10 +391,14 @@ def _to_fp16(model, ranges, keep_io_fp32: bool, report: QuantizeReport) -> onnx.
 
 
 def _to_qdq(
-    model, ranges, attention_precision: str, report: QuantizeReport, precision: str
+    model, ranges, attention_precision: str, report: QuantizeReport, keep: list[str] = ()
 ) -> onnx.ModelProto:
     quantized = quantize_int8(
-        model, ranges, attention_precision=attention_precision, format=precision
+        model,
+        ranges,
+        attention_precision=attention_precision,
+        skip_nodes=keep,
+        format=report.precision,
     )
     report.int8_nodes = len(quantized.quantized_nodes)
     report.int8_weights = quantized.weights
