@@ -19,11 +19,12 @@ from functools import cache
 from pathlib import Path
 
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.native import KERNEL, ParamsStruct, TablesStruct, locate
+from axial_deploy.native import KERNEL, NativeLibraryError, ParamsStruct, TablesStruct, load
+from axial_deploy.native import library_path as native_library_path
 
-ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
+ABI_VERSION = KERNEL.abi_version  # AXIAL_ATTENTION_ABI_VERSION of the header this mirrors
 LIBRARY_ENV = KERNEL.env
-LIBRARY_NAME = "libaxial_attention_capi.so"
+LIBRARY_NAME = KERNEL.filename
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,7 +50,7 @@ class DataType(enum.IntEnum):
     FLOAT16 = 1
 
 
-class KernelLibraryError(AxialDeployError, ValueError):
+class KernelLibraryError(NativeLibraryError):
     """The kernel library is missing, unloadable or stale: build it with `make plugins`."""
 
 
@@ -97,32 +98,13 @@ def _c_params(params: KernelParams) -> ParamsStruct:
 def library_path() -> Path:
     """Where the library is: `axial_deploy.native`'s search ($AXIAL_DEPLOY_KERNEL_LIB, the
     installed package, the checkout's build/lib; never the working directory)."""
-    found = locate(KERNEL)
-    return found.path or found.candidates[0]
+    return native_library_path(KERNEL)
 
 
 @cache
-def _load(path: Path) -> ctypes.CDLL:
-    if not path.is_file():
-        raise KernelLibraryError(
-            f"AxialAttention kernel library not found at {path}: build it with `make plugins` "
-            f"(needs CMake and nvcc) or point {LIBRARY_ENV} at a built {LIBRARY_NAME}"
-        )
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:
-        raise KernelLibraryError(
-            f"cannot load the AxialAttention kernel library {path}: {error}; rebuild it with "
-            "`make plugins`"
-        ) from error
-    lib.axial_attention_abi_version.restype = ctypes.c_int32
-    lib.axial_attention_abi_version.argtypes = []
-    version = lib.axial_attention_abi_version()
-    if version != ABI_VERSION:
-        raise KernelLibraryError(
-            f"{path} has ABI version {version}, this binding expects {ABI_VERSION}: the library "
-            "is stale, rebuild it with `make plugins`"
-        )
+def _bind(path: Path) -> ctypes.CDLL:
+    """The library at `path`, opened and ABI-checked by `native.load`, its C ABI declared."""
+    lib = load(KERNEL, path, KernelLibraryError)
     lib.axial_attention_check.restype = ctypes.c_int
     lib.axial_attention_check.argtypes = [ctypes.POINTER(ParamsStruct)]
     lib.axial_attention_workspace_size.restype = ctypes.c_size_t
@@ -144,7 +126,7 @@ def _load(path: Path) -> ctypes.CDLL:
 
 def load_library() -> ctypes.CDLL:
     """The loaded C ABI library (raises KernelLibraryError naming `make plugins` if missing)."""
-    return _load(library_path())
+    return _bind(library_path())
 
 
 def status_string(status: int) -> str:

@@ -45,7 +45,7 @@ import onnx
 
 from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.graph import label, unique_name, used_names
-from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, locate
+from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, library_path, load
 from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
 
 if TYPE_CHECKING:
@@ -67,40 +67,24 @@ _registered = False
 
 
 CPU_LIBRARY_ENV = CPU_OP.env
-# AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
-CPU_ABI_VERSION = 1001
+CPU_ABI_VERSION = CPU_OP.abi_version  # checked by `native.load`
 OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
 
 
-class CpuOpError(RuntimeError):
+class CpuOpError(AxialDeployError, RuntimeError):
     """The native CPU op refused its arguments or could not be loaded; the message says why."""
 
 
 def cpu_library_path() -> Path:
     """Where `axial_deploy.native` finds the CPU op library ($AXIAL_DEPLOY_CPU_LIB, the
     installed package, the checkout's build/lib)."""
-    found = locate(CPU_OP)
-    return found.path or found.candidates[0]
+    return library_path(CPU_OP)
 
 
 @functools.cache
-def _load_cpu_library(path: Path) -> ctypes.CDLL:
-    if not path.is_file():
-        raise CpuOpError(
-            f"native CPU AxialAttention library not found at {path}: build it with "
-            f"`make cpu-libs` (CMake and a C++17 compiler) or set {CPU_LIBRARY_ENV}"
-        )
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:
-        raise CpuOpError(f"cannot load {path}: {error}; rebuild it with `make cpu-libs`") from error
-    lib.axial_attention_cpu_abi_version.restype = ctypes.c_int32
-    version = lib.axial_attention_cpu_abi_version()
-    if version != CPU_ABI_VERSION:
-        raise CpuOpError(
-            f"{path} has ABI version {version}, this binding expects {CPU_ABI_VERSION}: "
-            "rebuild it with `make cpu-libs`"
-        )
+def _bind_cpu_library(path: Path) -> ctypes.CDLL:
+    """The library at `path`, opened and ABI-checked by `native.load`, its C ABI declared."""
+    lib = load(CPU_OP, path, CpuOpError)
     lib.axial_attention_cpu_run.restype = ctypes.c_int
     lib.axial_attention_cpu_run.argtypes = [
         ctypes.POINTER(ParamsStruct),
@@ -116,7 +100,7 @@ def _load_cpu_library(path: Path) -> ctypes.CDLL:
 
 def cpu_library() -> ctypes.CDLL:
     """The loaded native CPU op library; CpuOpError (saying how to build it) when unavailable."""
-    return _load_cpu_library(cpu_library_path())
+    return _bind_cpu_library(cpu_library_path())
 
 
 def op_implementation() -> str:
