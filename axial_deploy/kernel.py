@@ -5,9 +5,9 @@ Two layers:
 * A ctypes binding of its C ABI (`plugins/axial_attention/axialAttentionKernel.h`), built by
   `make plugins` into `build/lib/libaxial_attention_capi.so` (or named by the environment variable
   AXIAL_DEPLOY_KERNEL_LIB). Argument checking is host-only, so `check` works without a GPU.
-* A torch custom op, `torch.ops.axial_deploy.axial_attention` (also `axial_attention` here),
-  in `axial_deploy.kernel_op`: it loads torch, so this module imports it only when
-  `axial_attention` is first used (the ctypes layer and `axial-deploy doctor` need no torch).
+* A torch custom op, `torch.ops.axial_deploy.axial_attention`, in `axial_deploy.kernel_op`
+  (`from axial_deploy.kernel_op import axial_attention`): it loads torch and builds on this
+  module, which never imports it (the ctypes layer and `axial-deploy doctor` need no torch).
 """
 
 from __future__ import annotations
@@ -195,8 +195,18 @@ def enqueue(
 
 
 def __getattr__(name: str):
-    """`kernel.axial_attention`: the torch custom op, registered on first use (imports torch)."""
+    """`kernel.axial_attention`, deprecated: the torch op lives in `axial_deploy.kernel_op`,
+    which builds on this module (this lazy alias is the only way back up, kept for one
+    release and allow-listed in tests/test_architecture.py)."""
     if name == "axial_attention":
+        import warnings
+
+        warnings.warn(
+            "axial_deploy.kernel.axial_attention is deprecated: import axial_attention from "
+            "axial_deploy.kernel_op",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from axial_deploy.kernel_op import axial_attention
 
         return axial_attention

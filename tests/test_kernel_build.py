@@ -15,7 +15,7 @@ import pytest
 import torch
 from kernel_helpers import DEFAULT_ARCHS, build_kernels, library_for_tests
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
 from axial_deploy.kernel import KernelArgumentError, KernelParams, Status, TablePointers
 
 VALID = KernelParams(
@@ -216,7 +216,7 @@ def meta_inputs(n=2, g=8, dq=4, dv=8, h=9, w=17, t=65, dtype=torch.float16):
 
 def test_torch_op_fake_impl_gives_the_output_shape():
     qkv, tables, depths = meta_inputs()
-    y = kernel.axial_attention(qkv, *tables, axis=2, span=65, **depths)
+    y = kernel_op.axial_attention(qkv, *tables, axis=2, span=65, **depths)
     assert y.shape == (2, 64, 9, 17) and y.dtype == torch.float16 and y.device.type == "meta"
     torch.library.opcheck(
         torch.ops.axial_deploy.axial_attention.default,
@@ -228,10 +228,10 @@ def test_torch_op_fake_impl_gives_the_output_shape():
 def test_torch_op_refuses_bad_shapes_and_cpu_tensors():
     qkv, tables, depths = meta_inputs()
     with pytest.raises(KernelArgumentError, match="qkv must be"):
-        kernel.axial_attention(qkv[:, :-1], *tables, axis=3, span=65, **depths)
+        kernel_op.axial_attention(qkv[:, :-1], *tables, axis=3, span=65, **depths)
     with pytest.raises(KernelArgumentError, match="rel_v must have shape"):
         bad = (tables[0], tables[1], tables[1], tables[3], tables[4])
-        kernel.axial_attention(qkv, *bad, axis=3, span=65, **depths)
+        kernel_op.axial_attention(qkv, *bad, axis=3, span=65, **depths)
     cpu = [torch.zeros(t.shape, dtype=t.dtype) for t in (qkv, *tables)]
     with pytest.raises(KernelArgumentError, match="CUDA tensors only"):
-        kernel.axial_attention(*cpu, axis=3, span=65, **depths)
+        kernel_op.axial_attention(*cpu, axis=3, span=65, **depths)

@@ -11,7 +11,7 @@ import torch
 import yaml
 from kernel_helpers import library_for_tests, random_op_inputs, reference
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
 
 # The spec's tolerances, read without axial_deploy.op_spec (which needs onnx): this file also runs
 # on bare GPU machines through `make gpu-check` (python, numpy, torch, nvcc only).
@@ -119,7 +119,7 @@ def test_torch_op_matches_the_c_abi_and_runs_on_a_side_stream():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        via_op = kernel.axial_attention(qkv, *tables, **attrs)
+        via_op = kernel_op.axial_attention(qkv, *tables, **attrs)
         side_direct = run_kernel(qkv, tables, stream=side, **attrs)
     side.synchronize()
     torch.testing.assert_close(via_op, direct, rtol=0, atol=0)
@@ -136,5 +136,7 @@ def test_torch_op_under_torch_compile():
     qkv, tables = random_op_inputs(1, 17, 23, 2, 4, 8, 9)
     qkv, tables = qkv.cuda(), [t.cuda() for t in tables]
     attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 5}
-    compiled = torch.compile(lambda x: kernel.axial_attention(x, *tables, **attrs), fullgraph=True)
+    compiled = torch.compile(
+        lambda x: kernel_op.axial_attention(x, *tables, **attrs), fullgraph=True
+    )
     torch.testing.assert_close(compiled(qkv), run_kernel(qkv, tables, **attrs), rtol=0, atol=0)
