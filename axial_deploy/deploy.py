@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from axial_deploy.deploy_records import (  # the records, re-exported: deploy.X keeps working
+from axial_deploy.deploy_records import (  # noqa: F401 (re-exported: deploy.X keeps working)
+    DEFAULT_MODEL,
     PRECISIONS,
     AccuracyResult,
     BackendChoice,
@@ -301,6 +302,7 @@ def setup_model(
 ) -> nn.Module:
     """The model to export (`models.prepare_model`): shipped weights, the checkpoint, or live
     random weights (then task accuracy is not measured)."""
+    from axial_deploy.export import resolve_trace_size
     from axial_deploy.models import prepare_model
 
     num_classes = settings.num_classes
@@ -311,12 +313,15 @@ def setup_model(
             "random weights (no --checkpoint and no shipped weights): task accuracy is "
             "not measured, only numerical agreement with FP32"
         )
+    # live random weights measure BatchNorm statistics at the size the export traces at
+    trace_size = resolve_trace_size("auto", plan.input_shape)
+    traced = (*plan.input_shape[:2], *trace_size) if trace_size else plan.input_shape
     return prepare_model(
         plan.model,
         checkpoint=settings.checkpoint,
         pretrained=plan.weights == "pretrained",
         live_random_weights=plan.weights == "random",
-        input_shape=plan.input_shape,
+        input_shape=traced,
         seed=settings.seed,
         # the shipped weights bring their own class count (settings.num_classes is ignored)
         num_classes=None if plan.weights == "pretrained" else num_classes,
@@ -333,18 +338,28 @@ def _dataset_classes(data: Path, task: str) -> int:
 
 
 def export_stage(settings: DeploySettings, plan: DeployPlan, model: nn.Module) -> ExportResult:
-    import torch
+    """The export with `export`'s policy (`resolve_trace_size`: a small trace above
+    AUTO_TRACE_PIXELS) and its parity check against PyTorch, as `axial-deploy export` runs it."""
+    from axial_deploy.export import auto_trace_note, export_checked, resolve_trace_size
 
-    from axial_deploy.export import compare_with_onnxruntime, export_onnx
-
-    plain = export_onnx(model, plan.input_shape, settings.out / f"{plan.model}.onnx")
-    generator = torch.Generator().manual_seed(settings.seed)
-    inputs = torch.randn(plan.input_shape, generator=generator)
-    error = max(e.max_rel for e in compare_with_onnxruntime(model, plain, inputs))
-    say(f"wrote {plain}; ONNX Runtime vs PyTorch max rel {error:.2e}")
-    if error > EXPORT_RTOL:
-        raise DeployError(f"export: ONNX Runtime differs from PyTorch (max rel {error:.2e})")
-    return ExportResult(plain, error)
+    trace_size = resolve_trace_size("auto", plan.input_shape)
+    if trace_size:
+        say(auto_trace_note(plan.input_shape, trace_size))
+    result = export_checked(
+        model,
+        plan.input_shape,
+        settings.out / f"{plan.model}.onnx",
+        trace_size=trace_size,
+        rtol=EXPORT_RTOL,
+        seed=settings.seed,
+        name=plan.model,
+    )
+    if not result.passed:
+        raise DeployError(
+            f"export: ONNX Runtime differs from PyTorch (max rel {result.max_rel:.2e})"
+        )
+    say(f"wrote {result.path}; ONNX Runtime vs PyTorch max rel {result.max_rel:.2e}")
+    return ExportResult(result.path, result.max_rel)
 
 
 # --------------------------------------------------------------------------------------
