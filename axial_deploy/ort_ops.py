@@ -36,7 +36,9 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -232,6 +234,58 @@ def _register_reference_op() -> str:
 BUFFER_HOOK_VERSIONS = ("0.15.",)
 
 
+class ExtensionsBridgeError(AxialDeployError, RuntimeError):
+    """The installed onnxruntime-extensions lacks the Python-op bridge internals that the
+    buffer hook was written against (another version, or they moved)."""
+
+
+@dataclass(frozen=True)
+class _Bridge:
+    """onnxruntime-extensions' Python-op bridge, the only private API this package uses."""
+
+    default_hook: Callable  # _ocos._on_pyop_invocation: the library's own bridge
+    opdefs: dict  # Opdef._odlist: registered ops by the id the C++ side calls them with
+    install_hooker: Callable  # PyCustomOpDef.install_hooker: sets the bridge
+
+
+def _extensions_bridge() -> _Bridge:
+    """The adapter over the bridge: checks the installed version against BUFFER_HOOK_VERSIONS
+    and that every internal the hook touches is there, else ExtensionsBridgeError naming the
+    version or the missing name (the public list path then runs; see `_install_buffer_hook`).
+    The public API (`onnx_op`, `PyOp`, `get_library_path`) registers the op itself."""
+    import onnxruntime_extensions
+    from onnxruntime_extensions import Opdef, PyCustomOpDef
+
+    version = getattr(onnxruntime_extensions, "__version__", "unknown")
+    checked = ", ".join(f"{v}x" for v in BUFFER_HOOK_VERSIONS)
+    if not version.startswith(BUFFER_HOOK_VERSIONS):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version} is not a version whose Python-op bridge this "
+            f"package checked ({checked}): AxialAttentionReference hands its output back as a "
+            "list (same results, slower); pin onnxruntime-extensions to that version for speed"
+        )
+    try:
+        from onnxruntime_extensions import _ocos as ocos
+    except ImportError:  # the module itself moved
+        ocos = None
+    parts = {
+        "_ocos._on_pyop_invocation": getattr(ocos, "_on_pyop_invocation", None),
+        "Opdef._odlist": getattr(Opdef, "_odlist", None),
+        "Opdef.cast_attributes": getattr(Opdef, "cast_attributes", None),
+        "PyCustomOpDef.install_hooker": getattr(PyCustomOpDef, "install_hooker", None),
+    }
+    missing = [name for name, value in parts.items() if value is None]
+    if missing or not isinstance(parts["Opdef._odlist"], dict):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version}'s Python-op bridge has moved (no "
+            f"{', '.join(missing) or 'Opdef._odlist dict'}): AxialAttentionReference hands its "
+            "output back as a list (same results, slower); report this with the version"
+        )
+    return _Bridge(
+        parts["_ocos._on_pyop_invocation"], parts["Opdef._odlist"], PyCustomOpDef.install_hooker
+    )
+
+
 def _install_buffer_hook() -> bool:
     """Let AxialAttentionReference hand its output back to ONNX Runtime as a buffer.
 
@@ -239,27 +293,24 @@ def _install_buffer_hook() -> bool:
     Python float per element, parsed back in C++. For an Axial-DeepLab-S layer (2 M floats)
     that took 4x the op itself. This hook returns a memoryview of the same float32 data for our
     op and hands every other Python op to the library's own bridge unchanged. Installed only
-    for the versions in BUFFER_HOOK_VERSIONS (their bridge copies from the buffer protocol);
-    others keep the list path. Returns whether it was installed."""
+    where `_extensions_bridge` accepts the installed version (their bridge copies from the
+    buffer protocol); elsewhere a warning says why and the list path runs. Returns whether it
+    was installed."""
     try:
-        import onnxruntime_extensions
-        from onnxruntime_extensions import _ocos
-    except ImportError:
-        return False
-    default = getattr(_ocos, "_on_pyop_invocation", None)
-    version = getattr(onnxruntime_extensions, "__version__", "")
-    if default is None or not version.startswith(BUFFER_HOOK_VERSIONS):
+        bridge = _extensions_bridge()
+    except ExtensionsBridgeError as error:
+        warnings.warn(str(error), RuntimeWarning, stacklevel=3)
         return False
 
     def invocation(k_id, feed, attributes):
-        op = _ocos.Opdef._odlist.get(k_id)
+        op = bridge.opdefs.get(k_id)
         if op is None or op.body is not _reference_op:
-            return default(k_id, feed, attributes)
+            return bridge.default_hook(k_id, feed, attributes)
         y = op.body(*feed, **op.cast_attributes(attributes))
         flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
         return (k_id, y.shape, memoryview(flat))
 
-    _ocos.PyCustomOpDef.install_hooker(invocation)
+    bridge.install_hooker(invocation)
     return True
 
 
