@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,18 @@ def test_no_private_relative_error_floor():
                 for a in node.right.args)
     ]  # fmt: skip
     assert not floors, f"relative errors with their own floor (use numerics): {floors}"
+
+
+def test_every_module_is_in_the_architecture_table():
+    """docs/architecture.md's "Where each piece lives" names every module and subpackage of
+    axial_deploy/ (a new module gets its row, a removed one loses it)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    table = doc.split("## Where each piece lives", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(?:axial_deploy/)?([a-z_]+\.py|[a-z_]+/)`", table))
+    folder = ROOT / "axial_deploy"
+    tree = {p.name for p in folder.glob("*.py") if p.name != "__init__.py"}
+    tree |= {f"{p.name}/" for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    assert not tree - named, f"modules missing from docs/architecture.md: {sorted(tree - named)}"
+    files = {path.name for path in MODULES.values()}  # e.g. cli/args.py is named `args.py`
+    stale = {name for name in named if name.endswith(".py") and name not in files}
+    assert not stale, f"docs/architecture.md names modules that do not exist: {sorted(stale)}"
