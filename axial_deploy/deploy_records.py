@@ -37,6 +37,7 @@ class DeploySettings:
     data: str | None = None  # default: generate the model's synthetic dataset under OUT/data
     eval_images: int = 100
     max_drop: float = 1.0
+    fit_budget: bool = False  # INT8: keep layers in FP32 until within max_drop (budget.py)
     panels: int = 4
     backend: str = "auto"
     plugin_library: str | None = None
@@ -158,6 +159,7 @@ class Variant:
     flagged: bool = False
     cpu_latency: ProfileResult | None = None
     engine: EngineResult | None = None  # None: this variant's graph is not the one built
+    budget: dict[str, Any] | None = None  # --fit-budget: the search's record, in short
 
     @property
     def label(self) -> str:
@@ -180,6 +182,7 @@ class Variant:
             "flagged": self.flagged,
             "cpu_latency": self.cpu_latency.to_dict() if self.cpu_latency else {},
             "engine": self.engine.to_json() if self.engine else {},
+            **({"budget": self.budget} if self.budget is not None else {}),
         }
 
 

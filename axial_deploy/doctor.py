@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from axial_deploy.backends import Gpu, installed_backends, local_gpus, runnable_backends
@@ -17,15 +16,7 @@ from axial_deploy.native import (
     load,
     locate,
 )
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str  # version / what was found
-    fix: str = ""  # what to do when not ok
-    required: bool = False  # the CPU flow (export, rewrite, verify, ONNX Runtime) needs it
+from axial_deploy.platform_checks import Check  # the doctor line, defined below doctor
 
 
 def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
@@ -156,6 +147,10 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))
     checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
+    # version mismatches (numpy/torch, cuda-python/driver, JetPack): lines only where one is seen
+    from axial_deploy.platform_checks import platform_checks, probe
+
+    checks += platform_checks(probe())
     return checks
 
 

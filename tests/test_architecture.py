@@ -172,10 +172,9 @@ def test_deprecated_alias_warns_and_still_works():
 # Files that may call ctypes' loaders themselves, and why. Everything of ours goes through
 # axial_deploy.native.load (resolver, ABI check, one message).
 NATIVE_LOADERS = {
-    "axial_deploy/native.py": "the loader itself, and register_plugin_library's preliminary "
-    "load of the TensorRT plugin (TensorRT's registry opens it)",
-    "axial_deploy/runtime.py": "libcuda.so.1, the CUDA driver: a system library found by the "
-    "dynamic loader, with no ABI of ours to check",
+    "axial_deploy/native.py": "the loader itself (native.load), register_plugin_library's "
+    "preliminary load of the TensorRT plugin (TensorRT's registry opens it) and cuda_driver "
+    "(libcuda.so.1, a system library with no ABI of ours to check)",
 }
 LOADER_NAMES = {"CDLL", "PyDLL", "LibraryLoader", "cdll", "pydll", "WinDLL", "OleDLL"}
 

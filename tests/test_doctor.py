@@ -11,7 +11,9 @@ def test_doctor_reports_each_item(capsys, tmp_path):
     missing = tmp_path / "libnone.so"
     checks = {c.name: c for c in run_checks(missing)}
     gpus = local_gpus()
-    assert set(checks) == {
+    # the platform lines appear only on a Jetson or with a mismatch (tests/test_platform_checks.py)
+    platform_lines = {"JetPack", "numpy / torch", "cuda-python / driver"}
+    assert set(checks) - platform_lines == {
         "torch",
         "ONNX Runtime",
         "onnxruntime-extensions",
