@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from axial_deploy.cli.args import Files
 from axial_deploy.errors import AxialDeployError
 
 FORMATS = ("all", "path", "trtexec", "polygraphy", "triton")
@@ -48,6 +49,11 @@ def forms(path: str) -> dict[str, str]:
         # LD_PRELOAD=PATH tritonserver ... works with every Triton version.
         "triton": f"--backend-config=tensorrt,plugins={quoted}",
     }
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({}, {})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,9 @@ INT8) from the same ranges. Check the result with `axial-deploy compare`.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from axial_deploy.cli.args import add_output, add_report, add_seed, positive_int
+from axial_deploy.cli.args import Files, add_output, add_report, add_seed, positive_int
 
 CALIB_HELP = (
     "a folder of images (preprocessed as the model expects), a .npy/.npz file or folder of "
@@ -66,12 +67,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_report(parser, "write the quantization report as JSON to this path")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    # INT8 always writes TensorRT's calibration cache: --cache, else beside -o as .calib
+    cache = args.cache
+    if cache is None and args.precision == "int8":
+        cache = Path(args.output).with_suffix(".calib")
+    written = {"-o": args.output, "--report": args.report, "--cache": cache}
+    return Files({"IN.onnx": args.model, "--calib": args.calib}, written)
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.quantize import quantize_file
 
-    outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
-    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(f"quantizing {args.model} to {args.precision} ...", flush=True)
     report = quantize_file(
         args.model,
