@@ -166,6 +166,21 @@ def test_coco_panoptic_reader(tmp_path_factory, data):
             assert isinstance(segment["id"], int)
 
 
+@FUZZ
+@given(data=mutated_json(_seed("record.json")))
+def test_training_record_reader(tmp_path_factory, data):
+    from models.registry import read_record
+
+    path = tmp_path_factory.mktemp("record") / "axial_deeplab_tiny.json"
+    path.write_bytes(data)
+    try:
+        record = read_record(path)
+        record.postprocess_config()  # what evaluate and deploy build from it
+    except AxialDeployError as error:
+        return refused_cleanly(error, path)
+    assert len(record.input_shape) == 4
+
+
 # ---------------------------------------------------------------- arrays, images, ONNX
 
 
@@ -227,9 +242,11 @@ def test_the_corpus_reads_cleanly():
     from axial_deploy.coco_panoptic import load_split
     from axial_deploy.inputs import read_arrays
     from axial_deploy.manifest import Manifest
+    from models.registry import read_record
 
     assert Manifest.from_dict(read_json(CORPUS / "manifest.json")).sm == "9.0"
     assert read_json(CORPUS / "dataset.json")["size"] == [32, 32]
+    assert read_record(CORPUS / "record.json").postprocess_config() is not None
     assert load_split(CORPUS / "panoptic_val.json").annotations
     assert read_arrays(CORPUS / "array.npy")[0].shape == (1, 2, 3, 4)
     assert load_onnx(CORPUS / "model.onnx").graph.node

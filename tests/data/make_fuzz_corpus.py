@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axial_deploy.manifest import Manifest, TensorInfo, write_engine
 from axial_deploy.synthetic import generate_panoptic
+from models.registry import PRETRAINED_DIR
 
 OUT = Path(__file__).parent / "fuzz"
 
@@ -41,6 +42,8 @@ def main() -> None:
                             engine_sha256, "libaxial.so", "1" * 64)  # fmt: skip
         write_engine(b"engine", manifest, engine)
         shutil.copy(engine.with_name("m.engine.json"), OUT / "manifest.json")
+    # the record `train` writes beside a checkpoint (the shipped weights' own)
+    shutil.copy(PRETRAINED_DIR / "axial_deeplab_tiny.json", OUT / "record.json")
     np.save(OUT / "array.npy", np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4))
     weights = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
     graph = helper.make_graph(
