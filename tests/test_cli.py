@@ -185,7 +185,7 @@ def test_malformed_panoptic_json_is_one_clear_error(tmp_path, annotation, messag
 
 def test_panoptic_json_that_is_a_list_is_refused(tmp_path):
     (tmp_path / "panoptic_val.json").write_text("[]")
-    with pytest.raises(PanopticFormatError, match="holds a list"):
+    with pytest.raises(PanopticFormatError, match="holds a JSON array, not an object"):
         load_split(tmp_path / "panoptic_val.json")
 
 

@@ -419,7 +419,7 @@ def test_fuzzed_fields_are_created_or_refused_never_a_crash(harness, tmp_path):
     good = op_fields(attrs, tables)
     long = os.environ.get("AXIAL_DEPLOY_FUZZ") == "long"
 
-    @settings(max_examples=2000 if long else 15, deadline=None, derandomize=not long,
+    @settings(max_examples=500 if long else 15, deadline=None, derandomize=not long,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.data())
     def check(data):
