@@ -32,6 +32,7 @@ from axial_deploy.errors import AxialDeployError
 if TYPE_CHECKING:
     from torch import nn
 
+    from axial_deploy.backends import Gpu
     from axial_deploy.evaluate import EvaluationResult, GateReport
     from axial_deploy.profile import ProfileResult
 
@@ -39,6 +40,7 @@ DEFAULT_MODEL = "axial_deeplab_tiny"
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
+BUDGET_PRECISIONS = ("int8",)  # what --fit-budget searches (axial_deploy.budget's precisions)
 CALIBRATION_IMAGES = 16  # train-split images generated for INT8 calibration
 EXPORT_RTOL = 1e-3  # ONNX Runtime vs PyTorch, max relative error the export stage accepts
 
@@ -63,6 +65,7 @@ class DeploySettings:
     data: str | None = None  # default: generate the model's synthetic dataset under OUT/data
     eval_images: int = 100
     max_drop: float = 1.0
+    fit_budget: bool = False  # INT8: keep layers in FP32 until within max_drop (budget.py)
     panels: int = 4
     backend: str = "auto"
     plugin_library: str | None = None
@@ -184,6 +187,7 @@ class Variant:
     flagged: bool = False
     cpu_latency: ProfileResult | None = None
     engine: EngineResult | None = None  # None: this variant's graph is not the one built
+    budget: dict[str, Any] | None = None  # --fit-budget: the search's record, in short
 
     @property
     def label(self) -> str:
@@ -206,6 +210,7 @@ class Variant:
             "flagged": self.flagged,
             "cpu_latency": self.cpu_latency.to_dict() if self.cpu_latency else {},
             "engine": self.engine.to_json() if self.engine else {},
+            **({"budget": self.budget} if self.budget is not None else {}),
         }
 
 
@@ -397,6 +402,10 @@ def plan_deploy(settings: DeploySettings) -> DeployPlan:
         raise DeployError("--eval-images and --iterations must be >= 1")
     if settings.max_drop < 0:
         raise DeployError(f"--max-drop must be >= 0, got {settings.max_drop}")
+    if settings.fit_budget and not set(BUDGET_PRECISIONS) & set(settings.precisions):
+        raise DeployError(
+            f"--fit-budget searches {', '.join(BUDGET_PRECISIONS)} variants: add one to --precision"
+        )
     task = task_of(settings.model)
     weights, meaningful = _weights(settings)
     return DeployPlan(
@@ -440,10 +449,18 @@ def _input_shape(settings: DeploySettings, weights: str) -> tuple[int, int, int,
     return default_input_shape(settings.model)
 
 
-def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
-    """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
-    library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
-    asked for by name must be installed (`build.import_backend`'s error says how)."""
+def choose_backend(
+    requested: str,
+    plugin_library: str | None,
+    gpus: list[Gpu] | None = None,
+    installed: set[str] | None = None,
+) -> BackendChoice:
+    """(backend or None, which graph it builds, why). `auto` follows `backends.choose_auto`
+    (TensorRT on a GPU; TensorRT-RTX only on GPUs of its support matrix, or ahead of time
+    without a GPU); TensorRT builds the rewritten graph when the plugin library exists, else
+    the plain one; TensorRT-RTX the plain one. A backend asked for by name must be installed
+    (`build.import_backend`'s error says how). `gpus` / `installed`: this machine's when None."""
+    from axial_deploy.backends import choose_auto, installed_backends, local_gpus
     from axial_deploy.build import BuildError, import_backend
     from axial_deploy.native import PLUGIN, locate
 
@@ -451,37 +468,27 @@ def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if requested == "none":
         return BackendChoice(None, "", "engine step skipped (--backend none)")
-    for backend in ("tensorrt", "tensorrt-rtx"):
-        if requested not in ("auto", backend):
-            continue
+    if requested == "auto":
+        installed = installed_backends() if installed is None else installed
+        backend, why = choose_auto(local_gpus() if gpus is None else gpus, installed)
+        if backend is None:
+            return BackendChoice(None, "", why)
+    else:
         try:
-            import_backend(backend)
+            import_backend(requested)
         except BuildError as error:
-            if requested == backend:
-                raise DeployError(f"--backend {backend}: {error}") from error
-            continue
-        if backend == "tensorrt-rtx":
-            return BackendChoice(
-                backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
-            )
-        plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
-        if plugin and plugin.is_file():
-            return BackendChoice(
-                backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
-            )
-        missing = plugin or locate(PLUGIN).describe()
-        return BackendChoice(
-            backend,
-            "plain",
-            f"TensorRT on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
-        )
+            raise DeployError(f"--backend {requested}: {error}") from error
+        backend, why = requested, f"{requested} (--backend)"
+    if backend == "tensorrt-rtx":
+        return BackendChoice(backend, "plain", f"{why}, on the plain graphs (it has no plugins)")
+    plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
+    if plugin and plugin.is_file():
+        return BackendChoice(backend, "axial", f"{why}, with the AxialAttention plugin ({plugin})")
+    missing = plugin or locate(PLUGIN).describe()
     return BackendChoice(
-        None,
-        "",
-        (
-            "engine step skipped: neither TensorRT nor TensorRT-RTX is installed (pip install "
-            "tensorrt on a GPU machine, or pip install '.[rtx]')"
-        ),
+        backend,
+        "plain",
+        f"{why}, on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
     )
 
 
@@ -660,6 +667,20 @@ def precision_stage(
                 continue
             suffix = ".axial" if graph == "axial" else ""
             target = settings.out / f"{plan.model}{suffix}.{precision}.onnx"
+            if settings.fit_budget and precision in BUDGET_PRECISIONS:
+                variant = Variant(precision, graph, target)
+                variant.budget = budget = _budget_variant(
+                    settings, plan, data, calib, precision, source, target
+                )
+                notes.append(
+                    f"{variant.label}: --fit-budget kept {len(budget['kept'])} layer(s) in FP32, "
+                    f"drop {budget['drop']:+.2f} (plain {budget['plain_drop']:+.2f}), "
+                    f"{budget['share_macs_quantized']:.0%} of multiply-adds in INT8"
+                    + ("" if budget["met"] else ": budget NOT met with every layer kept")
+                    + f"; record {budget['record']}"
+                )
+                variants.append(variant)
+                continue
             quantized = quantize_file(
                 source,
                 target,
@@ -682,6 +703,46 @@ def precision_stage(
             rows = report.rows
             v.max_rel_vs_fp32 = max(row.max_rel for row in rows)
     return variants
+
+
+def _budget_variant(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    data: Path | None,
+    calib: str | None,
+    precision: str,
+    source: Path,
+    target: Path,
+) -> dict[str, Any]:
+    """--fit-budget: the Q/DQ graph with the fewest layers kept in FP32 (budget.py) for its PQ
+    / top-1 on the val images to be within --max-drop of FP32; the record's gist."""
+    from axial_deploy.budget import quantize_to_budget
+    from axial_deploy.models import pretrained_record
+
+    if data is None:
+        raise DeployError(
+            "--fit-budget measures task accuracy: it needs trained weights (--checkpoint, or a "
+            "model with shipped weights)"
+        )
+    postprocess = None
+    if plan.task == "panoptic" and plan.weights == "pretrained":  # as _evaluate_targets
+        postprocess = pretrained_record(plan.model).postprocess_config()
+    report = quantize_to_budget(
+        source, target, precision=precision, max_drop=settings.max_drop, data=data,
+        eval_images=settings.eval_images, calib=calib, method=settings.calib_method,
+        batches=settings.calib_batches, seed=settings.seed, postprocess=postprocess,
+        progress=settings.progress,
+    )  # fmt: skip
+    say(report.summary().splitlines()[2].strip())
+    return {
+        "record": report.record,
+        "met": report.met,
+        "drop": report.drop,
+        "plain_drop": report.plain_drop,
+        "kept": [layer.node for layer in report.kept],
+        "share_macs_quantized": report.share_quantized,
+        "evaluations": len(report.steps),
+    }
 
 
 def _calibration_source(settings: DeploySettings, data: Path | None, task: str) -> str | None:

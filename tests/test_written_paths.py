@@ -44,6 +44,12 @@ WRITTEN = [
     (["quantize", "m.onnx", "--precision", "int8", "-o", "q.onnx", "--cache", "{w}"], "m.onnx",
      "--cache"),
     (["quantize", "m.calib", "--precision", "int8", "-o", "{w}"], "m.onnx", "--cache"),
+    (["quantize", "m.onnx", "--precision", "int8", "-o", "q.onnx", "--max-drop", "1", "--data",
+      "d", "--budget-record", "{w}"], "m.onnx", "--budget-record"),
+    (["quantize", "q.budget.json", "--precision", "int8", "-o", "{w}", "--max-drop", "1",
+      "--data", "d"], "q.onnx", "--budget-record"),
+    (["quantize", "m.onnx", "--precision", "int8", "-o", "{w}", "--max-drop", "1", "--data",
+      "d"], "d/q.onnx", "-o"),
     (["compare", "m.onnx", "m2.onnx", "--report", "{w}"], "m2.onnx", "--report"),
     (["build", "m.onnx", "-o", "{w}"], "m.onnx", "-o"),
     (["build", "e.engine.json", "-o", "{w}"], "e.engine", "the manifest"),
@@ -88,7 +94,8 @@ def spellings(target: str) -> dict[str, str]:
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name in ("m.onnx", "m2.onnx", "m.calib", "e.engine.json", "e.engine.json.pending"):
+    for name in ("m.onnx", "m2.onnx", "m.calib", "e.engine.json", "e.engine.json.pending",
+                 "q.budget.json"):  # fmt: skip
         onnx.save(conv_model(), name)
     np.save("x.npy", np.ones((1, 3, 8, 8), np.float32))
     for name in ("ck.pt", "ck.data", "e.engine", "r.json", "r.html", "c.pt"):

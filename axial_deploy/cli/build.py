@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "path of the engine")
     parser.add_argument(
         "--backend",
-        choices=["tensorrt", "tensorrt-rtx"],
+        choices=["tensorrt", "tensorrt-rtx", "auto"],
         default="tensorrt",
-        help="tensorrt (default; GPU, plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
+        help="tensorrt (default; GPU, plugins), tensorrt-rtx (plugin-free graphs, CPU build) or "
+        "auto (TensorRT on a GPU, TensorRT-RTX only on GPUs of its support matrix)",
     )
     add_plugins(
         parser,
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serialize-plugin",
         action="store_true",
-        help="embed the plugin library in the engine (no library needed where it runs)",
+        help="build a version-compatible engine that carries the plugin library (no library "
+        "needed where it runs; loads in this TensorRT or a later one; may run slower)",
     )
     parser.add_argument(
         "--shapes",
@@ -68,8 +70,18 @@ def files(args: argparse.Namespace) -> Files:
 def run(args: argparse.Namespace) -> int:
     from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
 
+    backend = args.backend
+    if backend == "auto":
+        from axial_deploy.backends import choose_auto, installed_backends, local_gpus
+        from axial_deploy.build import BuildError
+
+        chosen, why = choose_auto(local_gpus(), installed_backends())
+        if chosen is None:
+            raise BuildError(why.replace("engine step skipped", "--backend auto"))
+        print(f"--backend auto: {why}", flush=True)
+        backend = chosen
     options = BuildOptions(
-        backend=args.backend,
+        backend=backend,
         plugin_library=args.plugins,
         serialize_plugin=args.serialize_plugin,
         shapes=dict(parse_shape_spec(spec) for spec in args.shapes),
@@ -80,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         calib_cache=args.calib_cache,
         progress=True,
     )
-    print(f"building {args.model} with {args.backend} ...", flush=True)
+    print(f"building {args.model} with {backend} ...", flush=True)
     manifest = build_engine(args.model, args.output, options)
     size_mb = Path(args.output).stat().st_size / 2**20
     print(
