@@ -27,7 +27,7 @@ CORPUS = Path(__file__).parent / "data" / "fuzz"
 # ci: bounded for `make test` on 2 cores (all readers together in well under a minute);
 # long: AXIAL_DEPLOY_FUZZ=long, for a fuzzing session.
 settings.register_profile(
-    "ci", max_examples=60, deadline=None, derandomize=True,
+    "ci", max_examples=60, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )  # fmt: skip
 settings.register_profile(

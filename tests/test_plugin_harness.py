@@ -420,6 +420,7 @@ def test_fuzzed_fields_are_created_or_refused_never_a_crash(harness, tmp_path):
     long = os.environ.get("AXIAL_DEPLOY_FUZZ") == "long"
 
     @settings(max_examples=500 if long else 15, deadline=None, derandomize=not long,
+              database=None if not long else settings.default.database,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.data())
     def check(data):
