@@ -421,11 +421,15 @@ def create_session(
     if isinstance(model, (str, Path)):
         path = Path(model)
         # Only the graph is needed to decide; the weights load only if the graph is converted.
-        if not has_axial_attention(onnx.load(path, load_external_data=False)):
+        graph_only = onnx.load(path, load_external_data=False)
+        check_known_ops(graph_only, name)
+        if not has_axial_attention(graph_only):
             return _session(str(path), session_options, providers, name)
         model = onnx.load(path)
-    elif not has_axial_attention(model):
-        return _session(model.SerializeToString(), session_options, providers, name)
+    else:
+        check_known_ops(model, name)
+        if not has_axial_attention(model):
+            return _session(model.SerializeToString(), session_options, providers, name)
 
     view = to_onnxruntime_view(model)  # spec errors first: they need no extra package
     library = _register_reference_op()
@@ -445,6 +449,53 @@ def create_session(
 
 class SessionError(AxialDeployError, ValueError):
     """ONNX Runtime cannot load a graph (an op it does not know, an invalid graph, ...)."""
+
+
+@functools.cache
+def _ort_schemas() -> frozenset[tuple[str, str]]:
+    """(domain, op type) of every op ONNX Runtime has a schema for (ONNX's and its contrib)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return frozenset((s.domain, s.name) for s in ort_state.get_all_operator_schema())
+
+
+def unknown_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(op type, domain, node name) of each node, in this graph and its subgraphs, that ONNX
+    Runtime cannot run: an op with no schema there and no function of that name in the model.
+    AxialAttention counts as known (it runs through `to_onnxruntime_view`)."""
+    known = _ort_schemas() | {(DOMAIN, OP_TYPE)}
+    known |= {(f.domain, f.name) for f in model.functions}
+    found: list[tuple[str, str, str]] = []
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if (domain, node.op_type) not in known:
+                found.append((node.op_type, node.domain or "ai.onnx", node.name))
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    visit(attribute.g)
+                for subgraph in attribute.graphs:
+                    visit(subgraph)
+
+    visit(model.graph)
+    return found
+
+
+def check_known_ops(
+    model: onnx.ModelProto, name: str, error: type[Exception] = SessionError
+) -> None:
+    """Refuses, as one line naming the op and its domain, a graph with an op ONNX Runtime does
+    not know, before any session is made (ONNX Runtime would fail with its own traceback)."""
+    missing = unknown_ops(model)
+    if missing:
+        op_type, domain, node = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise error(
+            f"ONNX Runtime cannot load {name}: node {node or '(unnamed)'} is op {op_type!r} of "
+            f"domain {domain!r}, which it does not know{more}; the graph must use ONNX ops (or "
+            "AxialAttention): export it again or replace that op"
+        )
 
 
 def _session(source, options, providers: list[str], name: str):

@@ -52,7 +52,11 @@ def rewrite(
     and keeps its dynamic axes; the whole rewritten graph is then checked against the original
     at `check_shapes` (default: the probe shape and about 3/4 of its height and width). Each
     layer is verified on `verify_lines` random lines (all when it has fewer)."""
+    from axial_deploy.ort_ops import check_known_ops  # imports onnxruntime
+
     start = time.perf_counter()
+    # probing runs pieces of the graph in ONNX Runtime: an op it lacks is refused up front
+    check_known_ops(model, source, RewriteError)
     index = GraphIndex(model.graph)
     already = sum(1 for node in model.graph.node if node.op_type == OP_TYPE)
     records, candidates = locate_layers(index)
