@@ -33,7 +33,7 @@ def replace_with_axial_attention(
     instead of by the nodes that computed it (left for cleanup); returns the new operator node.
 
     The layer is cut at its lines [N, other, C, L]; viewed as NCHW [N, C, other, L] the operator
-    attends along axis 3 (`layer.axis`)."""
+    attends along axis 3 (`layer.attributes.axis`)."""
     y_lines.inputs.clear()  # disconnect the old layer; cleanup removes what became dead
     weight = layer.weight[:, :, None, None].astype(np.float32)
     channels = (weight.shape[1], weight.shape[0], layer.attributes.out_channels)
