@@ -229,3 +229,16 @@ def test_kernel_params_for_a_call_are_the_c_struct_field_for_field():
     assert [name for name, _ in ParamsStruct._fields_] == [
         f.name for f in dataclasses.fields(KernelParams)
     ]
+
+
+def test_rewrite_records_list_the_attributes_flat_in_the_json_report():
+    """The report's JSON keeps its flat keys where the attributes field stands."""
+    from axial_deploy.rewrite.records import LayerRecord
+
+    record = LayerRecord("sm", rewritten=True, attributes=AxialAttentionAttributes(**VALID))
+    flat = record.to_dict()
+    assert list(flat)[:8] == ["softmax", "rewritten", "reason", *op_spec.OPERATOR_ATTRIBUTES]
+    assert {name: flat[name] for name in VALID} == VALID
+    assert "attributes" not in flat
+    left = LayerRecord("sm", reason="not attention").to_dict()
+    assert all(left[name] is None for name in op_spec.OPERATOR_ATTRIBUTES)
