@@ -28,6 +28,7 @@ import yaml
 from kernel_helpers import random_op_inputs, reference
 from trt_headers import HEADERS_ENV, include_for
 
+from axial_deploy import op_spec
 from axial_deploy.kernel import REPO_ROOT
 from axial_deploy.op_spec import SPEC_PATH, TOLERANCES
 
@@ -163,12 +164,11 @@ def pack_collections(collections: list[list | None]) -> bytes:
     return b"".join(out)
 
 
-def op_fields(attrs: dict, tables) -> list:
-    names = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
-    fields = [field(k, INT32, [v]) for k, v in attrs.items()]
-    fields.append(field("table_length", INT32, [tables[0].shape[-1]]))
-    fields += [field(n, FLOAT32, t.numpy()) for n, t in zip(names, tables, strict=True)]
-    return fields
+def op_fields(attrs: op_spec.AxialAttentionAttributes, tables) -> list:
+    """The spec's field list (`op_spec.plugin_fields`, what the ONNX parser hands the creator)."""
+    named = {n: t.numpy() for n, t in zip(op_spec.TABLE_ATTRIBUTES, tables, strict=True)}
+    types = {"kINT32": INT32, "kFLOAT32": FLOAT32}
+    return [field(f.name, types[f.field_type], f.data) for f in op_spec.plugin_fields(named, attrs)]
 
 
 def pack_tensor(qkv: torch.Tensor) -> bytes:
@@ -225,7 +225,7 @@ CASES = [
 def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
     n, h, w, axis, g, dq, dv, span, t = case
     qkv, tables = random_op_inputs(n, h, w, g, dq, dv, t, dtype=dtype, seed=sum(case))
-    attrs = {"axis": axis, "num_heads": g, "key_depth": dq, "value_depth": dv, "span": span}
+    attrs = op_spec.AxialAttentionAttributes(axis, g, dq, dv, span)
     (tmp_path / "fields.bin").write_bytes(pack_collections([op_fields(attrs, tables)]))
     (tmp_path / "qkv.bin").write_bytes(pack_tensor(qkv))
     out = tmp_path / "y.bin"
@@ -242,7 +242,7 @@ def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
         refusal = "refused" in step["step"]
         assert refusal or not any(m.startswith("E:") for m in step["log"]), step
     y = torch.from_numpy(np.fromfile(out, dtype="<f4")).reshape(n, g * dv, h, w)
-    expected = reference(qkv, tables, **attrs)
+    expected = reference(qkv, tables, attrs)
     assert not torch.isnan(y).any(), "output left unwritten (poisoned with NaN)"
     err = ((y.double() - expected).abs().max() / expected.abs().max()).item()
     tolerance = TOLERANCES["float32" if dtype == torch.float32 else "float16"]
@@ -252,7 +252,9 @@ def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
 def _bad_field_cases() -> list[tuple[str, object, str]]:
     """(what, collection, the field name the refusal must mention)."""
     _, tables = random_op_inputs(1, 3, 4, 2, 4, 8, 5)
-    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 3}
+    attrs = op_spec.AxialAttentionAttributes(
+        axis=3, num_heads=2, key_depth=4, value_depth=8, span=3
+    )
     good = op_fields(attrs, tables)
     names = [f[0] for f in good]
     cases: list[tuple[str, object, str]] = [("valid", good, "")]

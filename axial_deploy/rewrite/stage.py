@@ -177,9 +177,7 @@ def probe_candidate(
     except Refusal as refusal:
         record.reason = str(refusal)
         return None
-    record.axis, record.num_heads = layer.axis, layer.num_heads
-    record.key_depth, record.value_depth = layer.key_depth, layer.value_depth
-    record.span, record.line_length = layer.span, info["line_length"]
+    record.attributes, record.line_length = layer.attributes, info["line_length"]
     record.line_limit = info["line_limit"]
     record.table_length = layer.rel_q.shape[-1]
     record.replaced_nodes = [
