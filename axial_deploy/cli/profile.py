@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import add_cuda_binding, add_report, positive_float, positive_int
+from axial_deploy.cli.args import Files, add_cuda_binding, add_report, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,14 +40,19 @@ def report_paths(report: str) -> tuple[Path, Path]:
     return Path(f"{prefix}.json"), Path(f"{prefix}.html")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    json_path, html_path = report_paths(args.report) if args.report else (None, None)
+    return Files({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.profile import profile_engine
     from axial_deploy.report import write_html
     from axial_deploy.runtime import Engine
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
-    check_distinct({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
     with Engine(args.model, cuda=args.cuda) as engine:
         result = profile_engine(
             engine,
