@@ -357,10 +357,9 @@ def accuracy_report(
     abs error and max rel error; per task: top-1 agreement (classification) or pixel agreement
     and mIoU between the argmax predictions of the `semantic` output (panoptic /
     segmentation)."""
-    from tqdm import tqdm
-
     from axial_deploy.comparison import onnxrt_runner, run
     from axial_deploy.ort_ops import create_session
+    from axial_deploy.progress import progress_bar
 
     reference = _load(reference_path, "reference")
     task = task or task_of(reference)
@@ -374,7 +373,7 @@ def accuracy_report(
     ref_session = create_session(reference)
     names = [o.name for o in ref_session.get_outputs()]
     ref_outputs = run([onnxrt_runner(ref_session, "reference")], feeds)["reference"]
-    for label, path in tqdm(
+    for label, path in progress_bar(
         candidates.items(), desc="candidates", disable=not progress, leave=False
     ):
         _load(path, f"candidate {label}")

@@ -373,15 +373,16 @@ def tensor_chunks(
 
 def _collect_chunk(model, names, input_name, batches, method, percentile, progress, label):
     """collect_ranges for one group of tensors (one ONNX Runtime session)."""
-    from tqdm import tqdm
-
     from axial_deploy.ort_ops import create_session
+    from axial_deploy.progress import progress_bar
 
     session = create_session(_probe_model(model, names))
 
     def runs(text: str):
         desc = text + label
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in progress_bar(
+            batches, desc=desc, unit="batch", disable=not progress, leave=False
+        ):
             yield session.run(names, {input_name: batch})
 
     low = {name: np.inf for name in names}

@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "path of the engine")
     parser.add_argument(
         "--backend",
-        choices=["tensorrt", "tensorrt-rtx"],
-        default="tensorrt",
-        help="tensorrt (default; GPU, plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
+        choices=["auto", "tensorrt", "tensorrt-rtx"],
+        default="auto",
+        help="auto (default: TensorRT where installed, else TensorRT-RTX), tensorrt (GPU, "
+        "plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
     )
     add_plugins(
         parser,
@@ -56,15 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import check_distinct
-    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
+    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec, resolve_backend
     from axial_deploy.manifest import manifest_path
 
     check_distinct(
         {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache},
         {"-o": args.output, "the manifest": manifest_path(args.output)},
     )
+    backend = resolve_backend(args.backend)
     options = BuildOptions(
-        backend=args.backend,
+        backend=backend,
         plugin_library=args.plugins,
         serialize_plugin=args.serialize_plugin,
         shapes=dict(parse_shape_spec(spec) for spec in args.shapes),
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         calib_cache=args.calib_cache,
         progress=True,
     )
-    print(f"building {args.model} with {args.backend} ...", flush=True)
+    print(f"building {args.model} with {backend} ...", flush=True)
     manifest = build_engine(args.model, args.output, options)
     size_mb = Path(args.output).stat().st_size / 2**20
     print(

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_output, add_report, add_seed, positive_int
+from axial_deploy.cli.args import (
+    add_batch_size,
+    add_calib_batches,
+    add_output,
+    add_report,
+    add_seed,
+)
 
 CALIB_HELP = (
     "a folder of images (preprocessed as the model expects), a .npy/.npz file or folder of "
@@ -23,7 +29,9 @@ CALIB_HELP = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
     add_output(parser, "path of the output .onnx")
-    parser.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    parser.add_argument(
+        "--precision", required=True, choices=["fp16", "int8"], help="precision of the graph"
+    )
     parser.add_argument(
         "--calib", metavar="SRC", help=f"calibration inputs: {CALIB_HELP} (default: synthetic)"
     )
@@ -34,12 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="INT8 activation thresholds: KL-divergence (entropy, default), 99.99th "
         "percentile, or max |x| (fp16 always uses max |x| to find overflows)",
     )
-    parser.add_argument(
-        "--batches", type=positive_int, default=8, help="calibration batches (default: 8)"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=1, help="batch size (default: 1)"
-    )
+    add_calib_batches(parser, "calibration batches", old_batches=True)
+    add_batch_size(parser, "images per calibration batch")
     add_seed(parser, what="synthetic calibration inputs")
     parser.add_argument(
         "--cache",
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         calib=args.calib,
         method=args.method,
-        batches=args.batches,
+        batches=args.calib_batches,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_path=args.cache,
