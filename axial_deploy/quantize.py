@@ -151,7 +151,7 @@ def _check_fp32(model: onnx.ModelProto, path) -> None:
 
 def _calibration_batches(model, path, calib, batches, batch_size, seed):
     if batches < 1:
-        raise QuantizeError(f"--batches must be >= 1, got {batches}")
+        raise QuantizeError(f"the number of batches must be >= 1, got {batches}")
     info = _single_input(model, path)
     shape = input_shape(info)
     if len(shape) == 4 and isinstance(shape[0], int) and shape[0] != batch_size:
