@@ -355,7 +355,9 @@ def _write_panoptic(out, final, seed, counts, size, command, progress) -> dict:
         json_path, segments_dir, images_dir = split_paths(out, split)
         images, annotations = [], []
         segment_count = crowd_count = 0
-        for index in progress_bar(range(n), desc=f"panoptic {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"panoptic {split}", unit="img", disable=not progress
+        ):
             name = f"{split}_{index:05d}"
             pixels, semantic, instance, crowd = _draw_panoptic(_rng(seed, split, index), *size)
             ids, segments = panoptic_segments(semantic, instance, crowd)
@@ -437,7 +439,9 @@ def _write_classification(out, final, seed, counts, size, command, progress) -> 
     per_class: dict[str, list[int]] = {}
     for split, n in counts.items():
         tally = [0] * len(CLASSIFICATION_CLASSES)
-        for index in progress_bar(range(n), desc=f"classification {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"classification {split}", unit="img", disable=not progress
+        ):
             label = index % len(CLASSIFICATION_CLASSES)  # balanced classes
             pixels = _draw_classification(_rng(seed, split, index), label, *size)
             name = CLASSIFICATION_CLASSES[label]

@@ -14,7 +14,7 @@ Reproducible: the same model and inputs give the same bytes on one machine whate
 counts (integer histograms, per-element ONNX Runtime results that do not depend on its thread
 count, a native op whose every output is computed by one thread in a fixed order); another
 ONNX Runtime build, CPU or AxialAttention body can move a float by an ulp and a threshold by a
-bin (README, "Reproducible INT8").
+bin (docs/design/precision.md, "Reproducible INT8").
 
 The threshold `amax` of a tensor, from which its INT8 scale is amax / 127 (symmetric, zero
 point 0), comes from one of three methods:

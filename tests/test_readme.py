@@ -143,3 +143,13 @@ def test_the_parser_check_fails_on_a_renamed_flag():
     assert shown_lines("```bash\naxial-deploy build m.onnx \\\n    -o e\n```\n") == [
         "axial-deploy build m.onnx  -o e"
     ]
+
+
+def test_links_between_the_readme_and_docs_point_at_files():
+    pages = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{page.relative_to(ROOT)} links to a missing {target}"

@@ -3,8 +3,8 @@
 Runs the reference graph and each candidate on the same held-out inputs in ONNX Runtime and
 prints, per output, max / mean abs and max rel error, plus task agreement: top-1 agreement for
 classifiers, pixel agreement and mIoU between the argmax predictions of the semantic output
-for panoptic models. The default inputs are synthetic with seed 1, which calibration (seed 0)
-never saw.
+for panoptic models. The default inputs are synthetic, drawn with --seed + 1, so that
+calibration with the same --seed (quantize's default 0) never saw them.
 
 --layerwise REF.onnx CAND.onnx: where precision breaks, layer by layer. Every float tensor the
 candidate computes is paired with the reference tensor it stands for (same name; same node
