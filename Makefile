@@ -52,11 +52,12 @@ gpu-check-deps:
 # and the calibration histograms (calibration/ranges.py), build/lib/libaxial_attention_cpu.so and
 # build/lib/libaxial_calibration.so. CMake >= 3.25 and a C++17 compiler, no CUDA. `make test`
 # builds them first; without CMake it says so and the tests that need them skip with that reason
-# (everything else falls back to the Python/numpy paths).
+# (everything else falls back to the Python/numpy paths). MAKEFLAGS: the sub-make CMake runs
+# prints no "Entering directory" lines into demo and CI logs.
 cpu-libs:
 	@if command -v cmake >/dev/null 2>&1; then \
 	  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && \
-	  cmake --build build -j2 --target axial_attention_cpu axial_calibration; \
+	  MAKEFLAGS=--no-print-directory cmake --build build -j2 --target axial_attention_cpu axial_calibration; \
 	else \
 	  echo "make cpu-libs: cmake not found, the CPU libraries are not built (install CMake >= 3.25):" \
 	    "rewritten graphs run the slower Python reference op in ONNX Runtime"; \
