@@ -35,9 +35,11 @@ demo: $(STAMP) cpu-libs
 plugins:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j
 
-# One command for a lent GPU machine (python, numpy, torch, nvcc; no pip/TensorRT/CMake):
-# builds the kernel for the local GPU, runs tests/test_kernel_gpu.py and benchmarks/kernel.py,
-# writes $(OUT)/gpu_check.json + .md. DRY_RUN=1 stops before the first CUDA call (runs anywhere).
+# One command for a lent GPU machine (python 3.10-3.12, numpy, torch, nvcc; no make, pip,
+# TensorRT or CMake needed: this target only spells `python3 benchmarks/gpu_check.py OUT`):
+# builds the kernel for the local GPU, runs tests/test_kernel_gpu.py and benchmarks/kernel.py
+# within a time budget (--budget, 360 s), writes $(OUT)/gpu_check.jsonl/.json/.md as it goes.
+# DRY_RUN=1 stops before the first CUDA call (runs anywhere).
 # On a machine without pytest/PyYAML, first run `make gpu-check-deps` here and carry
 # build/gpu-check/deps along (plugins/axial_attention/README.md, "GPU check").
 OUT ?= out/gpu-check

@@ -42,10 +42,13 @@ from axial_deploy.manifest import (
 )
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 from axial_deploy.op_spec import OP_TYPE
+from axial_deploy.tensorrt_api import require_tensorrt10
 
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 # A symbolic batch axis without --shapes: build for 1..DEFAULT_MAX_BATCH, tuned at 1.
 DEFAULT_MAX_BATCH = 8
+
+LEGACY_FIX = "quantize the graph with `axial-deploy quantize` and build it strongly typed"
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -72,21 +75,6 @@ def import_backend(backend: str) -> ModuleType:
         )
         raise BuildError(f"{backend} is not installed ({error}): {fix}") from error
     return trt
-
-
-def resolve_backend(requested: str) -> str:
-    """`auto` -> TensorRT where it is installed, else TensorRT-RTX (the same rule as `deploy
-    --backend auto`); a backend named explicitly is returned as it is."""
-    if requested != "auto":
-        return requested
-    for backend in BACKENDS:
-        try:
-            import_backend(backend)
-        except BuildError:
-            continue
-        return backend
-    import_backend("tensorrt")  # raises the error that says what to install
-    return "tensorrt"
 
 
 def parse_shape_spec(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
@@ -381,11 +369,8 @@ def _parsed_network(trt: ModuleType, model_path: Path, options: BuildOptions, pl
     """(builder, network, parser) with the ONNX graph parsed; `plugin` (None for graphs
     without AxialAttention nodes) is registered first so the parser maps those nodes."""
     legacy = options.fp16 or options.int8
-    if legacy and int(trt.__version__.split(".")[0]) >= 11:
-        raise BuildError(
-            f"--fp16 / --int8 were removed in TensorRT {trt.__version__}: quantize the graph "
-            "with `axial-deploy quantize` and build it strongly typed"
-        )
+    if legacy:
+        require_tensorrt10(trt, "--fp16 / --int8", LEGACY_FIX, BuildError)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if plugin:
@@ -421,6 +406,15 @@ def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLik
             f"plugin library was found ({locate(PLUGIN).describe()}): {PLUGIN.build_hint}, "
             "or pass --plugins LIB"
         )
+    if options.serialize_plugin and options.backend != "tensorrt":
+        raise BuildError(
+            "--serialize-plugin needs --backend tensorrt: TensorRT-RTX has no plugin layer"
+        )
+    if options.serialize_plugin and not nodes:
+        raise BuildError(
+            "--serialize-plugin: the graph has no AxialAttention nodes, so there is no plugin "
+            "to serialize; drop the option (or build the graph from `axial-deploy rewrite`)"
+        )
     if (options.fp16 or options.int8) and options.backend != "tensorrt":
         raise BuildError("--fp16 / --int8 are TensorRT 10 flags: TensorRT-RTX is strongly typed")
     if options.int8 and not options.calib_cache:
@@ -439,6 +433,29 @@ def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
         monitor = config.progress_monitor = make_progress_monitor(trt, show=options.progress)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.fp16 or options.int8:
+        _legacy_precision(trt, config, options)
+    if plugin and options.serialize_plugin:
+        _serialize_plugin(trt, config, plugin)
+    return config, monitor
+
+
+def _serialize_plugin(trt: ModuleType, config, plugin) -> None:
+    """A version-compatible engine that carries the plugin library, as TensorRT documents it:
+    IBuilderConfig::setPluginsToSerialize sets "the plugin libraries to be serialized with
+    version-compatible engines" (NvInfer.h 10.x and 11.1; the ONNX parser's
+    getUsedVCPluginLibraries says the same), so BuilderFlag.VERSION_COMPATIBLE goes with it
+    (https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/inference-library/version-compatibility.html).
+    The lean runtime stays in the plan (EXCLUDE_LEAN_RUNTIME unset), so a later TensorRT runs
+    it; loading such a plan needs IRuntime::setEngineHostCodeAllowed(true), which the runtime
+    grants to exactly these engines (manifest.allows_engine_host_code)."""
+    config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    config.plugins_to_serialize = [str(Path(plugin).resolve())]
+
+
+def _legacy_precision(trt: ModuleType, config, options: BuildOptions) -> None:
+    """TensorRT 10's weakly typed flags (removed in 11, see `tensorrt_api`)."""
+    require_tensorrt10(trt, "--fp16 / --int8", LEGACY_FIX, BuildError)
     if options.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if options.int8:
@@ -447,9 +464,6 @@ def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
 
         # Its class follows the cache's algorithm: TensorRT ignores a cache of another one.
         config.int8_calibrator = cache_calibrator(trt, options.calib_cache)
-    if plugin and options.serialize_plugin:
-        config.plugins_to_serialize = [str(Path(plugin).resolve())]
-    return config, monitor
 
 
 def _use_timing_cache(config, options: BuildOptions, extra: dict) -> Path | None:
@@ -504,6 +518,7 @@ def _manifest(built: _Built, options: BuildOptions, plugin, *, uses_plugin: bool
         plugin_library=str(plugin) if uses_plugin else None,
         plugin_sha256=environment.plugin_sha256 if uses_plugin else None,
         plugin_serialized=bool(uses_plugin and options.serialize_plugin),
+        version_compatible=bool(uses_plugin and options.serialize_plugin),
         build_seconds=round(built.seconds, 3),
         extra=built.extra,
     )

@@ -33,6 +33,7 @@ from axial_deploy.errors import AxialDeployError
 if TYPE_CHECKING:
     from torch import nn
 
+    from axial_deploy.backends import Gpu
     from axial_deploy.evaluate import EvaluationResult, GateReport
     from axial_deploy.profile import ProfileResult
 
@@ -441,10 +442,18 @@ def _input_shape(settings: DeploySettings, weights: str) -> tuple[int, int, int,
     return default_input_shape(settings.model)
 
 
-def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
-    """(backend or None, which graph it builds, why): TensorRT (rewritten graph when the plugin
-    library exists, else the plain one), else TensorRT-RTX (plain graphs), else None. A backend
-    asked for by name must be installed (`build.import_backend`'s error says how)."""
+def choose_backend(
+    requested: str,
+    plugin_library: str | None,
+    gpus: list[Gpu] | None = None,
+    installed: set[str] | None = None,
+) -> BackendChoice:
+    """(backend or None, which graph it builds, why). `auto` follows `backends.choose_auto`
+    (TensorRT on a GPU; TensorRT-RTX only on GPUs of its support matrix, or ahead of time
+    without a GPU); TensorRT builds the rewritten graph when the plugin library exists, else
+    the plain one; TensorRT-RTX the plain one. A backend asked for by name must be installed
+    (`build.import_backend`'s error says how). `gpus` / `installed`: this machine's when None."""
+    from axial_deploy.backends import choose_auto, installed_backends, local_gpus
     from axial_deploy.build import BuildError, import_backend
     from axial_deploy.native import PLUGIN, locate
 
@@ -452,37 +461,27 @@ def choose_backend(requested: str, plugin_library: str | None) -> BackendChoice:
         raise DeployError(f"--backend {requested!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if requested == "none":
         return BackendChoice(None, "", "engine step skipped (--backend none)")
-    for backend in ("tensorrt", "tensorrt-rtx"):
-        if requested not in ("auto", backend):
-            continue
+    if requested == "auto":
+        installed = installed_backends() if installed is None else installed
+        backend, why = choose_auto(local_gpus() if gpus is None else gpus, installed)
+        if backend is None:
+            return BackendChoice(None, "", why)
+    else:
         try:
-            import_backend(backend)
+            import_backend(requested)
         except BuildError as error:
-            if requested == backend:
-                raise DeployError(f"--backend {backend}: {error}") from error
-            continue
-        if backend == "tensorrt-rtx":
-            return BackendChoice(
-                backend, "plain", "TensorRT-RTX on the plain graphs (it has no plugins)"
-            )
-        plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
-        if plugin and plugin.is_file():
-            return BackendChoice(
-                backend, "axial", f"TensorRT with the AxialAttention plugin ({plugin})"
-            )
-        missing = plugin or locate(PLUGIN).describe()
-        return BackendChoice(
-            backend,
-            "plain",
-            f"TensorRT on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
-        )
+            raise DeployError(f"--backend {requested}: {error}") from error
+        backend, why = requested, f"{requested} (--backend)"
+    if backend == "tensorrt-rtx":
+        return BackendChoice(backend, "plain", f"{why}, on the plain graphs (it has no plugins)")
+    plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
+    if plugin and plugin.is_file():
+        return BackendChoice(backend, "axial", f"{why}, with the AxialAttention plugin ({plugin})")
+    missing = plugin or locate(PLUGIN).describe()
     return BackendChoice(
-        None,
-        "",
-        (
-            "engine step skipped: neither TensorRT nor TensorRT-RTX is installed (pip install "
-            "tensorrt on a GPU machine, or pip install '.[rtx]')"
-        ),
+        backend,
+        "plain",
+        f"{why}, on the plain graphs: plugin library {missing} ({PLUGIN.build_hint})",
     )
 
 

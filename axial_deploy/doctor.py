@@ -7,6 +7,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from axial_deploy.backends import Gpu, installed_backends, local_gpus, runnable_backends
 from axial_deploy.build import cuda_device_info
 from axial_deploy.native import CALIBRATION, CPU_OP, PLUGIN, NativeLibrary, locate
 
@@ -73,6 +74,33 @@ def _found(library: NativeLibrary) -> Check:
     return Check(name, found.path is not None, found.describe(), library.build_hint)
 
 
+def backend_checks(gpus: list[Gpu], installed: set[str]) -> list[Check]:
+    """Per local GPU, which engine backends can run engines there (`backends` decides)."""
+    if not gpus:
+        return [
+            Check(
+                "engine backends",
+                False,
+                "no GPU: engines cannot run here (tensorrt-rtx can still build them ahead of time)",
+                "run engines on an NVIDIA GPU; here use .onnx models (ONNX Runtime)",
+            )
+        ]
+    checks = []
+    for index, gpu in enumerate(gpus):
+        verdicts = runnable_backends(gpu, installed)
+        usable = [backend for backend, why in verdicts.items() if why is None]
+        parts = [f"{b}: {'yes' if why is None else 'no, ' + why}" for b, why in verdicts.items()]
+        checks.append(
+            Check(
+                f"engine backends GPU {index}",
+                bool(usable),
+                f"{gpu.name} (SM {gpu.sm}): " + "; ".join(parts),
+                "pip install tensorrt (it runs on this GPU)",
+            )
+        )
+    return checks
+
+
 def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks = [
         # torch: export, train, the zoo, deploy; the deploy side runs without it
@@ -115,9 +143,14 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
             "build engines ahead of time with --backend tensorrt-rtx",
         )
     )
+    checks += backend_checks(local_gpus(), installed_backends())
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))
     checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
+    # version mismatches (numpy/torch, cuda-python/driver, JetPack): lines only where one is seen
+    from axial_deploy.platform_checks import platform_checks, probe
+
+    checks += platform_checks(probe())
     return checks
 
 

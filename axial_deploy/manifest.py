@@ -75,6 +75,9 @@ class Manifest:
     plugin_library: str | None = None
     plugin_sha256: str | None = None
     plugin_serialized: bool = False
+    # built with BuilderFlag.VERSION_COMPATIBLE (`--serialize-plugin`): the plan carries the
+    # lean runtime and the plugin library as host code, and loads in later TensorRT versions
+    version_compatible: bool = False
     build_seconds: float | None = None
     manifest_version: int = MANIFEST_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +111,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "profiles": (list,), "inputs": (list,), "outputs": (list,), "onnx_sha256": (str,),
     "engine_sha256": (str,), "plugin_library": (str, type(None)),
     "plugin_sha256": (str, type(None)), "plugin_serialized": (bool,),
+    "version_compatible": (bool,),
     "build_seconds": (int, float, type(None)), "manifest_version": (int,), "extra": (dict,),
 }  # fmt: skip
 TENSOR_TYPES: dict[str, tuple[type, ...]] = {
@@ -190,6 +194,33 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
         ) from None
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def version_fits(manifest: Manifest, running: str | None) -> bool:
+    """Whether a TensorRT of version `running` loads the engine: the exact version that built
+    it, or for a version-compatible engine that version or a later one ("engines built with
+    TensorRT 10 work with TensorRT 11 ... built with version compatibility enabled using
+    TensorRT 11.0 will be compatible with TensorRT 11.1 and later 11.x versions":
+    https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html)."""
+    if running is None:
+        return False
+    if running == manifest.tensorrt_version:
+        return True
+    return manifest.version_compatible and (
+        _version_key(running) >= _version_key(manifest.tensorrt_version)
+    )
+
+
+def allows_engine_host_code(manifest: Manifest) -> bool:
+    """Whether the runtime may run host code from this engine (IRuntime::setEngineHostCodeAllowed,
+    default false): only for the version-compatible TensorRT engines `--serialize-plugin` builds,
+    whose plan carries the lean runtime and the plugin library. The manifest check (engine
+    sha256) runs before, so only the engine this build wrote gets the permission."""
+    return manifest.backend == "tensorrt" and manifest.version_compatible
+
+
 def check_manifest(
     manifest: Manifest, environment: Environment, engine_sha256: str | None = None
 ) -> None:
@@ -215,13 +246,20 @@ def check_manifest(
             "one do not load in the other; rebuild with --backend "
             f"{environment.backend}"
         )
-    if manifest.tensorrt_version != environment.tensorrt_version:
+    if not version_fits(manifest, environment.tensorrt_version):
         running = environment.tensorrt_version or "none installed"
-        problems.append(
-            f"engine built with {manifest.backend} {manifest.tensorrt_version}, running "
-            f"{running}: engines load only in the exact version that built them; rebuild the "
-            f"engine here or install {manifest.backend}=={manifest.tensorrt_version}"
-        )
+        if manifest.version_compatible:
+            problems.append(
+                f"engine built version-compatible with {manifest.backend} "
+                f"{manifest.tensorrt_version}, running {running}: it loads in that version or "
+                f"a later one; install {manifest.backend}>={manifest.tensorrt_version}"
+            )
+        else:
+            problems.append(
+                f"engine built with {manifest.backend} {manifest.tensorrt_version}, running "
+                f"{running}: engines load only in the exact version that built them; rebuild "
+                f"the engine here or install {manifest.backend}=={manifest.tensorrt_version}"
+            )
     if manifest.sm and environment.sm and manifest.sm != environment.sm:
         problems.append(
             f"engine built for SM {manifest.sm} ({manifest.gpu_name or 'unknown GPU'}), this GPU "

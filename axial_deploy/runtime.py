@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from axial_deploy.build import cuda_device_info, import_backend, running_environment
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
-from axial_deploy.manifest import check_manifest, read_manifest
+from axial_deploy.manifest import allows_engine_host_code, check_manifest, read_manifest
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 
 # CUDA bindings of the TensorRT path: cuda-python (`[gpu]` extra), pycuda (users who have it),
@@ -41,6 +42,12 @@ _ORT_TYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
+
+
+# CUDA graphs an engine keeps at most (one per input shape; each has its own execution context)
+GRAPH_CACHE_SIZE = 8
+# The key of a graph: the input shapes and the address of every I/O tensor it was captured with
+GraphKey = tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, int], ...]]
 
 
 class EngineError(AxialDeployError, ValueError):
@@ -232,12 +239,19 @@ class Engine:
             feed[meta.name] = values.astype(meta.dtype)
         return feed
 
-    def enable_cuda_graph(self, feed: dict) -> None:
-        """Captures one inference at `feed`'s shapes as a CUDA graph, replayed by later `infer`
-        calls at the same shapes (fewer launch overheads for small batches)."""
+    def enable_cuda_graph(self, feed: dict | None = None, capacity: int = GRAPH_CACHE_SIZE) -> None:
+        """Runs later `infer` calls as CUDA graphs (fewer launch overheads for small batches).
+
+        TensorRT engines: one graph per input shape (and I/O addresses), captured on its own
+        execution context the first time that shape comes, replayed after; at most `capacity`
+        graphs, the least recently used dropped first. A graph is never replayed for other
+        shapes or addresses. `feed` (optional) captures its shapes now.
+        TensorRT-RTX engines: its built-in CUDA graphs (see `_TrtRunner.enable_graphs`)."""
         if not isinstance(self._runner, _TrtRunner):
             raise EngineError("CUDA graphs need a TensorRT engine; ONNX models run on the CPU")
-        self._runner.capture_graph(self._prepare(feed)[0])
+        self._runner.enable_graphs(capacity)
+        if feed is not None:
+            self.infer(feed)
 
     def profile_layers(self, feed: dict, runs: int = 10) -> dict[str, list[float]]:
         """TensorRT only: per-layer times (ms) over `runs` inferences, via trt.IProfiler."""
@@ -341,11 +355,25 @@ class _CudaPython:
         self._ok(self.rt.cudaStreamBeginCapture(stream, mode))
 
     def end_capture(self, stream):
-        graph = self._own("graph", self._ok(self.rt.cudaStreamEndCapture(stream)))
-        return self._own("graph_exec", self._ok(self.rt.cudaGraphInstantiate(graph, 0)))
+        """The captured graph, instantiated: a (graph, executable) pair for launch/free_graph."""
+        graph = self._ok(self.rt.cudaStreamEndCapture(stream))
+        try:
+            executable = self._ok(self.rt.cudaGraphInstantiate(graph, 0))
+        except EngineError:
+            self.rt.cudaGraphDestroy(graph)
+            raise
+        return self._own("graph", (graph, executable))
 
     def launch(self, graph, stream) -> None:
-        self._ok(self.rt.cudaGraphLaunch(graph, stream))
+        self._ok(self.rt.cudaGraphLaunch(graph[1], stream))
+
+    def _free_graph(self, graph) -> None:
+        self._ok(self.rt.cudaGraphExecDestroy(graph[1]))
+        self._ok(self.rt.cudaGraphDestroy(graph[0]))
+
+    def free_graph(self, graph) -> None:
+        _disown(self._owned, graph)
+        self._free_graph(graph)
 
     def close(self) -> None:
         release = {
@@ -353,10 +381,15 @@ class _CudaPython:
             "host": self.rt.cudaFreeHost,
             "stream": self.rt.cudaStreamDestroy,
             "event": self.rt.cudaEventDestroy,
-            "graph": self.rt.cudaGraphDestroy,
-            "graph_exec": self.rt.cudaGraphExecDestroy,
         }
-        _release_all(self._owned, lambda kind, handle: self._ok(release[kind](handle)))
+
+        def free(kind: str, handle) -> None:
+            if kind == "graph":
+                self._free_graph(handle)
+            else:
+                self._ok(release[kind](handle))
+
+        _release_all(self._owned, free)
 
 
 class _DriverGraphs:
@@ -472,13 +505,15 @@ class _PyCuda:
 
     def end_capture(self, stream):
         assert self._graphs is not None, "end_capture without begin_capture"
-        graph, executable = self._graphs.end(stream.handle)
-        self._own("graph", (graph, executable))
-        return executable
+        return self._own("graph", self._graphs.end(stream.handle))  # (graph, executable)
 
     def launch(self, graph, stream) -> None:
         assert self._graphs is not None
-        self._graphs.launch(graph, stream.handle)
+        self._graphs.launch(graph[1], stream.handle)
+
+    def free_graph(self, graph) -> None:
+        _disown(self._owned, graph)
+        self._graphs.destroy(*graph)
 
     def close(self) -> None:
         def release(kind: str, handle) -> None:
@@ -602,19 +637,30 @@ class _PolygraphyCuda:
         self._ok(status, "cudaStreamBeginCapture")
 
     def end_capture(self, stream):
+        """A (graph, executable) pair for launch/free_graph."""
         graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
         status = self.lib.cudaStreamEndCapture(ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
         self._ok(status, "cudaStreamEndCapture")
-        self._own("graph", graph)
         # WithFlags: one signature from CUDA 11.4 to 13 (plain cudaGraphInstantiate changed in 12)
         status = self.lib.cudaGraphInstantiateWithFlags(
             ctypes.byref(executable), graph, ctypes.c_ulonglong(0)
         )
+        if status != 0:
+            self.lib.cudaGraphDestroy(graph)
         self._ok(status, "cudaGraphInstantiateWithFlags")
-        return self._own("graph_exec", executable)
+        return self._own("graph", (graph, executable))
 
     def launch(self, graph, stream) -> None:
-        self._ok(self.lib.cudaGraphLaunch(graph, ctypes.c_void_p(stream.ptr)), "cudaGraphLaunch")
+        status = self.lib.cudaGraphLaunch(graph[1], ctypes.c_void_p(stream.ptr))
+        self._ok(status, "cudaGraphLaunch")
+
+    def _free_graph(self, graph) -> None:
+        self._ok(self.lib.cudaGraphExecDestroy(graph[1]), "cudaGraphExecDestroy")
+        self._ok(self.lib.cudaGraphDestroy(graph[0]), "cudaGraphDestroy")
+
+    def free_graph(self, graph) -> None:
+        _disown(self._owned, graph)
+        self._free_graph(graph)
 
     def close(self) -> None:
         def release(kind: str, handle) -> None:
@@ -624,13 +670,10 @@ class _PolygraphyCuda:
             elif kind == "device":
                 with self._polygraphy("cudaFree"):
                     self.wrapper.free(handle)
+            elif kind == "graph":
+                self._free_graph(handle)
             else:
-                call = {
-                    "host": "cudaFreeHost",
-                    "event": "cudaEventDestroy",
-                    "graph": "cudaGraphDestroy",
-                    "graph_exec": "cudaGraphExecDestroy",
-                }[kind]
+                call = {"host": "cudaFreeHost", "event": "cudaEventDestroy"}[kind]
                 pointer = handle if isinstance(handle, ctypes.c_void_p) else ctypes.c_void_p(handle)
                 self._ok(getattr(self.lib, call)(pointer), call)
 
@@ -684,6 +727,14 @@ def _open_binding(cuda: str, path: Path):
     return binding
 
 
+def _disown(owned: list[tuple[str, object]], handle) -> None:
+    """Drops `handle` (by identity) from a binding's records: its caller releases it now."""
+    for index, (_, held) in enumerate(owned):
+        if held is handle:
+            del owned[index]
+            return
+
+
 def _release_all(owned: list[tuple[str, object]], release) -> None:
     """Releases every recorded handle, newest first, even when one fails; raises the first
     failure afterwards. Empties `owned`, so a second call does nothing."""
@@ -696,6 +747,79 @@ def _release_all(owned: list[tuple[str, object]], release) -> None:
             first_error = first_error or error
     if first_error is not None:
         raise EngineError(f"releasing CUDA resources failed: {first_error}") from first_error
+
+
+@dataclass
+class CapturedGraph:
+    """A CUDA graph of one enqueue, the execution context it was captured on (kept: TensorRT
+    bakes the context's shapes and addresses into the launches it records) and the output
+    shapes of that enqueue."""
+
+    graph: object
+    context: object
+    out_shapes: dict[str, tuple[int, ...]]
+
+
+class GraphCache:
+    """Captured graphs by `GraphKey`, at most `capacity`, the least recently used dropped first.
+
+    A graph replays exactly the launches, shapes and addresses it recorded, so it is looked up
+    by all of them: another shape or a moved buffer is a miss and a new capture, never a stale
+    replay. `capture(key)` makes a `CapturedGraph`; `release(graph)` frees one that is dropped.
+    """
+
+    def __init__(self, capture, release, capacity: int = GRAPH_CACHE_SIZE):
+        if capacity < 1:
+            raise EngineError(f"CUDA graph capacity {capacity}: keep at least 1")
+        self._capture, self._release, self.capacity = capture, release, capacity
+        self._graphs: OrderedDict[GraphKey, CapturedGraph] = OrderedDict()
+        self.captures = 0  # how many graphs were captured (a replay does not count)
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def __contains__(self, key: GraphKey) -> bool:
+        return key in self._graphs
+
+    def get(self, key: GraphKey) -> CapturedGraph:
+        """The graph of `key`, captured now when there is none."""
+        found = self._graphs.get(key)
+        if found is not None:
+            self._graphs.move_to_end(key)
+            return found
+        while len(self._graphs) >= self.capacity:
+            _, oldest = self._graphs.popitem(last=False)
+            self._release(oldest)
+        captured = self._capture(key)
+        self.captures += 1
+        self._graphs[key] = captured
+        return captured
+
+    def clear(self) -> None:
+        """Releases every graph (newest first)."""
+        while self._graphs:
+            self._release(self._graphs.popitem()[1])
+
+    def forget(self) -> None:
+        """Drops every entry without releasing it (the CUDA binding's close frees them)."""
+        self._graphs.clear()
+
+
+def graph_key(shapes: dict[str, tuple[int, ...]], addresses: dict[str, int]) -> GraphKey:
+    return (
+        tuple(sorted((name, tuple(shape)) for name, shape in shapes.items())),
+        tuple(sorted(addresses.items())),
+    )
+
+
+def new_runtime(trt, manifest):
+    """A `trt.Runtime` for the engine `manifest` describes. Host code (the lean runtime and the
+    serialized plugin) runs only from the version-compatible engines `--serialize-plugin`
+    builds (IRuntime::setEngineHostCodeAllowed, default false, NvInferRuntime.h); every other
+    engine keeps TensorRT's default."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime.engine_host_code_allowed = allows_engine_host_code(manifest)
+    return runtime
 
 
 class _TrtRunner:
@@ -722,9 +846,8 @@ class _TrtRunner:
 
     def _open(self, path: Path, manifest, plugin, serialized: bytes) -> None:
         trt = self.trt
-        logger = trt.Logger(trt.Logger.WARNING)
         # kept: an ICudaEngine must not outlive the runtime that deserialized it
-        self.runtime = runtime = trt.Runtime(logger)
+        self.runtime = runtime = new_runtime(trt, manifest)
         if plugin and manifest.plugin_library and not manifest.plugin_serialized:
             try:
                 register_plugin_library(trt, plugin)
@@ -747,8 +870,7 @@ class _TrtRunner:
             else:
                 self.outputs.append(TensorMeta(name, dtype, shape))
         self._allocate()
-        self.graph = None
-        self.graph_shapes: dict[str, tuple[int, ...]] | None = None
+        self.graphs: GraphCache | None = None  # CUDA graphs (TensorRT engines), when enabled
         self.last_split_ms: dict[str, float] = {}
 
     def _allocate(self) -> None:
@@ -763,12 +885,68 @@ class _TrtRunner:
             self.host[meta.name] = self.cuda.host(nbytes, meta.dtype)
             self.context.set_tensor_address(meta.name, self.device[meta.name])
 
-    def _enqueue(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    def _enqueue(
+        self, shapes: dict[str, tuple[int, ...]], context=None
+    ) -> dict[str, tuple[int, ...]]:
+        context = context or self.context
         for name, shape in shapes.items():
-            self.context.set_input_shape(name, shape)
-        if not self.context.execute_async_v3(self.cuda.handle(self.stream)):
+            context.set_input_shape(name, shape)
+        if not context.execute_async_v3(self.cuda.handle(self.stream)):
             raise EngineError("execute_async_v3 failed (see TensorRT's messages above)")
-        return {m.name: tuple(self.context.get_tensor_shape(m.name)) for m in self.outputs}
+        return {m.name: tuple(context.get_tensor_shape(m.name)) for m in self.outputs}
+
+    def enable_graphs(self, capacity: int = GRAPH_CACHE_SIZE) -> None:
+        """TensorRT: later inferences replay per-shape CUDA graphs (`GraphCache`).
+
+        TensorRT-RTX: user stream capture needs engines built with REQUIRE_USER_ALLOCATION and
+        a context that `is_stream_capturable` (TensorRT-RTX 1.2 release notes:
+        https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/release-notes-1/1.2.html);
+        ours are not, so instead the context is remade with TensorRT-RTX's built-in CUDA graphs
+        (IRuntimeConfig cuda_graph_strategy WHOLE_GRAPH_CAPTURE, which captures per shape
+        after its shape-specialized kernels compile:
+        https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/inference-library/work-with-cuda-graphs.html)."""
+        if self.backend == "tensorrt-rtx":
+            self._use_rtx_graphs()
+            return
+        if self.graphs is not None and self.graphs.capacity == capacity:
+            return
+        if self.graphs is not None:
+            self.cuda.sync(self.stream)
+            self.graphs.clear()
+        self.graphs = GraphCache(self._capture, self._release_graph, capacity)
+
+    def _use_rtx_graphs(self) -> None:
+        trt = self.trt
+        config = self.engine.create_runtime_config()
+        config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        self.cuda.sync(self.stream)
+        context = self.engine.create_execution_context(config)
+        for name, address in self.device.items():
+            context.set_tensor_address(name, address)
+        self.context = context
+
+    def _addresses(self) -> dict[str, int]:
+        return {name: int(self.context.get_tensor_address(name)) for name in self.device}
+
+    def _capture(self, key: GraphKey) -> CapturedGraph:
+        """A graph of one enqueue at `key`'s shapes, on an execution context of its own (so no
+        other shape ever reconfigures what the graph recorded)."""
+        shapes, addresses = dict(key[0]), dict(key[1])
+        context = self.engine.create_execution_context()
+        for name, address in addresses.items():
+            context.set_tensor_address(name, address)
+        self._enqueue(shapes, context)  # TensorRT needs one enqueue at new shapes first
+        self.cuda.begin_capture(self.stream)
+        try:
+            out_shapes = self._enqueue(shapes, context)
+        finally:  # end the capture even when the enqueue failed, or the stream stays capturing
+            graph = self.cuda.end_capture(self.stream)
+        return CapturedGraph(graph, context, out_shapes)
+
+    def _release_graph(self, captured: CapturedGraph) -> None:
+        self.cuda.sync(self.stream)  # its last launch may still run
+        self.cuda.free_graph(captured.graph)
+        captured.context = None
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda, stream, events = self.cuda, self.stream, self.events
@@ -779,9 +957,10 @@ class _TrtRunner:
             np.copyto(host, array.reshape(-1))
             cuda.h2d(self.device[name], host, array.nbytes, stream)
         cuda.record(events[1], stream)
-        if self.graph is not None and shapes == self.graph_shapes:
-            cuda.launch(self.graph, stream)
-            out_shapes = self.graph_out_shapes
+        if self.graphs is not None:
+            captured = self.graphs.get(graph_key(shapes, self._addresses()))
+            cuda.launch(captured.graph, stream)
+            out_shapes = captured.out_shapes
         else:
             out_shapes = self._enqueue(shapes)
         cuda.record(events[2], stream)
@@ -811,32 +990,26 @@ class _TrtRunner:
             if getattr(self, "stream", None) is not None:
                 cuda.sync(self.stream)
         finally:
-            self.graph = None
+            if getattr(self, "graphs", None) is not None:
+                self.graphs.forget()  # their contexts go now, their graphs with the binding
+            self.graphs = None
             self.context = self.engine = self.runtime = None
             self.device, self.host = {}, {}
             self.stream, self.events = None, []
             self.cuda = None
             cuda.close()
 
-    def capture_graph(self, feed: dict[str, np.ndarray]) -> None:
-        shapes = {name: array.shape for name, array in feed.items()}
-        self.infer(feed)  # TensorRT needs one enqueue at new shapes before a capture
-        self.cuda.begin_capture(self.stream)
-        self.graph_out_shapes = self._enqueue(shapes)
-        self.graph = self.cuda.end_capture(self.stream)
-        self.graph_shapes = shapes
-
     def profile_layers(self, feed: dict, runs: int) -> dict[str, list[float]]:
         from axial_deploy.profile import make_layer_profiler
 
         profiler = make_layer_profiler(self.trt)
-        graph, self.graph = self.graph, None  # per-layer reports need plain enqueues
+        graphs, self.graphs = self.graphs, None  # per-layer reports need plain enqueues
         self.context.profiler = profiler
         try:
             for _ in range(runs):
                 self.infer(feed)
         finally:
-            self.graph = graph
+            self.graphs = graphs
             # bindings that refuse None keep the profiler attached
             with contextlib.suppress(TypeError):
                 self.context.profiler = None

@@ -12,25 +12,39 @@ CMake, no internet), from a copy of this repository:
   5. benchmark: benchmarks/kernel.py (kernel vs eager vs torch.compile at every attention stage
      of Axial-DeepLab-S at 1025x2049)
 
-and writes OUT/gpu_check.json and OUT/gpu_check.md (plus the logs, the tests' JUnit XML and the
-benchmark's JSON) into the folder given on the command line, after every step, so a run cut short
-still leaves its results. `--dry-run` runs everything up to the first CUDA call (environment,
-build for --arch or sm_90, load, test collection, the benchmark's shape table): it passes on
-machines without a GPU.
+and writes OUT/gpu_check.jsonl (one line per finished step), OUT/gpu_check.json and
+OUT/gpu_check.md (plus the logs, the tests' JUnit XML and the benchmark's rows, one JSON line
+each as measured) into the folder given on the command line, after every step, so a run cut short
+still leaves its results. Children run unbuffered and write straight into their logs.
+
+It fits its time budget by construction (`--budget`, default 360 s): it prints the plan up front
+(each step's share), every child gets the time left as its timeout, and the benchmark gets a
+time budget of its own, past which its rows are recorded as skipped with the reason.
+torch.compile rows use one dynamic compile per dtype within a compile budget (benchmarks/kernel.py),
+so no row says "compiled" for an eager run. `--dry-run` runs everything up to the first CUDA call
+(environment, build for --arch or sm_90, load, test collection, the benchmark's shape table): it
+passes on machines without a GPU, and CI runs it.
+
+Needs no make, pip or CMake on the GPU machine, and runs on Python 3.10 to 3.12 (JetPack 6 has
+3.10): `python3 benchmarks/gpu_check.py OUT`.
 
 The package is imported from the source tree (a link farm in build/gpu-check/pkg maps
 axial_deploy.models to models/, as the installed package does). pytest and PyYAML are taken
 from the machine when it has them, else from build/gpu-check/deps, which
 `python benchmarks/gpu_check.py --prepare-deps` (or `make gpu-check-deps`) fills here from this
-environment (pure-Python packages only).
+environment (pure-Python packages only), adding the backports pytest needs on Python 3.10
+(exceptiongroup, tomli) from the package index when this Python does not have them, and checking
+that every file parses as Python 3.10.
 
-Usage:  python benchmarks/gpu_check.py OUT_DIR [--dry-run] [--arch 90] [--no-compile]
-        python benchmarks/gpu_check.py --prepare-deps
+Usage:  python3 benchmarks/gpu_check.py OUT_DIR [--dry-run] [--arch 90] [--no-compile]
+                                         [--budget 360]
+        python3 benchmarks/gpu_check.py --prepare-deps
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -41,6 +55,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,9 +64,17 @@ DEPS = WORK / "deps"
 PLUGIN_DIR = REPO / "plugins" / "axial_attention"
 LIBRARY_NAME = "libaxial_attention_capi.so"
 DRY_RUN_ARCH = "90"  # H100/H200: what a lent machine has; only used when no GPU is visible
-# Pure-Python distributions the tests need beyond numpy and torch (pytest's own and PyYAML).
-DEP_MODULES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "yaml", "py")
+# Pure-Python distributions the tests need beyond numpy and torch (pytest 9 and its own
+# requirements, pygments among them; PyYAML).
+DEP_MODULES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygments", "yaml", "py")
 DEP_EXTRAS = ("exceptiongroup", "tomli")  # pytest's backports on Python < 3.11
+# exceptiongroup needs typing_extensions on Python < 3.13 (torch brings it; bundled if here).
+DEP_OPTIONAL = ("typing_extensions",)
+OLDEST_PYTHON = (3, 10)  # JetPack 6's Python; the bundle and these scripts must parse there
+# The budget's shares (seconds) before the benchmark takes what is left.
+BUILD_SECONDS = 150
+TESTS_SECONDS = 150
+MARGIN_SECONDS = 15  # writing the report after the last child
 
 
 class CheckFailed(RuntimeError):
@@ -68,9 +91,11 @@ class Report:
         self.document["steps"] = self.steps
 
     def step(self, name: str, status: str, seconds: float, detail: str, **extra) -> None:
-        self.steps.append(
-            {"step": name, "status": status, "seconds": round(seconds, 2), "detail": detail} | extra
-        )
+        entry = {"step": name, "status": status, "seconds": round(seconds, 2), "detail": detail}
+        self.steps.append({**entry, **extra})
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "gpu_check.jsonl", "a") as stream:  # one line per finished step
+            stream.write(json.dumps(self.steps[-1]) + "\n")
         self.write()
 
     def write(self) -> None:
@@ -90,13 +115,23 @@ class Report:
         bench = self.document.get("benchmark")
         if bench:
             lines += ["", f"## Stage benchmark on {bench['device']}", ""]
-            lines.append(
-                f"Measured peaks: FP32 {bench['peak_fp32_tflop_per_s']:.1f} TFLOP/s (SGEMM, TF32 "
-                f"off), copy {bench['peak_copy_gb_per_s']:.0f} GB/s."
-            )
+            if "peak_fp32_tflop_per_s" in bench:
+                lines.append(
+                    f"Measured peaks: FP32 {bench['peak_fp32_tflop_per_s']:.1f} TFLOP/s (SGEMM, "
+                    f"TF32 off), copy {bench['peak_copy_gb_per_s']:.0f} GB/s."
+                )
+            else:
+                lines.append("Cut short: the rows measured before the end (no summary).")
             lines += ["", "| qkv H x W | axis | Dq | Dv | dtype | impl | ms | GB/s | TFLOP/s "
                       "| vs kernel |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for r in bench["rows"]:
+                if r.get("status") == "skipped":
+                    lines.append(
+                        f"| {r['height']} x {r['width']} | {r['axis']} | {r['key_depth']} | "
+                        f"{r['value_depth']} | {r['dtype']} | {r['impl']} | skipped: "
+                        f"{r['reason']} | | | |"
+                    )
+                    continue
                 lines.append(
                     f"| {r['height']} x {r['width']} | {r['axis']} | {r['key_depth']} | "
                     f"{r['value_depth']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | "
@@ -113,19 +148,27 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _run(command: list[str], log: Path, timeout: float, env: dict | None = None) -> str:
     """Runs command (cwd: the work folder, so the repo's own axial_deploy/ folder does not shadow
-    the link farm), tees its output into log; raises CheckFailed on failure or timeout."""
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=WORK
-        )
-    except subprocess.TimeoutExpired as error:
-        log.write_text(f"$ {' '.join(command)}\nTIMEOUT after {timeout} s\n{error.stdout or ''}")
-        raise CheckFailed(f"timed out after {timeout:.0f} s (log: {log.name})") from error
-    log.write_text(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}")
+    the link farm) with its output going straight into log, unbuffered, so a timeout keeps what
+    it printed; raises CheckFailed on failure or timeout. Returns the output."""
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    if timeout <= 0:
+        raise CheckFailed("no time left in the budget (--budget)")
+    header = f"$ {' '.join(command)}\n"
+    with open(log, "w") as stream:
+        stream.write(header)
+        stream.flush()
+        try:
+            result = subprocess.run(
+                command, stdout=stream, stderr=subprocess.STDOUT, timeout=timeout, env=env, cwd=WORK
+            )
+        except subprocess.TimeoutExpired as error:
+            stream.write(f"\nTIMEOUT after {timeout:.0f} s\n")
+            raise CheckFailed(f"timed out after {timeout:.0f} s (log: {log.name})") from error
+    output = log.read_text()[len(header) :]
     if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        tail = output.strip().splitlines()[-3:]
         raise CheckFailed(f"exit {result.returncode} (log: {log.name}): {' / '.join(tail)}")
-    return result.stdout
+    return output
 
 
 # ---------------------------------------------------------------- steps
@@ -178,7 +221,7 @@ def detect_arch(requested: str | None, dry_run: bool) -> tuple[str, str]:
     raise CheckFailed("cannot read the GPU's compute capability (nvidia-smi): pass --arch, e.g. 90")
 
 
-def build_library(arch: str, out: Path) -> Path:
+def build_library(arch: str, out: Path, timeout: float) -> Path:
     """nvcc, the flags of CMakeLists.txt (Release, static cudart hidden, only the C ABI
     exported), machine code for `arch` only."""
     target = WORK / "lib" / LIBRARY_NAME
@@ -191,7 +234,7 @@ def build_library(arch: str, out: Path) -> Path:
         f"-I{PLUGIN_DIR}", str(PLUGIN_DIR / "axialAttentionKernel.cu"),
         str(PLUGIN_DIR / "axialAttentionApi.cpp"), "-o", str(target),
     ]  # fmt: skip
-    _run(command, out / "build.log", timeout=600)
+    _run(command, out / "build.log", timeout)
     return target
 
 
@@ -229,7 +272,7 @@ def python_env(library: Path, package_root: Path) -> tuple[dict, list[str]]:
     return env, from_deps
 
 
-def check_library(env: dict, out: Path) -> str:
+def check_library(env: dict, out: Path, timeout: float) -> str:
     code = (
         "from axial_deploy import kernel\n"
         "lib = kernel.load_library()\n"
@@ -238,7 +281,7 @@ def check_library(env: dict, out: Path) -> str:
         "kernel.check(p)\n"
         "print(kernel.library_path(), 'ABI', lib.axial_attention_abi_version())\n"
     )
-    return _run([sys.executable, "-c", code], out / "load.log", 120, env).strip()
+    return _run([sys.executable, "-c", code], out / "load.log", timeout, env).strip()
 
 
 def pytest_command(out: Path, *extra: str) -> list[str]:
@@ -265,11 +308,44 @@ def junit_counts(path: Path) -> dict:
 # ---------------------------------------------------------------- driver
 
 
+def benchmark_rows(path: Path) -> list[dict]:
+    """The rows the benchmark appended before it ended (or was cut short)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            break
+    return rows
+
+
+def plan(budget: float) -> str:
+    """The time plan printed before any work: the steps' shares of --budget."""
+    rest = budget - BUILD_SECONDS - TESTS_SECONDS - MARGIN_SECONDS
+    return (
+        f"gpu-check plan, budget {budget:.0f} s: environment + build <= {BUILD_SECONDS} s (nvcc, "
+        f"one architecture), load + tests <= {TESTS_SECONDS} s, benchmark the rest "
+        f"(~{max(rest, 0):.0f} s, rows past it recorded as skipped), report {MARGIN_SECONDS} s"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     WORK.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("gpu_check.jsonl", "kernel_benchmark.jsonl"):
+        (out / stale).unlink(missing_ok=True)
     report = Report(out, args.dry_run)
+    report.document["budget_s"] = args.budget
+    print(plan(args.budget), flush=True)
+    deadline = time.monotonic() + args.budget - MARGIN_SECONDS
     state: dict = {}
+
+    def left(share: float | None = None) -> float:
+        remaining = deadline - time.monotonic()
+        return remaining if share is None else min(share, remaining)
 
     def step(name: str, body) -> bool:
         start = time.perf_counter()
@@ -279,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
             report.step(name, "failed", time.perf_counter() - start, str(error))
             return False
         report.step(name, "ok", time.perf_counter() - start, detail, **extra)
+        print(f"gpu-check: {name} ok ({time.perf_counter() - start:.0f} s)", flush=True)
         return True
 
     def do_environment():
@@ -287,23 +364,27 @@ def run(args: argparse.Namespace) -> int:
 
     def do_build():
         arch, how = detect_arch(args.arch, args.dry_run)
-        state["library"] = build_library(arch, out)
+        state["library"] = build_library(arch, out, left(BUILD_SECONDS))
         return f"sm_{arch} ({how}) -> {state['library']}", {"arch": arch}
 
     def do_load():
         env, from_deps = python_env(state["library"], link_farm())
         state["env"] = env
+        state["tests_until"] = time.monotonic() + TESTS_SECONDS
         where = f"; from {DEPS.relative_to(REPO)}: {', '.join(from_deps)}" if from_deps else ""
-        return check_library(env, out) + where, {}
+        return check_library(env, out, left(60)) + where, {}
 
     def do_tests():
+        timeout = left(state["tests_until"] - time.monotonic())
         if args.dry_run:
-            text = _run(pytest_command(out, "--collect-only"), out / "tests.log", 300, state["env"])
+            text = _run(
+                pytest_command(out, "--collect-only"), out / "tests.log", timeout, state["env"]
+            )
             collected = re.search(r"(\d+) tests? collected", text)
             return f"collected {collected.group(1) if collected else '?'} tests (not run)", {}
         xml = out / "kernel_gpu_tests.xml"
         try:
-            _run(pytest_command(out, f"--junitxml={xml}"), out / "tests.log", 300, state["env"])
+            _run(pytest_command(out, f"--junitxml={xml}"), out / "tests.log", timeout, state["env"])
         finally:
             if xml.is_file():
                 report.document["tests"] = junit_counts(xml)
@@ -317,19 +398,34 @@ def run(args: argparse.Namespace) -> int:
         )
 
     def do_benchmark():
-        command = [sys.executable, str(REPO / "benchmarks" / "kernel.py"), "--repeats",
-                   str(args.repeats)]  # fmt: skip
+        rows_file = out / "kernel_benchmark.jsonl"
+        command = [sys.executable, "-u", str(REPO / "benchmarks" / "kernel.py"), "--repeats",
+                   str(args.repeats), "--jsonl", str(rows_file)]  # fmt: skip
         if args.dry_run:
-            text = _run([*command, "--dry-run"], out / "benchmark.log", 300, state["env"])
+            text = _run([*command, "--dry-run"], out / "benchmark.log", left(), state["env"])
             stages = re.findall(r"^\|\s+\d+ x \d+", text, flags=re.MULTILINE)
-            return f"shape table: {len(stages)} stages (not timed)", {}
+            estimate = re.search(r"^estimated .*$", text, flags=re.MULTILINE)
+            detail = f"shape table: {len(stages)} stages (not timed)"
+            return detail + (f"; {estimate.group(0)}" if estimate else ""), {}
         if args.no_compile:
             command.append("--no-compile")
+        timeout = left()
+        # The benchmark's own budget leaves it time to finish the row it is in.
+        command += ["--time-budget", f"{max(timeout * 0.75 - 30, 0):.0f}"]
         result = out / "kernel_benchmark.json"
-        _run([*command, "--json", str(result)], out / "benchmark.log", 420, state["env"])
-        report.document["benchmark"] = json.loads(result.read_text())
+        try:
+            _run([*command, "--json", str(result)], out / "benchmark.log", timeout, state["env"])
+        finally:
+            if result.is_file():
+                report.document["benchmark"] = json.loads(result.read_text())
+            else:  # cut short: keep the rows it measured
+                report.document["benchmark"] = {
+                    "device": "cut short",
+                    "rows": benchmark_rows(rows_file),
+                }
         rows = report.document["benchmark"]["rows"]
-        return f"{len(rows)} rows (kernel_benchmark.json, benchmark.log)", {}
+        skipped = sum(r.get("status") == "skipped" for r in rows)
+        return f"{len(rows)} rows, {skipped} skipped (kernel_benchmark.jsonl, benchmark.log)", {}
 
     ok = step("environment", do_environment)
     ok = ok and step("build", do_build)
@@ -345,18 +441,22 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare_deps() -> int:
     """Copies pytest, its pure-Python dependencies and PyYAML from this environment into
-    build/gpu-check/deps, for GPU machines that lack them (carry the folder along)."""
+    build/gpu-check/deps, for GPU machines that lack them (carry the folder along). The
+    backports pytest needs on Python 3.10 come from the package index when this Python has
+    none; every file must parse as Python 3.10."""
     if DEPS.exists():
         shutil.rmtree(DEPS)
     DEPS.mkdir(parents=True)
-    copied = []
-    for name in (*DEP_MODULES, *DEP_EXTRAS):
+    copied, missing = [], []
+    for name in (*DEP_MODULES, *DEP_EXTRAS, *DEP_OPTIONAL):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
-            if name in DEP_EXTRAS or name == "py":
-                continue
-            print(f"gpu_check: {name} is not installed here: pip install pytest pyyaml")
-            return 1
+            if name in DEP_EXTRAS:
+                missing.append(name)
+            elif name not in (*DEP_OPTIONAL, "py"):
+                print(f"gpu_check: {name} is not installed here: pip install pytest pyyaml")
+                return 1
+            continue
         source = Path(spec.origin)
         if source.name == "__init__.py":
             shutil.copytree(
@@ -365,12 +465,46 @@ def prepare_deps() -> int:
         else:
             shutil.copy2(source, DEPS / source.name)
         copied.append(name)
+    if missing:
+        copied += download_backports(missing)
+    too_new = files_newer_than(DEPS, OLDEST_PYTHON)
+    if too_new:
+        print(f"gpu_check: not Python {'.'.join(map(str, OLDEST_PYTHON))} syntax: {too_new[:3]}")
+        return 1
     size = sum(f.stat().st_size for f in DEPS.rglob("*") if f.is_file())
-    print(f"{DEPS}: {', '.join(copied)} ({size / 2**20:.1f} MiB, pure Python)")
+    print(f"{DEPS}: {', '.join(copied)} ({size / 2**20:.1f} MiB, pure Python, parses as 3.10)")
     return 0
 
 
+def download_backports(names: list[str]) -> list[str]:
+    """Pure-Python wheels (py3-none-any) of `names` for Python 3.10, unpacked into DEPS."""
+    wheels = WORK / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    version = "".join(map(str, OLDEST_PYTHON))
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+               "--only-binary=:all:", "--python-version", version,
+               "-d", str(wheels), *names]  # fmt: skip
+    subprocess.run(command, check=True)
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(DEPS)
+    return [f"{name} (py{version} wheel)" for name in names]
+
+
+def files_newer_than(folder: Path, version: tuple[int, int]) -> list[str]:
+    """Python files under folder that do not parse with `version`'s grammar."""
+    bad = []
+    for path in sorted(folder.rglob("*.py")):
+        try:
+            ast.parse(path.read_bytes(), filename=str(path), feature_version=version)
+        except SyntaxError:
+            bad.append(str(path.relative_to(folder)))
+    return bad
+
+
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress reaches a log or pipe at once
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
         epilog="Results: OUT/gpu_check.json and OUT/gpu_check.md (see the module docstring).",
@@ -381,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arch", help="SM to build for, e.g. 90 (default: from nvidia-smi)")
     parser.add_argument("--repeats", type=int, default=10, help="benchmark timed runs (median)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=360.0,
+        metavar="S",
+        help="seconds for the whole check (default: %(default)s); each step gets its share",
+    )
     parser.add_argument("--no-compile", action="store_true", help="benchmark without torch.compile")
     parser.add_argument(
         "--prepare-deps",
@@ -394,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the results folder, e.g. out/gpu-check")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    minimum = BUILD_SECONDS + TESTS_SECONDS + MARGIN_SECONDS + 30
+    if args.budget < minimum and not args.dry_run:
+        parser.error(f"--budget {args.budget:.0f} s is too short: at least {minimum} s")
     return run(args)
 
 

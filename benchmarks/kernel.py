@@ -6,31 +6,128 @@ axes), and each dtype, it times (CUDA events, median of --repeats after warm-up)
 
   kernel    the fused kernel through the torch op axial_deploy::axial_attention
   eager     the reference axial_attention_op in eager PyTorch
-  compiled  torch.compile of axial_attention_op (--no-compile skips it)
+  compiled  torch.compile of axial_attention_op, one dynamic-shape compile per dtype and at most
+            --compile-budget compiles in all (--no-compile skips it); a shape that would need
+            one more compile gets a skipped row saying so, never an eager time labelled compiled
 
 and prints time, achieved bandwidth (qkv read + y written once: the minimum traffic), FLOP rate
 (per query-key pair: 3 Dq FMAs for the logits, Dv adds and Dv FMAs for the values = 6 Dq + 3 Dv
 FLOP) and the fractions of this device's measured peaks: FP32 FLOP rate from an FP32 SGEMM (TF32
 off) and copy bandwidth from a device-to-device copy.
 
+Each row is printed (unbuffered) and appended to --jsonl as soon as it is measured, so a run cut
+short keeps what it measured; --time-budget S skips the rows that would start after S seconds
+(each such row says so). The estimated time is printed before the first measurement.
+
 Usage:  python benchmarks/kernel.py [--model axial_deeplab_s] [--input-shape 1025x2049]
                                     [--dtypes fp16 fp32] [--repeats 20] [--no-compile]
-        python benchmarks/kernel.py --dry-run      # the shape table only; no GPU needed
+                                    [--jsonl rows.jsonl] [--time-budget 300]
+        python benchmarks/kernel.py --dry-run      # the shape table and estimate; no GPU needed
 Needs a CUDA GPU and the kernel library (`make plugins`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+# For the estimate printed before the first measurement (the run then re-estimates from what it
+# measured): a cold torch.compile of the op, and nominal rates per implementation. Rough on
+# purpose; --time-budget is what bounds the run.
+COMPILE_SECONDS = 40.0
+NOMINAL_GB_PER_S = {"kernel": 500.0, "compiled": 150.0, "eager": 25.0}
+RECOMPILE_MESSAGE = "Detected recompile"  # torch.compiler.set_stance("fail_on_recompile")
+
+
+class CompileBudget:
+    """torch.compile of one op: one dynamic-shape compile per dtype, at most `budget` compiles.
+
+    Dynamo recompiles for what dynamic shapes cannot cover (axis, span, head count...). Past its
+    recompile limit (8 by default) it silently runs the function eagerly, which would label eager
+    times "compiled". Here every call first runs under the stance "fail_on_recompile": a call that
+    succeeds there ran an already compiled graph; one that needs a compile is compiled only while
+    the budget lasts, and otherwise refused with the reason (the caller records a skipped row).
+    Dynamo's own limit is raised above the budget so that it never falls back on its own.
+    """
+
+    def __init__(self, op: Callable, budget: int, backend: str = "inductor"):
+        import torch._dynamo.config as dynamo_config
+
+        self.budget = budget
+        self.compiles: list[float] = []  # seconds per compile
+        self.unavailable = None
+        if not hasattr(torch.compiler, "set_stance"):  # torch < 2.6
+            self.unavailable = (
+                f"torch {torch.__version__} has no torch.compiler.set_stance: compiled and "
+                "eager runs cannot be told apart"
+            )
+        for name in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6
+            if hasattr(dynamo_config, name):
+                setattr(dynamo_config, name, max(getattr(dynamo_config, name), budget + 1))
+        self.compiled = torch.compile(op, dynamic=True, fullgraph=True, backend=backend)
+
+    def prepare(self, *args, **kwargs) -> str | None:
+        """Makes sure a compiled graph serves these arguments; None, or why not (skip)."""
+        if self.unavailable:
+            return self.unavailable
+        try:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                self.compiled(*args, **kwargs)
+            return None
+        except RuntimeError as error:
+            if RECOMPILE_MESSAGE not in str(error):
+                return f"torch.compile failed: {str(error).splitlines()[0][:200]}"
+        if len(self.compiles) >= self.budget:
+            return f"compile budget spent ({self.budget} compiles, {sum(self.compiles):.0f} s)"
+        start = time.perf_counter()
+        try:
+            self.compiled(*args, **kwargs)
+        except Exception as error:  # an inductor failure is a result to record, not a crash
+            return f"torch.compile failed: {str(error).splitlines()[0][:200]}"
+        self.compiles.append(time.perf_counter() - start)
+        return None
+
+    def __call__(self, *args, **kwargs):
+        """Runs only a graph compiled before: a recompile here raises instead of going eager."""
+        with torch.compiler.set_stance("fail_on_recompile"):
+            return self.compiled(*args, **kwargs)
+
+
+def estimate_seconds(stages: list[Stage], args, impls: list[str]) -> float:
+    """Rough time of the timed part: warm-up + repeats per row at nominal rates, plus one cold
+    compile per dtype when compiled rows are asked for."""
+    total = 0.0
+    for stage in stages:
+        for dtype_name in args.dtypes:
+            size = torch.finfo(DTYPES[dtype_name]).bits // 8
+            moved = stage.bytes_moved(args.batch, size)
+            for impl in impls:
+                total += (args.repeats + 3) * moved / (NOMINAL_GB_PER_S[impl] * 1e9)
+    if "compiled" in impls:
+        total += COMPILE_SECONDS * len(args.dtypes)
+    return total
+
+
+def append_row(path: str | None, row: dict) -> None:
+    """One JSON line per row, flushed at once: a run cut short keeps every row it measured."""
+    if path is None:
+        return
+    with open(path, "a") as stream:
+        stream.write(json.dumps(row) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 @dataclass(frozen=True)
@@ -178,6 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (median)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument(
+        "--compile-budget",
+        type=int,
+        default=4,
+        help="most torch.compile compiles in all (one dynamic compile per dtype is the aim; "
+        "default: %(default)s); rows past it are skipped with the reason",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="skip (and record) the rows that would start after S seconds of timing",
+    )
+    parser.add_argument(
+        "--jsonl", metavar="PATH", help="append every row to PATH as soon as it is measured"
+    )
     parser.add_argument("--no-eager", action="store_true", help="skip the eager reference")
     parser.add_argument("--dry-run", action="store_true", help="print the shape table and exit")
     parser.add_argument(
@@ -199,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     stages = model_stages(args.model, height, width)
     print(f"{args.model} at {height}x{width}, batch {args.batch}: attention stages")
     print_stages(stages, args.batch)
+    impl_names = ["kernel", *([] if args.no_eager else ["eager"])]
+    impl_names += [] if args.no_compile else ["compiled"]
+    estimate = estimate_seconds(stages, args, impl_names)
+    budget = f", budget {args.time_budget:.0f} s" if args.time_budget else ""
+    print(
+        f"estimated {estimate:.0f} s for {len(stages) * len(args.dtypes)} stage x dtype rows of "
+        f"{', '.join(impl_names)} at nominal rates{budget}",
+        flush=True,
+    )
     if args.dry_run:
         return 0
     if not torch.cuda.is_available():
@@ -223,26 +345,39 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{torch.cuda.get_device_name()}: measured FP32 {peak_flops / 1e12:.1f} TFLOP/s "
         f"(SGEMM, TF32 off), copy {peak_bandwidth / 1e9:.0f} GB/s"
     )
-    compiled_op = None if args.no_compile else torch.compile(axial_attention_op, dynamic=False)
+    impls: dict[str, Callable[..., object]] = {"kernel": kernel.axial_attention}
+    if not args.no_eager:
+        impls["eager"] = axial_attention_op
+    compiled: dict[str, CompileBudget] = {}
+    if not args.no_compile:
+        # one compiled function per dtype, so that each dtype gets its own dynamic compile
+        compiled = {d: CompileBudget(axial_attention_op, args.compile_budget) for d in args.dtypes}
     header = (
         f"| {'qkv H x W':>11} | axis | dtype | {'impl':<8} | {'ms':>8} | {'GB/s':>6} | "
         f"{'% copy':>6} | {'TFLOP/s':>7} | {'% FP32':>6} | {'vs kernel':>9} |"
     )
-    print("\n" + header)
+    print("\n" + header, flush=True)
     print("|" + "---|" * 10)
     rows: list[dict] = []
+    started = time.perf_counter()
     for stage in stages:
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
-            qkv, tables, attrs = stage_inputs(stage, args.batch, dtype)
-            impls: dict[str, Callable[..., object]] = {"kernel": kernel.axial_attention}
-            if not args.no_eager:
-                impls["eager"] = axial_attention_op
-            if compiled_op is not None:
-                impls["compiled"] = compiled_op
-            rows += time_stage(stage, dtype_name, (qkv, tables, attrs), impls, args, peaks)
-            del qkv, tables
-            torch.cuda.empty_cache()
+            stage_impls = dict(impls)
+            if compiled:
+                stage_impls["compiled"] = compiled[dtype_name]
+            elapsed = time.perf_counter() - started
+            if args.time_budget is not None and elapsed > args.time_budget:
+                reason = f"time budget: {elapsed:.0f} s > {args.time_budget:.0f} s"
+                new = [skipped_row(stage, dtype_name, name, reason) for name in stage_impls]
+            else:
+                inputs = stage_inputs(stage, args.batch, dtype)
+                new = time_stage(stage, dtype_name, inputs, stage_impls, args, peaks)
+                del inputs
+                torch.cuda.empty_cache()
+            for row in new:
+                append_row(args.jsonl, row)
+            rows += new
     if args.json:
         write_json(
             args.json,
@@ -253,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device": torch.cuda.get_device_name(),
                 "peak_fp32_tflop_per_s": peak_flops / 1e12,
                 "peak_copy_gb_per_s": peak_bandwidth / 1e9,
+                "compiles": {d: c.compiles for d, c in compiled.items()},
                 "rows": rows,
             },
         )
@@ -271,9 +407,21 @@ STAGE_FIELDS = (
 )
 
 
+def skipped_row(stage: Stage, dtype_name: str, impl: str, reason: str) -> dict:
+    """A row that was not measured, and why (printed and recorded like a measured one)."""
+    print(
+        f"| {stage.height:>5} x {stage.width:<3} | {stage.axis:>4} | {dtype_name:>5} | "
+        f"{impl:<8} | skipped: {reason}",
+        flush=True,
+    )
+    shape = {k: getattr(stage, k) for k in STAGE_FIELDS}
+    return {**shape, "dtype": dtype_name, "impl": impl, "status": "skipped", "reason": reason}
+
+
 def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list[dict]:
     """Times every implementation on one stage and dtype: prints a table row each, returns the
-    rows (the first implementation, the kernel, is the `vs kernel` reference)."""
+    rows (the first implementation, the kernel, is the `vs kernel` reference). A CompileBudget
+    that cannot serve the stage gives a skipped row with its reason."""
     qkv, tables, attrs = inputs
     peak_flops, peak_bandwidth = peaks
     moved = stage.bytes_moved(args.batch, qkv.element_size())
@@ -282,6 +430,11 @@ def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list
     rows = []
     for name, fn in impls.items():
         with torch.inference_mode():
+            if isinstance(fn, CompileBudget):
+                reason = fn.prepare(qkv, *tables, **attrs)
+                if reason is not None:
+                    rows.append(skipped_row(stage, dtype_name, name, reason))
+                    continue
             seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
         kernel_seconds = kernel_seconds or seconds
         shape = {k: getattr(stage, k) for k in STAGE_FIELDS}
@@ -290,6 +443,7 @@ def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list
                 **shape,
                 "dtype": dtype_name,
                 "impl": name,
+                "status": "measured",
                 "ms": seconds * 1e3,
                 "gb_per_s": moved / seconds / 1e9,
                 "tflop_per_s": flops / seconds / 1e12,
@@ -302,17 +456,14 @@ def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list
             f"{100 * moved / seconds / peak_bandwidth:>6.1f} | "
             f"{flops / seconds / 1e12:>7.2f} | "
             f"{100 * flops / seconds / peak_flops:>6.1f} | "
-            f"{seconds / kernel_seconds:>8.1f}x |"
+            f"{seconds / kernel_seconds:>8.1f}x |",
+            flush=True,
         )
     return rows
 
 
 def write_json(path: str, document: dict) -> None:
     """Written atomically: a reader never sees half a file."""
-    import json
-    import os
-    from pathlib import Path
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial_file = target.with_name(target.name + ".partial")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from axial_deploy.artifacts import atomic_output
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.tensorrt_api import require_tensorrt10
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = 100300  # TensorRT 10.3: JetPack 6.1 / 6.2
@@ -121,6 +122,9 @@ def cache_calibrator(trt, path: str | os.PathLike):
     The calibrator class matches the cache's algorithm, since TensorRT ignores a cache written
     by another algorithm. Written against TensorRT's documented Python API; not run here.
     """
+    require_tensorrt10(
+        trt, "implicit INT8 calibration caches", "use the Q/DQ graph", CalibrationCacheError
+    )
     cache = read_cache(path)
     bases = {
         "EntropyCalibration2": "IInt8EntropyCalibrator2",

@@ -108,15 +108,3 @@ def test_top_level_help_keeps_acronyms_capitalized(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "FP32 graph ->" in out and "fP32" not in out
     assert "the whole pipeline in one command" in out  # ordinary words still lower-case
-
-
-def test_build_backend_auto_picks_tensorrt_else_tensorrt_rtx():
-    import importlib.util
-
-    from axial_deploy.build import resolve_backend
-
-    installed = [m for m in ("tensorrt", "tensorrt_rtx") if importlib.util.find_spec(m)]
-    if not installed:
-        pytest.skip("neither TensorRT nor TensorRT-RTX is installed")
-    assert resolve_backend("auto") == installed[0].replace("_", "-")
-    assert resolve_backend("tensorrt") == "tensorrt"  # a named backend is taken as it is

@@ -105,9 +105,9 @@ def _reference(case: dict, qkv: np.ndarray) -> np.ndarray:
 def _run_engine(trt, network, builder, qkv: np.ndarray, fp16: bool) -> np.ndarray:
     import torch
 
+    # Strongly typed: the input's dtype decides the plugin's (BuilderFlag.FP16 is TensorRT 10's
+    # weak typing, removed in 11; see axial_deploy/tensorrt_api.py).
     config = builder.create_builder_config()
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
     plan = builder.build_serialized_network(network, config)
     assert plan is not None, "engine build failed"
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
@@ -141,7 +141,7 @@ def test_plugin_runs_in_tensorrt(path: str, fp16: bool) -> None:
     case = _case()
     qkv = case["qkv"].astype(np.float16).astype(np.float32) if fp16 else case["qkv"]
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     tables = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
     if path == "network":
         creator = registry.get_creator("AxialAttention", "1", "axial_deploy")

@@ -39,7 +39,11 @@ def test_triton_deployment_matches_the_repository_layout_and_health_endpoints():
     line = launch_line("25.02", Path("libaxial_attention_plugin.so"), False, "tensorrt_plan")
     for arg in line.split("tritonserver ", 1)[1].replace("\\\n", " ").split():
         assert arg in args
-    assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    # the tag is the release triton-repo printed, set in kustomization.yaml's images:
+    assert container["image"] == "nvcr.io/nvidia/tritonserver"
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    tags = {i["name"]: i.get("newTag") for i in kustomization["images"]}
+    assert tags["nvcr.io/nvidia/tritonserver"].endswith("-py3")
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["repository"]["mountPath"] == MOUNT and mounts["repository"]["readOnly"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -47,7 +51,8 @@ def test_triton_deployment_matches_the_repository_layout_and_health_endpoints():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     exit_timeout = int(next(a for a in args if a.startswith("--exit-timeout-secs=")).split("=")[1])
     assert pod["terminationGracePeriodSeconds"] > exit_timeout  # drain before SIGKILL
-    assert deployment["spec"]["replicas"] > 1
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+    assert docs["HorizontalPodAutoscaler/axial-triton"]["spec"]["minReplicas"] > 1
 
 
 def test_services_select_the_triton_pods_and_expose_its_ports():
@@ -64,12 +69,13 @@ def test_services_select_the_triton_pods_and_expose_its_ports():
         service = docs[name]["spec"]
         assert service["selector"].items() <= labels.items()
         assert {p["targetPort"] for p in service["ports"]} <= set(ports)
-    claim = docs["PersistentVolumeClaim/axial-model-repository"]
-    volumes = docs["Deployment/axial-triton"]["spec"]["template"]["spec"]["volumes"]
-    claimed = [
-        v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
-    ]
-    assert claimed == [claim["metadata"]["name"]]
+    # the repository volume: a per-pod emptyDir the init container fills (no claim to bind)
+    pod = docs["Deployment/axial-triton"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["repository"]
+    assert not [d for d in docs if d.startswith("PersistentVolumeClaim/")]
+    (init,) = pod["initContainers"]
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]}["repository"] == MOUNT
     assert docs["HorizontalPodAutoscaler/axial-triton"]["spec"]["scaleTargetRef"]["name"] == (
         "axial-triton"
     )

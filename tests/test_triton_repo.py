@@ -8,6 +8,7 @@ repository only reads the manifest and copies the bytes (TensorRT cannot run her
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,10 +24,19 @@ import pytest
 from engine_helpers import axial_net, conv_net
 from google.protobuf import text_format
 
-from axial_deploy.manifest import Manifest, TensorInfo, write_manifest
+from axial_deploy.manifest import Manifest, TensorInfo, read_manifest, write_manifest
 from axial_deploy.serving import ServeError
 from axial_deploy.serving.pipeline import PanopticSettings, panoptic_settings_for
-from axial_deploy.serving.triton_repo import RepoOptions, release_for, write_repository
+from axial_deploy.serving.triton_repo import (
+    NEWEST_RELEASE,
+    RELEASE_NOTES,
+    SUPPORT_MATRIX,
+    TRITON_RELEASES,
+    RepoOptions,
+    check_release,
+    release_for,
+    write_repository,
+)
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2", reason="needs the [serve] extra (tritonclient)"
@@ -98,18 +108,96 @@ def test_engine_repository_follows_the_manifest(tmp_path):
     assert record["triton"] == "2.55.0" and record["manifest"]["tensorrt_version"] == "10.8.0.43"
 
 
-def test_tensorrt_version_without_a_matching_release_warns(tmp_path):
-    near = write_repository(
-        make_engine(tmp_path, version="10.8.0.40"), tmp_path / "a", RepoOptions()
+def test_triton_repo_serves_a_carrying_engine_without_plugins(tmp_path):
+    engine = make_engine(tmp_path, version="10.8.0.43")
+    manifest = dataclasses.replace(
+        read_manifest(engine), plugin_serialized=True, version_compatible=True
     )
-    assert "TensorRT 10.8.0.40" in near.warnings[0] and "--release 25.02" in near.warnings[0]
-    (tmp_path / "old").mkdir()
-    old = make_engine(tmp_path / "old", version="8.6.1")
-    report = write_repository(old, tmp_path / "b", RepoOptions())
-    assert "Rebuild the engine" in report.warnings[0]
+    write_manifest(manifest, engine)
+    (tmp_path / "libaxial_attention_plugin.so").unlink()  # nothing to copy or check
+    report = write_repository(engine, tmp_path / "repo", RepoOptions(release="25.06"))
+    # 25.06 ships TensorRT 10.11: later than 10.8, so a version-compatible engine loads there
+    assert report.warnings == []
+    assert not (tmp_path / "repo" / "plugins").exists()
+    launch = (tmp_path / "repo" / "launch.sh").read_text()
+    assert "--backend-config=tensorrt,version-compatible=true" in launch
+    assert "plugins=" not in launch
+
+    (tmp_path / "plain").mkdir()
+    plain = make_engine(tmp_path / "plain", version="10.8.0.43")
+    report = write_repository(plain, tmp_path / "repo2", RepoOptions(release="25.06"))
+    assert "version-compatible" not in report.launch and report.warnings  # exact version only
+    # without --release: the newest recorded release whose TensorRT fits (same or later)
+    (tmp_path / "vc").mkdir()
+    carrying = make_engine(tmp_path / "vc", version="10.8.0.40")
+    write_manifest(
+        dataclasses.replace(
+            read_manifest(carrying), plugin_serialized=True, version_compatible=True
+        ),
+        carrying,
+    )
+    assert write_repository(carrying, tmp_path / "repo3", RepoOptions()).release == "25.06"
+
+
+def test_tensorrt_version_without_a_recorded_release_stops_with_what_to_check(tmp_path):
+    # A patch build of a recorded minor, an old TensorRT, and one newer than the table: no image
+    # is guessed, the message names the Support Matrix and --release, and nothing is written.
+    for version, near in [("10.8.0.40", "25.01, 25.02"), ("8.6.1", None), ("10.16.1.11", None)]:
+        folder = tmp_path / version
+        folder.mkdir()
+        with pytest.raises(ServeError) as refused:
+            write_repository(make_engine(folder, version=version), folder / "repo", RepoOptions())
+        message = str(refused.value)
+        assert f"ships TensorRT {version}" in message and "--release YY.MM" in message
+        assert SUPPORT_MATRIX in message and "rebuild the engine" in message
+        assert (f"same TensorRT minor: {near}" in message) == (near is not None)
+        assert not (folder / "repo").exists()
     forced = write_repository(make_engine(tmp_path), tmp_path / "c", RepoOptions(release="24.12"))
     assert forced.release == "24.12" and "ships TensorRT 10.7.0.23" in forced.warnings[0]
+    assert "Use --release 25.02" in forced.warnings[0]
     assert release_for("10.9.0.34") == ("25.04", ["25.03", "25.04"])
+    # a release whose TensorRT is not recorded, or one newer than the table: a warning to check
+    unrecorded = write_repository(
+        make_engine(tmp_path, version="10.16.1.11"), tmp_path / "d", RepoOptions(release="26.10")
+    )
+    assert unrecorded.release == "26.10" and "not recorded" in unrecorded.warnings[0]
+    assert "nvcr.io/nvidia/tritonserver:26.10-py3" in unrecorded.launch
+    newer = write_repository(
+        make_engine(tmp_path, version="10.16.1.11"), tmp_path / "e", RepoOptions(release="27.01")
+    )
+    assert "newer than axial-deploy's table" in newer.warnings[0]
+    record = json.loads((tmp_path / "e/repository.json").read_text())
+    assert record["release"] == "27.01" and record["triton"] is None
+
+
+def _months(first: str, last: str) -> list[str]:
+    year, month = (int(p) for p in first.split("."))
+    out = []
+    while f"{year:02d}.{month:02d}" <= last:
+        out.append(f"{year:02d}.{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def test_release_table_covers_every_month_up_to_the_newest_source():
+    # Every monthly release from the first TensorRT 10 one to the newest with release notes
+    # is in the table (a gap would send an engine to a wrong or no image), in order.
+    releases = list(TRITON_RELEASES)
+    assert releases == _months(releases[0], NEWEST_RELEASE)
+    assert releases == sorted(releases)
+    recorded = [TRITON_RELEASES[r].tensorrt for r in releases if TRITON_RELEASES[r].tensorrt]
+    assert all(v.startswith("10.") for v in recorded)
+    # versions recorded are full 4-part TensorRT versions, CUDA 13 from 25.08 on
+    assert all(len(v.split(".")) == 4 for v in recorded)
+    cuda = {r: t.cuda for r, t in TRITON_RELEASES.items() if t.cuda}
+    assert all(v.startswith("13.") == (r >= "25.08") for r, v in cuda.items())
+    assert "{yy}" in RELEASE_NOTES and SUPPORT_MATRIX.startswith("https://docs.nvidia.com/")
+
+
+@pytest.mark.parametrize("release", ["19.01", "2510", "25.13", "latest"])
+def test_release_names_outside_the_table_are_refused(release):
+    with pytest.raises(ServeError, match="unknown NGC release"):
+        check_release(release)
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=["auto", "tensorrt", "tensorrt-rtx"],
         default="auto",
-        help="auto (default: TensorRT where installed, else TensorRT-RTX), tensorrt (GPU, "
-        "plugins) or tensorrt-rtx (plugin-free graphs, CPU build)",
+        help="auto (default, as deploy: TensorRT on a GPU, TensorRT-RTX on GPUs of its support "
+        "matrix or ahead of time without a GPU), tensorrt (GPU, plugins) or tensorrt-rtx "
+        "(plugin-free graphs, CPU build)",
     )
     add_plugins(
         parser,
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serialize-plugin",
         action="store_true",
-        help="embed the plugin library in the engine (no library needed where it runs)",
+        help="build a version-compatible engine that carries the plugin library (no library "
+        "needed where it runs; loads in this TensorRT or a later one; may run slower)",
     )
     parser.add_argument(
         "--shapes",
@@ -57,14 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import check_distinct
-    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec, resolve_backend
+    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
     from axial_deploy.manifest import manifest_path
 
     check_distinct(
         {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache},
         {"-o": args.output, "the manifest": manifest_path(args.output)},
     )
-    backend = resolve_backend(args.backend)
+    backend = args.backend
+    if backend == "auto":
+        from axial_deploy.backends import choose_auto, installed_backends, local_gpus
+        from axial_deploy.build import BuildError
+
+        chosen, why = choose_auto(local_gpus(), installed_backends())
+        if chosen is None:
+            raise BuildError(why.replace("engine step skipped", "--backend auto"))
+        print(f"--backend auto: {why}", flush=True)
+        backend = chosen
     options = BuildOptions(
         backend=backend,
         plugin_library=args.plugins,

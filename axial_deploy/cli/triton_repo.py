@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU", help="instance kind"
     )
-    parser.add_argument("--release", help="NGC Triton release, e.g. 25.01 (default: matched)")
+    parser.add_argument(
+        "--release",
+        help="NGC Triton release YY.MM (default: the one recorded with the engine's TensorRT; "
+        "refused with what to check when none is)",
+    )
     add_plugins(parser, "plugin library to ship (checked against the manifest's sha256)")
     parser.add_argument("--ort-op-library", help="ONNX Runtime custom-op library (ONNX models)")
     add_panoptic(parser)

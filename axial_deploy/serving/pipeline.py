@@ -85,7 +85,10 @@ class PanopticStep:
         self._post: dict[tuple[int, int, int], object] = {}  # (classes, h, w) -> processor
 
     def _processor(self, num_classes: int, hw: tuple[int, int]):
-        from axial_deploy.models.postprocess import PanopticPostProcessor, scaled_config
+        # PyTorch's post-processor where torch is installed, else its numpy form (equal maps,
+        # tests/test_postprocess_numpy.py): the Triton image then needs no torch.
+        from axial_deploy.evaluate import _panoptic_postprocessor
+        from axial_deploy.models.panoptic_config import scaled_config
 
         key = (num_classes, *hw)
         if key not in self._post:
@@ -93,21 +96,18 @@ class PanopticStep:
             if bad:
                 raise ServeError(f"thing ids {bad} are not below the model's {num_classes} classes")
             config = scaled_config(self.settings.thing_ids, hw, **self.settings.overrides)
-            self._post[key] = PanopticPostProcessor(num_classes, config)
+            self._post[key] = _panoptic_postprocessor(num_classes, config)
         return self._post[key]
 
     def __call__(
         self, semantic: np.ndarray, center: np.ndarray, offset: np.ndarray, sizes: np.ndarray
     ) -> list[tuple[np.ndarray, list[dict]]]:
-        import torch
-
         from axial_deploy.evaluate import panoptic_to_coco, resize_nearest
 
         num_classes, hw = semantic.shape[1], tuple(semantic.shape[2:])
         post = self._processor(num_classes, hw)
-        with torch.no_grad():
-            maps = (torch.from_numpy(np.asarray(a, np.float32)) for a in (semantic, center, offset))
-            panoptic = post(*maps)[0].numpy()
+        maps = (np.ascontiguousarray(a, np.float32) for a in (semantic, center, offset))
+        panoptic = post(*maps)[0]
         categories = list(self.settings.categories) or [
             {"id": i, "name": f"class_{i}", "isthing": int(i in self.settings.thing_ids)}
             for i in range(num_classes)

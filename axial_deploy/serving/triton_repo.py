@@ -12,7 +12,8 @@ Layout of OUT (mounted read-only into every Triton replica):
 An engine's `config.pbtxt` comes from its manifest: tensor names, dtypes and dims, the max
 batch from the optimization profile, dynamic batching and instance groups. The manifest's
 TensorRT version picks the NGC Triton release whose TensorRT matches (engines load only in
-the TensorRT that built them); a mismatch is a warning naming the nearest releases.
+the TensorRT that built them). Where no recorded release matches, it stops and says what to look
+up rather than picking an image that cannot load the engine.
 """
 
 from __future__ import annotations
@@ -30,23 +31,67 @@ from axial_deploy.artifacts import replace_folder
 from axial_deploy.serving import ServeError
 from axial_deploy.serving.pipeline import PanopticSettings
 
-# NGC Triton container -> (Triton server version, TensorRT version inside), from NVIDIA's
-# Triton container release notes. Extend when a new release is used.
-TRITON_RELEASES: dict[str, tuple[str, str]] = {
-    "24.05": ("2.46.0", "10.0.1.6"),
-    "24.06": ("2.47.0", "10.1.0.27"),
-    "24.07": ("2.48.0", "10.2.0.19"),
-    "24.08": ("2.49.0", "10.3.0.26"),
-    "24.09": ("2.50.0", "10.4.0.26"),
-    "24.10": ("2.51.0", "10.5.0.18"),
-    "24.11": ("2.52.0", "10.6.0.26"),
-    "24.12": ("2.53.0", "10.7.0.23"),
-    "25.01": ("2.54.0", "10.8.0.43"),
-    "25.02": ("2.55.0", "10.8.0.43"),
-    "25.03": ("2.56.0", "10.9.0.34"),
-    "25.04": ("2.57.0", "10.9.0.34"),
-    "25.05": ("2.58.0", "10.10.0.31"),
-    "25.06": ("2.59.0", "10.11.0.33"),
+# NGC Triton container `nvcr.io/nvidia/tritonserver:<release>-py3` -> what is inside.
+#
+# Sources (each fact was looked up, none is from memory):
+#   RELEASE_NOTES: the release's page, "Driver Requirements": "Release YY.MM is based on CUDA ..."
+#     (https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-YY-MM.html).
+#   The Triton server and TensorRT versions of 24.05 .. 25.06 were recorded in this table before
+#   the CUDA 13 releases; their TensorRT versions agree with the "TensorRT version" column of the
+#   trtllm-python-py3 images of the same releases where those carry the same TensorRT
+#   (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/introduction/compatibility.html).
+#   For 25.07 on, the TensorRT inside the py3 image is listed only in the Frameworks Support Matrix
+#   (SUPPORT_MATRIX), which could not be read when this table was extended: those entries say
+#   None rather than guess, and `triton-repo` then asks the user to read it there.
+# A release is listed here from the first one with TensorRT 10 up to NEWEST_RELEASE, the newest
+# release with a published release-notes page when the table was last extended;
+# tests/test_triton_repo.py checks that no month in between is missing.
+RELEASE_NOTES = (
+    "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-{yy}-{mm}.html"
+)
+SUPPORT_MATRIX = "https://docs.nvidia.com/deeplearning/frameworks/support-matrix/index.html"
+NEWEST_RELEASE = "26.10"
+
+
+@dataclass(frozen=True)
+class TritonRelease:
+    server: str | None  # Triton server version (None: not found in the sources)
+    tensorrt: str | None  # TensorRT in the py3 image (None: not found in the sources)
+    cuda: str | None  # the CUDA the release is based on (None: page not found)
+
+
+TRITON_RELEASES: dict[str, TritonRelease] = {
+    "24.05": TritonRelease("2.46.0", "10.0.1.6", None),
+    "24.06": TritonRelease("2.47.0", "10.1.0.27", "12.5.0.23"),
+    "24.07": TritonRelease("2.48.0", "10.2.0.19", None),
+    "24.08": TritonRelease("2.49.0", "10.3.0.26", None),
+    "24.09": TritonRelease("2.50.0", "10.4.0.26", None),
+    "24.10": TritonRelease("2.51.0", "10.5.0.18", "12.6.2"),
+    "24.11": TritonRelease("2.52.0", "10.6.0.26", None),
+    "24.12": TritonRelease("2.53.0", "10.7.0.23", None),
+    "25.01": TritonRelease("2.54.0", "10.8.0.43", None),
+    "25.02": TritonRelease("2.55.0", "10.8.0.43", None),
+    "25.03": TritonRelease("2.56.0", "10.9.0.34", "12.8.1.012"),
+    "25.04": TritonRelease("2.57.0", "10.9.0.34", "12.9.0"),
+    "25.05": TritonRelease("2.58.0", "10.10.0.31", None),
+    "25.06": TritonRelease("2.59.0", "10.11.0.33", "12.9.1.010"),
+    "25.07": TritonRelease(None, None, None),
+    # 25.08 is based on CUDA 13 (13.0.0.044); 25.06 was on 12.9.1, 25.07's page was not found.
+    "25.08": TritonRelease(None, None, "13.0.0.044"),
+    "25.09": TritonRelease(None, None, None),
+    "25.10": TritonRelease(None, None, "13.0.2.006"),
+    "25.11": TritonRelease(None, None, None),
+    "25.12": TritonRelease(None, None, "13.1.0.36"),
+    "26.01": TritonRelease(None, None, None),
+    "26.02": TritonRelease(None, None, "13.1.1"),
+    "26.03": TritonRelease(None, None, None),
+    "26.04": TritonRelease(None, None, "13.2.1"),
+    "26.05": TritonRelease(None, None, None),
+    "26.06": TritonRelease(None, None, "13.3.0"),
+    "26.07": TritonRelease(None, None, "13.3.1"),
+    "26.08": TritonRelease(None, None, None),
+    "26.09": TritonRelease(None, None, "13.4.1"),
+    "26.10": TritonRelease(None, None, "13.4.3.001"),
 }
 IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 MOUNT = "/axial"  # where OUT is mounted in the container
@@ -97,13 +142,57 @@ class RepoReport:
 
 
 def release_for(tensorrt_version: str) -> tuple[str | None, list[str]]:
-    """(the NGC release shipping exactly this TensorRT, or None; the releases of the same
-    major.minor, for the warning)."""
-    exact = [r for r, (_, trt) in TRITON_RELEASES.items() if trt == tensorrt_version]
+    """(the newest NGC release recorded with exactly this TensorRT, or None; the releases
+    recorded with the same TensorRT major.minor, for the message)."""
+    recorded = {r: t.tensorrt for r, t in TRITON_RELEASES.items() if t.tensorrt}
+    exact = [r for r, trt in recorded.items() if trt == tensorrt_version]
     if exact:
         return exact[-1], exact
     prefix = ".".join(tensorrt_version.split(".")[:2]) + "."
-    return None, [r for r, (_, trt) in TRITON_RELEASES.items() if trt.startswith(prefix)]
+    return None, [r for r, trt in recorded.items() if trt.startswith(prefix)]
+
+
+def _release_key(release: str) -> tuple[int, int] | None:
+    """(year, month) of a release name 'YY.MM', or None when it is not one."""
+    parts = release.split(".")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        return None
+    year, month = int(parts[0]), int(parts[1])
+    return (year, month) if 1 <= month <= 12 else None
+
+
+def no_release_message(tensorrt_version: str, near: list[str]) -> str:
+    """Why no image is picked for an engine's TensorRT, and what to check: never a guess."""
+    unknown = [r for r, t in TRITON_RELEASES.items() if t.tensorrt is None]
+    newest = max(r for r, t in TRITON_RELEASES.items() if t.tensorrt)
+    span = f"{unknown[0]}..{unknown[-1]}" if unknown else "none"
+    hint = f" (same TensorRT minor: {', '.join(near)}, a different patch build)" if near else ""
+    return (
+        f"no NGC Triton release recorded in axial-deploy ships TensorRT {tensorrt_version}"
+        f"{hint}, and engines load only in the TensorRT version that built them. The TensorRT "
+        f"inside releases {span} is not recorded here: look up the release whose TensorRT is "
+        f"{tensorrt_version} in the Frameworks Support Matrix ({SUPPORT_MATRIX}) and pass "
+        "--release YY.MM, or rebuild the engine with the TensorRT of a recorded release "
+        f"(newest recorded: {newest} with TensorRT {TRITON_RELEASES[newest].tensorrt})"
+    )
+
+
+def check_release(release: str) -> str | None:
+    """Refuses a --release that is not a release name or is older than the table; returns a
+    warning for one newer than the table (its contents are not recorded), else None."""
+    key = _release_key(release)
+    if key is None or (release not in TRITON_RELEASES and release < min(TRITON_RELEASES)):
+        known = f"{min(TRITON_RELEASES)}..{max(TRITON_RELEASES)}"
+        raise ServeError(
+            f"--release {release}: unknown NGC release (known: {known}, as YY.MM; newer ones are "
+            "accepted with a warning)"
+        )
+    if release not in TRITON_RELEASES:
+        return (
+            f"Triton {release} is newer than axial-deploy's table ({max(TRITON_RELEASES)}): check "
+            f"that its TensorRT is the engine's in the Frameworks Support Matrix ({SUPPORT_MATRIX})"
+        )
+    return None
 
 
 def _dims(values) -> str:
@@ -393,7 +482,7 @@ def _sha256(path: Path) -> str:
 def _engine_network(path: Path, options: RepoOptions) -> _Network:
     from dataclasses import asdict
 
-    from axial_deploy.manifest import read_manifest
+    from axial_deploy.manifest import read_manifest, version_fits
 
     manifest = read_manifest(path)
     if manifest.backend != "tensorrt":
@@ -411,13 +500,28 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
         max_batch = options.max_batch if max_batch else 0
     warnings = []
     matched, near = release_for(manifest.tensorrt_version)
-    release = options.release or matched or max(TRITON_RELEASES)
-    shipped = TRITON_RELEASES.get(release, (None, None))[1]
-    if shipped != manifest.tensorrt_version:
+    if matched is None and manifest.version_compatible:
+        # a version-compatible engine also loads in a later TensorRT: the newest recorded fit
+        fitting = [r for r, t in TRITON_RELEASES.items() if version_fits(manifest, t.tensorrt)]
+        matched = fitting[-1] if fitting else None
+    if options.release is None and matched is None:
+        raise ServeError(no_release_message(manifest.tensorrt_version, near))
+    release = options.release or matched
+    newer = check_release(release)
+    shipped = TRITON_RELEASES[release].tensorrt if release in TRITON_RELEASES else None
+    if newer:
+        warnings.append(newer)
+    elif shipped is None:
+        warnings.append(
+            f"the TensorRT inside Triton {release} is not recorded in axial-deploy: check that it "
+            f"is {manifest.tensorrt_version} (the engine's) in the Frameworks Support Matrix "
+            f"({SUPPORT_MATRIX}); engines load only in the TensorRT version that built them"
+        )
+    elif not version_fits(manifest, shipped):
         warnings.append(
             f"the engine was built with TensorRT {manifest.tensorrt_version} but Triton {release} "
-            f"ships TensorRT {shipped or 'unknown'}: it will not load there. "
-            + (f"Use --release {near[-1]} " if near else "Rebuild the engine ")
+            f"ships TensorRT {shipped}: it will not load there. "
+            + (f"Use --release {matched} " if matched else "Rebuild the engine ")
             + "(engines load only in the TensorRT version that built them)"
         )
     plugin = None
@@ -477,9 +581,20 @@ def _onnx_network(path: Path, options: RepoOptions) -> _Network:
     )
 
 
-def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str) -> str:
+def _server_version(release: str) -> str | None:
+    entry = TRITON_RELEASES.get(release)
+    return entry.server if entry else None
+
+
+def launch_line(
+    release: str, plugin: Path | None, panoptic: bool, platform: str, version_compatible=False
+) -> str:
     """The docker command that serves OUT (mounted at /axial) on GPUs, HTTP 8000, gRPC 8001,
-    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton)."""
+    metrics 8002. Panoptic repositories need axial-deploy in the image (deploy/triton).
+
+    A version-compatible engine (`build --serialize-plugin`) carries its plugin and needs no
+    plugins=; Triton's TensorRT backend runs its host code only with `version-compatible=true`
+    (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/tensorrt_backend/README.html)."""
     image = f"axial-deploy-triton:{release}" if panoptic else IMAGE.format(release=release)
     command = [
         "docker run --rm --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002",
@@ -488,6 +603,8 @@ def launch_line(release: str, plugin: Path | None, panoptic: bool, platform: str
     ]
     if plugin is not None and platform == "tensorrt_plan":
         command.append(f"--backend-config=tensorrt,plugins={MOUNT}/plugins/{plugin.name}")
+    if version_compatible and platform == "tensorrt_plan":
+        command.append("--backend-config=tensorrt,version-compatible=true")
     return " \\\n  ".join(command)
 
 
@@ -531,9 +648,8 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
         raise ServeError(f"model file {path} not found")
     if out.exists() and not options.force:
         raise ServeError(f"{out} exists: pass --force to replace it")
-    if options.release is not None and options.release not in TRITON_RELEASES:
-        known = ", ".join(TRITON_RELEASES)
-        raise ServeError(f"--release {options.release}: unknown NGC release (known: {known})")
+    if options.release is not None:
+        check_release(options.release)  # refuses a malformed or too old one before any work
     if path.suffix in (".engine", ".plan"):
         network = _engine_network(path, options)
     elif path.suffix == ".onnx":
@@ -547,9 +663,11 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
         if network.plugin is not None:
             (staging / "plugins").mkdir()
             shutil.copyfile(network.plugin, staging / "plugins" / network.plugin.name)
+        version_compatible = bool(network.manifest and network.manifest["version_compatible"])
         launch = launch_line(
-            network.release, network.plugin, options.panoptic is not None, network.platform
-        )
+            network.release, network.plugin, options.panoptic is not None, network.platform,
+            version_compatible,
+        )  # fmt: skip
         script = (
             f"#!/bin/sh\n# Serves this repository on this host's GPUs.\n{LAUNCH_OUT}\n{launch}\n"
         )
@@ -557,7 +675,7 @@ def write_repository(model: str | Path, out: str | Path, options: RepoOptions) -
         (staging / "launch.sh").chmod(0o755)
         record = {
             "source": str(path), "platform": network.platform, "release": network.release,
-            "triton": TRITON_RELEASES[network.release][0], "models": models,
+            "triton": _server_version(network.release), "models": models,
             "warnings": network.warnings, "manifest": network.manifest,
         }  # fmt: skip
         (staging / "repository.json").write_text(json.dumps(record, indent=2) + "\n")
