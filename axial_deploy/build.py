@@ -77,6 +77,34 @@ def import_backend(backend: str) -> ModuleType:
     return trt
 
 
+def hosts_plugins(trt: ModuleType) -> bool:
+    """Whether `trt` can put a plugin into a network: a feature check of its network API
+    (IPluginV3 layers, `add_plugin_v3`), not a version number, so that a TensorRT-RTX that
+    gains plugin layers is used. TensorRT-RTX 1.x has none, and its ONNX parser, given a
+    registered AxialAttention creator, creates the plugin and then aborts the whole process
+    (tests/test_plugin_loading.py shows it)."""
+    return hasattr(trt.INetworkDefinition, "add_plugin_v3")
+
+
+def refuse_plugin_graph(backend: str, nodes: list[str], trt: ModuleType | None = None) -> None:
+    """The one guard for every path that hands a graph (or a plugin engine) to `backend`:
+    build, deploy, serve/runtime, the comparison runners. Raises BuildError, in one line, when
+    the graph has AxialAttention nodes and the backend's network has no plugin layer."""
+    if not nodes:
+        return
+    trt = trt or import_backend(backend)
+    if hosts_plugins(trt):
+        return
+    name = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}.get(backend, backend)
+    raise BuildError(
+        f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}"
+        f"{', ...' if len(nodes) > 5 else ''}) and {name} has no plugin layer ({trt.__name__} "
+        f"{trt.__version__}: no add_plugin_v3): build it with --backend tensorrt --plugins LIB "
+        "(the AxialAttention plugin library), or build the graph from before `axial-deploy "
+        "rewrite` with tensorrt-rtx"
+    )
+
+
 def parse_shape_spec(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
     """'input:1x3x224x224/4x3x224x224/8x3x224x224' -> (name, (min, opt, max)).
 
@@ -391,13 +419,7 @@ def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLik
     """The plugin library the build uses (the default one for graphs that need it), after
     refusing option combinations that cannot build."""
     plugin = options.plugin_library
-    if nodes and options.backend == "tensorrt-rtx":
-        raise BuildError(
-            f"the graph has {len(nodes)} AxialAttention node(s) ({', '.join(nodes[:5])}"
-            f"{', ...' if len(nodes) > 5 else ''}) and TensorRT-RTX has no plugin layer: build "
-            "it with --backend tensorrt --plugins LIB (the AxialAttention plugin library), or "
-            "build the graph from before `axial-deploy rewrite` with tensorrt-rtx"
-        )
+    refuse_plugin_graph(options.backend, nodes)
     if nodes and not plugin:
         plugin = locate(PLUGIN).path  # the package's or the checkout's, never the cwd's
     if nodes and not plugin:

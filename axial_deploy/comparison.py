@@ -94,7 +94,7 @@ def tensorrt_runner(engine_path: str, plugins: Sequence[str] = (), name: str = "
     AxialAttention plugin, `axial-deploy plugin-path`) loaded before it is deserialized;
     ComparisonError where TensorRT is not installed."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError as error:
         raise ComparisonError(
             "comparing a TensorRT engine needs TensorRT (the tensorrt package); it is not "
@@ -102,6 +102,13 @@ def tensorrt_runner(engine_path: str, plugins: Sequence[str] = (), name: str = "
         ) from error
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, LoadPlugins, TrtRunner
+
+    from axial_deploy.build import BuildError, refuse_plugin_graph
+
+    try:  # the guard every path to a TensorRT backend goes through
+        refuse_plugin_graph("tensorrt", ["AxialAttention"] if plugins else [], tensorrt)
+    except BuildError as error:
+        raise ComparisonError(str(error)) from error
 
     engine = EngineFromBytes(BytesFromPath(str(engine_path)))
     return TrtRunner(LoadPlugins(plugins=list(plugins), obj=engine), name=name)

@@ -41,6 +41,7 @@ DEFAULT_MODEL = "axial_deeplab_tiny"
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
+BUDGET_PRECISIONS = ("int8",)  # what --fit-budget searches (axial_deploy.budget's precisions)
 CALIBRATION_IMAGES = 16  # train-split images generated for INT8 calibration
 EXPORT_RTOL = 1e-3  # ONNX Runtime vs PyTorch, max relative error the export stage accepts
 
@@ -65,6 +66,7 @@ class DeploySettings:
     data: str | None = None  # default: generate the model's synthetic dataset under OUT/data
     eval_images: int = 100
     max_drop: float = 1.0
+    fit_budget: bool = False  # INT8: keep layers in FP32 until within max_drop (budget.py)
     panels: int = 4
     backend: str = "auto"
     plugin_library: str | None = None
@@ -186,6 +188,7 @@ class Variant:
     flagged: bool = False
     cpu_latency: ProfileResult | None = None
     engine: EngineResult | None = None  # None: this variant's graph is not the one built
+    budget: dict[str, Any] | None = None  # --fit-budget: the search's record, in short
 
     @property
     def label(self) -> str:
@@ -208,6 +211,7 @@ class Variant:
             "flagged": self.flagged,
             "cpu_latency": self.cpu_latency.to_dict() if self.cpu_latency else {},
             "engine": self.engine.to_json() if self.engine else {},
+            **({"budget": self.budget} if self.budget is not None else {}),
         }
 
 
@@ -399,6 +403,10 @@ def plan_deploy(settings: DeploySettings) -> DeployPlan:
         raise DeployError("--eval-images and --iterations must be >= 1")
     if settings.max_drop < 0:
         raise DeployError(f"--max-drop must be >= 0, got {settings.max_drop}")
+    if settings.fit_budget and not set(BUDGET_PRECISIONS) & set(settings.precisions):
+        raise DeployError(
+            f"--fit-budget searches {', '.join(BUDGET_PRECISIONS)} variants: add one to --precision"
+        )
     task = task_of(settings.model)
     weights, meaningful = _weights(settings)
     return DeployPlan(
@@ -454,7 +462,7 @@ def choose_backend(
     the plain one; TensorRT-RTX the plain one. A backend asked for by name must be installed
     (`build.import_backend`'s error says how). `gpus` / `installed`: this machine's when None."""
     from axial_deploy.backends import choose_auto, installed_backends, local_gpus
-    from axial_deploy.build import BuildError, import_backend
+    from axial_deploy.build import BuildError, hosts_plugins, import_backend
     from axial_deploy.native import PLUGIN, locate
 
     if requested not in BACKEND_CHOICES:
@@ -472,7 +480,13 @@ def choose_backend(
         except BuildError as error:
             raise DeployError(f"--backend {requested}: {error}") from error
         backend, why = requested, f"{requested} (--backend)"
-    if backend == "tensorrt-rtx":
+    # build.refuse_plugin_graph's feature check: a backend without plugin layers gets the plain
+    # graphs (and build_engine refuses anything else through that same guard).
+    try:
+        plugin_layers = hosts_plugins(import_backend(backend))
+    except BuildError:  # `installed` names a backend this interpreter cannot import (planning)
+        plugin_layers = backend != "tensorrt-rtx"
+    if not plugin_layers:
         return BackendChoice(backend, "plain", f"{why}, on the plain graphs (it has no plugins)")
     plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
     if plugin and plugin.is_file():
@@ -658,6 +672,20 @@ def precision_stage(
                 continue
             suffix = ".axial" if graph == "axial" else ""
             target = settings.out / f"{plan.model}{suffix}.{precision}.onnx"
+            if settings.fit_budget and precision in BUDGET_PRECISIONS:
+                variant = Variant(precision, graph, target)
+                variant.budget = budget = _budget_variant(
+                    settings, plan, data, calib, precision, source, target
+                )
+                notes.append(
+                    f"{variant.label}: --fit-budget kept {len(budget['kept'])} layer(s) in FP32, "
+                    f"drop {budget['drop']:+.2f} (plain {budget['plain_drop']:+.2f}), "
+                    f"{budget['share_macs_quantized']:.0%} of multiply-adds in INT8"
+                    + ("" if budget["met"] else ": budget NOT met with every layer kept")
+                    + f"; record {budget['record']}"
+                )
+                variants.append(variant)
+                continue
             quantized = quantize_file(
                 source,
                 target,
@@ -680,6 +708,46 @@ def precision_stage(
             rows = report.rows
             v.max_rel_vs_fp32 = max(row.max_rel for row in rows)
     return variants
+
+
+def _budget_variant(
+    settings: DeploySettings,
+    plan: DeployPlan,
+    data: Path | None,
+    calib: str | None,
+    precision: str,
+    source: Path,
+    target: Path,
+) -> dict[str, Any]:
+    """--fit-budget: the Q/DQ graph with the fewest layers kept in FP32 (budget.py) for its PQ
+    / top-1 on the val images to be within --max-drop of FP32; the record's gist."""
+    from axial_deploy.budget import quantize_to_budget
+    from axial_deploy.models import pretrained_record
+
+    if data is None:
+        raise DeployError(
+            "--fit-budget measures task accuracy: it needs trained weights (--checkpoint, or a "
+            "model with shipped weights)"
+        )
+    postprocess = None
+    if plan.task == "panoptic" and plan.weights == "pretrained":  # as _evaluate_targets
+        postprocess = pretrained_record(plan.model).postprocess_config()
+    report = quantize_to_budget(
+        source, target, precision=precision, max_drop=settings.max_drop, data=data,
+        eval_images=settings.eval_images, calib=calib, method=settings.calib_method,
+        batches=settings.calib_batches, seed=settings.seed, postprocess=postprocess,
+        progress=settings.progress,
+    )  # fmt: skip
+    say(report.summary().splitlines()[2].strip())
+    return {
+        "record": report.record,
+        "met": report.met,
+        "drop": report.drop,
+        "plain_drop": report.plain_drop,
+        "kept": [layer.node for layer in report.kept],
+        "share_macs_quantized": report.share_quantized,
+        "evaluations": len(report.steps),
+    }
 
 
 def _calibration_source(settings: DeploySettings, data: Path | None, task: str) -> str | None:

@@ -115,29 +115,46 @@ def locate(library: NativeLibrary) -> Found:
     return Found(None, "not found", [path for _, path in places])
 
 
-def register_plugin_library(trt, path: str | os.PathLike) -> None:
-    """Registers the TensorRT plugin library's creators with `trt`'s plugin registry.
+PLUGIN_CREATOR = ("AxialAttention", "1", "axial_deploy")  # name, version, namespace
 
-    TensorRT's own loader (IPluginRegistry::loadLibrary) opens it and calls its getCreators;
-    nothing else needs its symbols, so it is not loaded RTLD_GLOBAL (which would put the
-    library's symbols in front of every later-loaded library's). A failure says why: a
+
+def plugin_registered(trt) -> bool:
+    """Whether `trt`'s plugin registry holds the AxialAttention creator. Looked for in
+    `all_creators`: `get_creator` of a missing creator logs an API-usage error."""
+    return any(
+        (creator.name, creator.plugin_version, creator.plugin_namespace) == PLUGIN_CREATOR
+        for creator in trt.get_plugin_registry().all_creators
+    )
+
+
+def register_plugin_library(trt, path: str | os.PathLike) -> None:
+    """Makes the AxialAttention creator available in `trt`'s plugin registry; idempotent.
+
+    IPluginRegistry::loadLibrary fails when one of the library's creators is already
+    registered (a second load in one process, or a library another consumer opened), so the
+    registry is asked first and loadLibrary runs only when the creator is absent; a None from
+    loadLibrary with the creator then present is success. Not loaded RTLD_GLOBAL (that would
+    put the library's symbols in front of every later-loaded library's). A failure says why: a
     preliminary private load (RTLD_LOCAL) gets the dynamic loader's message, e.g. a missing
     dependency, which TensorRT's registry does not report.
     """
     path = Path(path)
     if not path.is_file():
         raise NativeLibraryError(f"plugin library {path} not found: build it with `make plugins`")
+    if plugin_registered(trt):
+        return
     resolved = str(path.resolve())
     try:
-        ctypes.CDLL(resolved)  # RTLD_LOCAL (ctypes' default)
+        ctypes.CDLL(resolved)  # RTLD_LOCAL (ctypes' default); may register on open (the plugin)
     except OSError as error:
         raise NativeLibraryError(f"cannot load plugin library {path}: {error}") from error
     try:
         handle = trt.get_plugin_registry().load_library(resolved)
     except RuntimeError as error:
         raise NativeLibraryError(f"TensorRT cannot load plugin library {path}: {error}") from error
-    if handle is None:
+    if handle is None and not plugin_registered(trt):
         raise NativeLibraryError(
             f"TensorRT cannot load plugin library {path} (see TensorRT's messages above): "
-            "it must export getCreators; rebuild it with `make plugins`"
+            "it must export getCreators and the AxialAttention creator; rebuild it with "
+            "`make plugins`"
         )

@@ -20,7 +20,7 @@ import collections
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import onnx
 from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.calibration.cache import METHOD_ALGORITHM, scales_from_amax, write_cache
 from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
-from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, quantize_int8
+from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, QuantizationError, quantize_int8
 from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
 from axial_deploy.errors import AxialDeployError
@@ -71,6 +71,7 @@ class QuantizeReport:
     attention_precision: str | None = None
     cache: str | None = None
     cache_tensors: int = 0
+    kept_nodes: list[str] = field(default_factory=list)  # int8: left unquantized, by request
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -95,6 +96,8 @@ class QuantizeReport:
                 f"({self.residual_adds} residual Add inputs); AxialAttention in "
                 f"{self.attention_precision or 'the quantizer default'}"
             )
+            if self.kept_nodes:
+                lines.append(f"  {len(self.kept_nodes)} node(s) kept unquantized (FP32)")
         ops = ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items()))
         lines.append(f"  ops: {ops}")
         if self.cache:
@@ -170,6 +173,85 @@ def _calibration_batches(model, path, calib, batches, batch_size, seed):
     return source, source.take(batches), info.name
 
 
+@dataclass
+class Calibration:
+    """An FP32 graph and the activation ranges measured on it: what every quantized version
+    (`quantized_graph`, with any set of nodes kept in float) is made from."""
+
+    model: onnx.ModelProto
+    ranges: dict
+    report: QuantizeReport  # filled up to the calibration; the graph's counts come later
+
+
+def calibrate(
+    model_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    precision: str,
+    calib: str | None = None,
+    method: str = "entropy",
+    batches: int = 8,
+    batch_size: int = 1,
+    seed: int = 0,
+    quantizer: str = "native",
+    progress: bool = False,
+) -> Calibration:
+    """Checks the FP32 graph at `model_path` and measures its activation ranges (step 1-2 of
+    the module doc) with the native quantizer."""
+    _check_choices(precision, method, quantizer, "fp16")
+    model = _load(model_path)
+    _check_fp32(model, model_path)
+    source, batch_list, _ = _calibration_batches(
+        model, model_path, calib, batches, batch_size, seed
+    )
+    report = QuantizeReport(
+        source=str(model_path),
+        output=str(output_path),
+        precision=precision,
+        quantizer=quantizer,
+        method=method if precision == "int8" else "minmax",
+        calibration=source.description,
+        batches=len(batch_list),
+        batch_size=batch_size,
+    )
+    # FP16 only needs to know what would overflow: plain min/max.
+    ranges = collect_ranges(model, batch_list, method=report.method, progress=progress)
+    return Calibration(model, ranges, report)
+
+
+def quantized_graph(
+    calibration: Calibration,
+    *,
+    keep_nodes: Iterable[str] = (),
+    keep_io_fp32: bool = True,
+    attention_precision: str = "fp16",
+) -> onnx.ModelProto:
+    """The FP16 or Q/DQ graph of a calibrated FP32 graph (step 3); `keep_nodes` (INT8: node
+    names) get no Q/DQ and compute in FP32. Fills the calibration's report with the counts."""
+    report = calibration.report
+    keep = sorted(set(keep_nodes))
+    if report.precision == "fp16":
+        if keep:
+            raise QuantizeError("keep_nodes applies to Q/DQ precisions (int8), not fp16")
+        return _to_fp16(calibration.model, calibration.ranges, keep_io_fp32, report)
+    try:
+        result = _to_int8(calibration.model, calibration.ranges, attention_precision, report, keep)
+    except QuantizationError as error:
+        raise QuantizeError(str(error)) from error
+    report.kept_nodes = keep
+    return result
+
+
+def write_graph(result: onnx.ModelProto, output_path: str | os.PathLike, precision: str) -> None:
+    """Checks `result` and writes it atomically."""
+    try:
+        onnx.checker.check_model(result)
+    except onnx.checker.ValidationError as error:
+        raise QuantizeError(f"the {precision} graph is not valid ONNX: {error}") from error
+    with atomic_output(output_path) as tmp:
+        onnx.save(result, str(tmp))
+
+
 def quantize_file(
     model_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -184,55 +266,58 @@ def quantize_file(
     keep_io_fp32: bool = True,
     attention_precision: str = "fp16",
     quantizer: str = "native",
+    keep_nodes: Iterable[str] = (),
     progress: bool = False,
 ) -> QuantizeReport:
     """Write the FP16 or INT8 version of the FP32 graph at `model_path` to `output_path`
     (atomically) and, for INT8 or when `cache_path` is given, TensorRT's calibration cache
-    (default: OUT with suffix .calib). See the module doc."""
+    (default: OUT with suffix .calib). `keep_nodes` (INT8): node names left unquantized (no
+    Q/DQ around them), e.g. what `axial_deploy.budget` chose. See the module doc."""
     start = time.perf_counter()
     _check_choices(precision, method, quantizer, attention_precision)
-    model = _load(model_path)
-    _check_fp32(model, model_path)
-    source, batch_list, input_name = _calibration_batches(
-        model, model_path, calib, batches, batch_size, seed
-    )
-    report = QuantizeReport(
-        source=str(model_path),
-        output=str(output_path),
-        precision=precision,
-        quantizer=quantizer,
-        method=method if precision == "int8" else "minmax",
-        calibration=source.description,
-        batches=len(batch_list),
-        batch_size=batch_size,
-    )
     if quantizer == "modelopt":
+        if list(keep_nodes):
+            raise QuantizeError("keep_nodes needs the native quantizer (--quantizer native)")
+        model = _load(model_path)
+        _check_fp32(model, model_path)
+        source, batch_list, input_name = _calibration_batches(
+            model, model_path, calib, batches, batch_size, seed
+        )
+        report = QuantizeReport(
+            str(model_path), str(output_path), precision, quantizer, method,
+            source.description, len(batch_list), batch_size,
+        )  # fmt: skip
         result = _quantize_modelopt(
             model_path, precision, method, batch_list, input_name, attention_precision
         )
         ranges = None
     else:
-        # FP16 only needs to know what would overflow: plain min/max.
-        ranges = collect_ranges(model, batch_list, method=report.method, progress=progress)
-        if precision == "fp16":
-            result = _to_fp16(model, ranges, keep_io_fp32, report)
-        else:
-            result = _to_int8(model, ranges, attention_precision, report)
-    try:
-        onnx.checker.check_model(result)
-    except onnx.checker.ValidationError as error:
-        raise QuantizeError(f"the {precision} graph is not valid ONNX: {error}") from error
-    with atomic_output(output_path) as tmp:
-        onnx.save(result, str(tmp))
+        calibration = calibrate(
+            model_path, output_path, precision=precision, calib=calib, method=method,
+            batches=batches, batch_size=batch_size, seed=seed, progress=progress,
+        )  # fmt: skip
+        report, ranges = calibration.report, calibration.ranges
+        result = quantized_graph(
+            calibration,
+            keep_nodes=keep_nodes,
+            keep_io_fp32=keep_io_fp32,
+            attention_precision=attention_precision,
+        )
+    write_graph(result, output_path, precision)
     report.ops = dict(collections.Counter(node.op_type for node in result.graph.node))
 
     if ranges is not None and (precision == "int8" or cache_path is not None):
         cache_path = Path(cache_path) if cache_path else Path(output_path).with_suffix(".calib")
-        scales = scales_from_amax({name: r.amax for name, r in ranges.items()})
-        write_cache(cache_path, scales, algorithm=METHOD_ALGORITHM[report.method])
-        report.cache, report.cache_tensors = str(cache_path), len(scales)
+        write_calibration_cache(ranges, cache_path, report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def write_calibration_cache(ranges: dict, cache_path: str | os.PathLike, report) -> None:
+    """TensorRT's calibration cache (step 4) from the ranges, noted in `report`."""
+    scales = scales_from_amax({name: r.amax for name, r in ranges.items()})
+    write_cache(cache_path, scales, algorithm=METHOD_ALGORITHM[report.method])
+    report.cache, report.cache_tensors = str(cache_path), len(scales)
 
 
 def _check_choices(precision: str, method: str, quantizer: str, attention_precision: str) -> None:
@@ -256,8 +341,12 @@ def _to_fp16(model, ranges, keep_io_fp32: bool, report: QuantizeReport) -> onnx.
     return converted.model
 
 
-def _to_int8(model, ranges, attention_precision: str, report: QuantizeReport) -> onnx.ModelProto:
-    quantized = quantize_int8(model, ranges, attention_precision=attention_precision)
+def _to_int8(
+    model, ranges, attention_precision: str, report: QuantizeReport, keep: list[str] = ()
+) -> onnx.ModelProto:
+    quantized = quantize_int8(
+        model, ranges, attention_precision=attention_precision, skip_nodes=keep
+    )
     report.int8_nodes = len(quantized.quantized_nodes)
     report.int8_weights = quantized.weights
     report.int8_activations = len(quantized.activation_scales)

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.build import cuda_device_info, import_backend, running_environment
+from axial_deploy.build import (
+    BuildError,
+    cuda_device_info,
+    import_backend,
+    refuse_plugin_graph,
+    running_environment,
+)
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.manifest import allows_engine_host_code, check_manifest, read_manifest
@@ -828,6 +834,11 @@ class _TrtRunner:
         self.backend = manifest.backend
         self.layer_blocks = dict(manifest.extra.get("layer_blocks", {}))
         trt = import_backend(manifest.backend)
+        if manifest.plugin_library:  # the engine holds AxialAttention layers
+            try:
+                refuse_plugin_graph(manifest.backend, ["AxialAttention"], trt)
+            except BuildError as error:
+                raise EngineError(f"{path}: {error}") from error
         self.trt = trt
         # The library to load comes from the user or the installed package, never from the
         # manifest: a manifest only checks (by sha256) the library that is loaded.

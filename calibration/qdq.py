@@ -14,6 +14,9 @@ MatMul, and a Q after it, into an INT8 kernel. Following its placement recommend
   is INT8. Rule: for an Add of two activations, if one is the sole-consumer output of a Conv,
   the other input gets a Q/DQ pair (when both are, the second one does); an Add with no Conv
   input is left in float.
+- `skip_nodes` (node names, e.g. the layers an accuracy budget keeps at high precision): no
+  Q/DQ on their inputs, weights stay float, and a skipped Conv feeding a residual Add is no
+  INT8 Conv whose epilogue could take the Add, so that Add gets no Q/DQ for it either.
 - AxialAttention (a plugin with FP32/FP16 I/O, no INT8) stays in float: with
   `attention_precision="fp16"` its qkv is cast to FP16 and its output back to FP32, so the
   plugin runs with FP16 I/O; "fp32" leaves it as is.
@@ -89,7 +92,8 @@ def quantize_int8(
     skip_nodes: Iterable[str] = (),
 ) -> QdqResult:
     """An explicit-INT8 copy of the FP32 `model` with Q/DQ placed by the rules of the module doc;
-    `ranges` are the calibrated activation ranges (amax set); `skip_nodes` stay in float."""
+    `ranges` are the calibrated activation ranges (amax set); `skip_nodes` (node names, as
+    `graph.label` gives them) stay in float. A name that is no node of the graph is an error."""
     if attention_precision not in ATTENTION_PRECISIONS:
         raise QuantizationError(
             f"attention precision must be one of {ATTENTION_PRECISIONS}, "
@@ -100,7 +104,14 @@ def quantize_int8(
             f"explicit INT8 needs default-domain opset >= {MIN_OPSET} (per-channel "
             f"DequantizeLinear); this model imports {_opset(model)}: re-export it"
         )
-    placement = _Placement(model, ranges, set(skip_nodes))
+    skip = set(skip_nodes)
+    unknown = skip - {label(node) for node in model.graph.node}
+    if unknown:
+        raise QuantizationError(
+            f"nodes to keep unquantized are not in the graph: {sorted(unknown)[:5]} (use the "
+            "node names of this graph, as `compare --layerwise` prints them)"
+        )
+    placement = _Placement(model, ranges, skip)
     activation_uses, weight_uses = placement.weighted_op_uses()
     activation_uses += placement.residual_add_uses()
     placement.insert_activation_pairs(activation_uses)
@@ -170,6 +181,7 @@ class _Placement:
             return (
                 node is not None
                 and node.op_type == "Conv"
+                and label(node) not in self.skip  # a float Conv fuses no INT8 Add
                 and len(readers.get(name, [])) == 1
                 and name not in graph_outputs
             )

@@ -77,8 +77,11 @@ if(TARGET axial_attention_kernels)
         CXX_VISIBILITY_PRESET hidden
         VISIBILITY_INLINES_HIDDEN ON
         LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/lib")
+    # -z nodelete: the creator registered when the library is opened (axialAttentionPlugin.cpp)
+    # stays valid even if a consumer dlcloses it. dlopen/dlsym find the loaded TensorRT library.
+    target_link_libraries(axial_attention_plugin PRIVATE ${CMAKE_DL_LIBS})
     target_link_options(axial_attention_plugin PRIVATE
-        "LINKER:--exclude-libs,libcudart_static.a" "LINKER:--no-undefined")
+        "LINKER:--exclude-libs,libcudart_static.a" "LINKER:--no-undefined" "LINKER:-z,nodelete")
     if(_axial_nvinfer)
         message(STATUS "AxialAttention TensorRT plugin: building lib/libaxial_attention_plugin.so "
             "against ${_axial_nvinfer}")

@@ -8,7 +8,8 @@ getCreators -> getFieldNames -> createPlugin(build) -> getOutputDataTypes -> get
 (symbolic N, H, W) -> supportsFormatCombination (every dtype x format) -> configurePlugin ->
 getWorkspaceSize -> getFieldsToSerialize -> createPlugin(runtime) from a copy of those fields ->
 clone -> attachToContext -> onShapeChange -> enqueue (twice) -> destroy. Each step reports
-one JSON line; the output of enqueue is compared with the reference op here.
+one JSON line; the output of enqueue is compared with the reference op here, and the heap
+allocations made inside onShapeChange and enqueue (counted by the harness) must be zero.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def harness(request, common_objects, tmp_path_factory) -> Path:
         _, err = process.communicate()
         assert process.returncode == 0, f"{' '.join(command)}\n{err[-6000:]}"
     binary = out / "plugin_harness"
-    _compile(["g++", *FLAGS, *map(str, objects), *map(str, common_objects), "-o", str(binary)])
+    link = ["g++", *FLAGS, *map(str, objects), *map(str, common_objects), "-ldl"]
+    _compile([*link, "-o", str(binary)])  # -ldl: the glue dlopens (glibc < 2.34 needs it)
     _harnesses[version] = binary
     return binary
 
@@ -232,6 +234,10 @@ def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
     assert not failed, json.dumps(failed, indent=1)
     names = [s["step"] for s in steps]
     assert names[-1] == "destroy", names  # the run reached the end
+    # no heap allocation (so no message formatting) in successful onShapeChange / enqueue calls,
+    # counted by the harness's replaced operator new
+    hot = next(s for s in steps if s["step"] == "hot path allocates nothing")
+    assert hot["detail"] == "heap allocations: onShapeChange 0, enqueue 0", hot
     for step in steps:  # a successful lifecycle logs no error
         refusal = "refused" in step["step"]
         assert refusal or not any(m.startswith("E:") for m in step["log"]), step

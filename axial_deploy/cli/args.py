@@ -40,6 +40,10 @@ FLAG_EXCEPTIONS: dict[str, str] = {
     "--backend": "deploy also takes `none` (skip the engine step); both default to auto",
     "--batch-size": "train: images per training step, default per task (8 panoptic, 32 "
     "classification); every other command: images per inference, default 1",
+    "--max-drop": "evaluate / deploy: the accuracy gate's limit, default 1.0; quantize: the "
+    "accuracy budget that turns the layer search on, so it has no default",
+    "--eval-images": "deploy scores 100 val images by default; quantize --max-drop measures on "
+    "the whole split unless told",
     "--max-batch": "serve runs the model, so it has a batcher default (8); triton-repo takes the "
     "engine's optimization profile when it is not given",
     "--output": "each command's own result; deploy has a default folder so that "

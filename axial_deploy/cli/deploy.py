@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_gate(parser, "the accuracy gate flags a variant")
     parser.add_argument(
+        "--fit-budget",
+        action="store_true",
+        help="int8: keep the layers that add the most error in FP32, the fewest a search "
+        "finds, until each INT8 variant is within --max-drop of FP32 on the val images "
+        "(docs/precision-budget.md)",
+    )
+    parser.add_argument(
         "--panel-count", "--panels", dest="panel_count", type=non_negative_int, default=4,
         action=OldSpelling, old=("--panels",), help="prediction panels in the report (default 4)",
     )  # fmt: skip
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         eval_images=args.eval_images,
         max_drop=args.max_drop,
+        fit_budget=args.fit_budget,
         panels=args.panel_count,
         backend=args.backend,
         plugin_library=args.plugins,

@@ -4,9 +4,16 @@ The library is looked for where every command looks: $AXIAL_DEPLOY_PLUGIN_LIB, t
 installed package (axial_deploy/lib/, what `pip install .` compiled where nvcc and TensorRT
 were found), then a checkout's build/lib/ (`make plugins`). Never the current folder.
 
+The library registers its creator both ways TensorRT consumers load plugins: through
+IPluginRegistry::loadLibrary (trtexec --dynamicPlugins), and when it is merely opened, with the
+TensorRT library the process already holds (Triton's plugins=, trtexec --staticPlugins,
+DeepStream custom-lib-path). Polygraphy opens plugins before it imports TensorRT, so TensorRT is
+preloaded for it; docs/plugin-loading.md lists each consumer and the test that covers it.
+
 examples:
   trtexec --onnx=model.axial.onnx --dynamicPlugins=$(axial-deploy plugin-path --format path)
-  polygraphy run model.axial.onnx --trt $(axial-deploy plugin-path --format polygraphy)
+  LD_PRELOAD=$(axial-deploy plugin-path --format preload) polygraphy run model.axial.onnx \
+      --trt $(axial-deploy plugin-path --format polygraphy)
   tritonserver --model-repository=models $(axial-deploy plugin-path --format triton)
 
 Exits with status 2, saying how to build the library, when there is none.
@@ -15,11 +22,14 @@ Exits with status 2, saying how to build the library, when there is none.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
+import importlib.util
 import shlex
+from pathlib import Path
 
 from axial_deploy.errors import AxialDeployError
 
-FORMATS = ("all", "path", "trtexec", "polygraphy", "triton")
+FORMATS = ("all", "path", "trtexec", "polygraphy", "triton", "preload")
 
 
 class PluginNotFoundError(AxialDeployError, FileNotFoundError):
@@ -31,22 +41,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="all",
-        help="what to print: the bare path, or the option of one tool (trtexec "
-        "--dynamicPlugins=, Polygraphy --plugins, Triton --backend-config); default: all of "
-        "them, with where the library was found",
+        help="what to print: the bare path, the option of one tool (trtexec "
+        "--dynamicPlugins=, Polygraphy --plugins, Triton --backend-config), or the LD_PRELOAD "
+        "value (TensorRT's library, then the plugin); default: all of them, with where the "
+        "library was found",
     )
 
 
+def tensorrt_library() -> str:
+    """The TensorRT library an LD_PRELOAD lists before the plugin (the plugin registers on open
+    only with a TensorRT library already in the process): the pip wheel's file, else the name
+    the dynamic loader resolves (system, JetPack and NGC installs), libnvinfer.so.10 if none."""
+    spec = importlib.util.find_spec("tensorrt_libs")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(folder).glob("libnvinfer.so.[0-9]*"), key=lambda p: len(p.name))
+        if found:
+            return str(found[0])
+    return ctypes.util.find_library("nvinfer") or "libnvinfer.so.10"
+
+
 def forms(path: str) -> dict[str, str]:
-    """The option each tool takes to load the plugin library at `path`."""
+    """The option each tool takes to load the plugin library at `path` (each one a loading
+    path of tests/test_plugin_loading.py)."""
     quoted = shlex.quote(path)
     return {
         "path": path,
+        # IPluginRegistry::loadLibrary
         "trtexec": f"--dynamicPlugins={quoted}",
+        # ctypes.CDLL, before Polygraphy imports TensorRT: needs the "preload" form
         "polygraphy": f"--plugins {quoted}",
-        # Triton's TensorRT backend loads plugins named here (';' separates several);
-        # LD_PRELOAD=PATH tritonserver ... works with every Triton version.
+        # the TensorRT backend (linked to libnvinfer) opens the library: registers on open
         "triton": f"--backend-config=tensorrt,plugins={quoted}",
+        # TensorRT first, so that it is in the process when the plugin is opened
+        "preload": shlex.quote(f"{tensorrt_library()}:{path}"),
     }
 
 
@@ -64,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
         print(options[args.format])
         return 0
     print(f"{PLUGIN.name}: {path} ({found.source})")
+    preload = f"LD_PRELOAD={options['preload']}"
     print(f"  trtexec:    trtexec --onnx=MODEL.onnx {options['trtexec']}")
-    print(f"  polygraphy: polygraphy run MODEL.onnx --trt {options['polygraphy']}")
+    print(f"              (or: trtexec --onnx=MODEL.onnx --staticPlugins={shlex.quote(path)})")
+    print(f"  polygraphy: {preload} polygraphy run MODEL.onnx --trt {options['polygraphy']}")
     print(f"  triton:     tritonserver --model-repository=REPO {options['triton']}")
-    print(f"              (or: LD_PRELOAD={shlex.quote(path)} tritonserver ...)")
+    print(f"              (or: {preload} tritonserver --model-repository=REPO)")
+    print(f"  deepstream: custom-lib-path={path} in the [property] group of the nvinfer config")
     return 0

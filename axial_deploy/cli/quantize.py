@@ -6,6 +6,11 @@ behind Casts) or an INT8 graph with QuantizeLinear/DequantizeLinear where Tensor
 (Conv/Gemm/MatMul inputs, per-channel symmetric weights, residual Adds; AxialAttention stays
 FP16/FP32). For INT8 it also writes TensorRT's calibration cache (text, TensorRT 10 implicit
 INT8) from the same ranges. Check the result with `axial-deploy compare`.
+
+With --max-drop D and --data DIR, INT8 keeps its most error-prone layers (ranked by the
+error each adds on its own) in FP32, the fewest a search finds, until the task metric (PQ / top-1)
+on DIR is within D points of FP32; a JSON record says which layers and why
+(docs/precision-budget.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from axial_deploy.cli.args import (
     add_output,
     add_report,
     add_seed,
+    positive_int,
 )
+from axial_deploy.errors import CHECK_FAILED
 
 CALIB_HELP = (
     "a folder of images (preprocessed as the model expects), a .npy/.npz file or folder of "
@@ -67,6 +74,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="native",
         help="native (default, needs nothing extra) or NVIDIA ModelOpt (int8; must be installed)",
     )
+    budget = parser.add_argument_group("accuracy budget (int8)")
+    budget.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="D",
+        help="keep the layers that add the most error unquantized (FP32) until the task "
+        "metric is within D points of FP32 (PQ 0-100 / top-1 %%); needs --data",
+    )
+    budget.add_argument(
+        "--data", metavar="DIR", help="--max-drop: dataset the task metric is measured on"
+    )
+    budget.add_argument("--split", default="val", help="--max-drop: split of --data (default val)")
+    budget.add_argument(
+        "--eval-images",
+        type=positive_int,
+        metavar="N",
+        help="--max-drop: first N images of the split (default: all)",
+    )
+    budget.add_argument(
+        "--budget-record",
+        metavar="PATH",
+        help="--max-drop: JSON record of the search (default: OUT with suffix .budget.json)",
+    )
     add_report(parser, "write the quantization report as JSON to this path")
 
 
@@ -75,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
     from axial_deploy.quantize import quantize_file
 
     outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
+    if args.max_drop is not None:
+        return _run_budget(args, outputs)
+    for flag in ("data", "eval_images", "budget_record"):
+        if getattr(args, flag) is not None:
+            from axial_deploy.budget import BudgetError
+
+            raise BudgetError(f"--{flag.replace('_', '-')} goes with --max-drop D: add it")
     check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(f"quantizing {args.model} to {args.precision} ...", flush=True)
     report = quantize_file(
@@ -97,3 +134,44 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.report, report.to_json())
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
     return 0
+
+
+def _run_budget(args: argparse.Namespace, outputs: dict) -> int:
+    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.budget import BudgetError, quantize_to_budget
+
+    if args.data is None:
+        raise BudgetError("--max-drop needs --data DIR: the dataset the task metric is measured on")
+    if args.quantizer != "native":
+        raise BudgetError("--max-drop needs the native quantizer (leave --quantizer out)")
+    outputs = {**outputs, "--budget-record": args.budget_record}
+    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
+    print(
+        f"quantizing {args.model} to {args.precision} within {args.max_drop:g} points ...",
+        flush=True,
+    )
+    report = quantize_to_budget(
+        args.model,
+        args.output,
+        precision=args.precision,
+        max_drop=args.max_drop,
+        data=args.data,
+        split=args.split,
+        eval_images=args.eval_images,
+        calib=args.calib,
+        method=args.method,
+        batches=args.calib_batches,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        attention_precision=args.attention_precision,
+        record_path=args.budget_record,
+        cache_path=args.cache,
+        progress=True,
+    )
+    print(report.summary())
+    if args.report:
+        write_json(args.report, report.quantize)
+    extra = f" and {args.report}" if args.report else ""
+    print(f"wrote {args.output} and {report.record}{extra}")
+    # Over budget with every layer kept: the graph is written, the check failed.
+    return 0 if report.met else CHECK_FAILED

@@ -9,7 +9,10 @@ are recognized by their semantic/center/offset outputs). Prints each output's sh
 Polygraphy can replay the run elsewhere and compare, e.g. this ONNX Runtime run (AxialAttention
 through the reference op) against the engine on the GPU:
   axial-deploy run model.axial.onnx --input x.png --save-inputs in.json --save-outputs ref.json
-  polygraphy run model.engine --trt --plugins LIB --load-inputs in.json --load-outputs ref.json
+  LD_PRELOAD=$(axial-deploy plugin-path --format preload) \
+      polygraphy run model.engine --trt --plugins LIB --load-inputs in.json --load-outputs ref.json
+(Polygraphy opens --plugins before it imports TensorRT: the preload puts TensorRT first, so the
+plugin registers when opened; docs/plugin-loading.md.)
 """
 
 from __future__ import annotations

@@ -7,16 +7,25 @@
  * guarded(), checks throw a PluginError naming the problem, and guarded() reports it through the
  * logger and returns the entry point's failure value. Nothing throws across the ABI.
  * enqueue only launches: the constant tables reach the GPU in attachToContext (the per-context
- * instance) or, for instances TensorRT runs without one (the builder's timing), in onShapeChange.
+ * instance) or, for instances TensorRT runs without one (the builder's timing), in their first
+ * onShapeChange. On the success path of enqueue and onShapeChange nothing allocates or formats:
+ * check() takes its message parts unformatted (DimsText) and fail() builds the string, so the
+ * cost of a diagnostic is paid only on failure (tests/native/plugin_harness.cpp counts heap
+ * allocations during those calls; tests/test_plugin_harness.py asserts zero).
  */
 #include "axialAttentionPlugin.h"
 
-#include <cuda_runtime_api.h>
+#include <NvInferVersion.h>
 
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -231,16 +240,21 @@ bool isSupportedType(nvinfer1::DataType type)
     return type == nvinfer1::DataType::kFLOAT || type == nvinfer1::DataType::kHALF;
 }
 
-std::string dimsText(nvinfer1::Dims const& dims)
+// Dims for a message, formatted only when a failed check builds one: check()'s arguments are
+// evaluated on every call, so they must not allocate (enqueue and onShapeChange are hot paths).
+struct DimsText
 {
-    std::ostringstream out;
+    nvinfer1::Dims const& dims;
+};
+
+std::ostream& operator<<(std::ostream& out, DimsText text)
+{
     out << "[";
-    for (int32_t i = 0; i < dims.nbDims; ++i)
+    for (int32_t i = 0; i < text.dims.nbDims; ++i)
     {
-        out << (i ? ", " : "") << dims.d[i];
+        out << (i ? ", " : "") << text.dims.d[i];
     }
-    out << "]";
-    return out.str();
+    return out << "]";
 }
 } // namespace
 
@@ -462,15 +476,15 @@ nvinfer1::PluginFieldCollection const* AxialAttentionPlugin::getFieldsToSerializ
 AxialAttentionParams AxialAttentionPlugin::makeParams(
     nvinfer1::Dims const& in, nvinfer1::DataType type, nvinfer1::Dims const* out, char const* where) const
 {
-    check(in.nbDims == 4, where, " must be 4-D NCHW, got ", dimsText(in));
+    check(in.nbDims == 4, where, " must be 4-D NCHW, got ", DimsText{in});
     check(isSupportedType(type), where, " must be FP32 or FP16, got DataType ", static_cast<int32_t>(type));
     int64_t const channels = static_cast<int64_t>(mConfig.numHeads)
         * (2 * static_cast<int64_t>(mConfig.keyDepth) + mConfig.valueDepth);
-    check(in.d[1] == channels, where, " ", dimsText(in), " has ", in.d[1],
+    check(in.d[1] == channels, where, " ", DimsText{in}, " has ", in.d[1],
         " channels, the fields need num_heads * (2 * key_depth + value_depth) = ", channels);
     for (int32_t i : {0, 2, 3})
     {
-        check(in.d[i] >= 1 && in.d[i] <= kINT32_MAX, where, " ", dimsText(in), ": dimension ", i,
+        check(in.d[i] >= 1 && in.d[i] <= kINT32_MAX, where, " ", DimsText{in}, ": dimension ", i,
             " must be in [1, 2^31 - 1]");
     }
     if (out != nullptr)
@@ -478,7 +492,7 @@ AxialAttentionParams AxialAttentionPlugin::makeParams(
         int64_t const outChannels = static_cast<int64_t>(mConfig.numHeads) * mConfig.valueDepth;
         check(out->nbDims == 4 && out->d[0] == in.d[0] && out->d[1] == outChannels && out->d[2] == in.d[2]
                 && out->d[3] == in.d[3],
-            "y is ", dimsText(*out), ", expected [", in.d[0], ", ", outChannels, ", ", in.d[2], ", ", in.d[3], "]");
+            "y is ", DimsText{*out}, ", expected [", in.d[0], ", ", outChannels, ", ", in.d[2], ", ", in.d[3], "]");
     }
     AxialAttentionParams params{};
     params.batch = static_cast<int32_t>(in.d[0]);
@@ -492,7 +506,7 @@ AxialAttentionParams AxialAttentionPlugin::makeParams(
     params.table_length = mConfig.tableLength;
     params.dtype = type == nvinfer1::DataType::kHALF ? AXIAL_ATTENTION_FLOAT16 : AXIAL_ATTENTION_FLOAT32;
     AxialAttentionStatus const status = axial_attention_check(&params);
-    check(status == AXIAL_ATTENTION_SUCCESS, where, " ", dimsText(in), ": ", axial_attention_status_string(status));
+    check(status == AXIAL_ATTENTION_SUCCESS, where, " ", DimsText{in}, ": ", axial_attention_status_string(status));
     return params;
 }
 
@@ -595,6 +609,89 @@ nvinfer1::IPluginV3* AxialAttentionPluginCreator::createPlugin(
 } // namespace axial_deploy
 
 // ---------------------------------------------------------------- library entry points
+//
+// Two ways in, one library:
+// - IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, registry.load_library, our loader)
+//   dlopens the library and registers what getCreators returns; it fails when one of those
+//   creators is already registered.
+// - Consumers that only open the library (Polygraphy --plugins, trtexec --staticPlugins, Triton
+//   plugins=, LD_PRELOAD, DeepStream custom-lib-path, ctypes.CDLL) never call getCreators: the
+//   constructor below registers the creator with the plugin registry of whichever TensorRT
+//   library the process already holds (looked up at run time, none is linked).
+// getCreators first takes back what the constructor registered, so that a later loadLibrary of
+// the same library registers it once, as its own, instead of failing as a duplicate.
+
+namespace axial_deploy
+{
+namespace
+{
+using GetPluginRegistryFn = nvinfer1::IPluginRegistry* (*) ();
+
+// Libraries exporting getPluginRegistry whose IPluginRegistry has the layout of the headers this
+// file is compiled with: TensorRT 11 dropped the deprecated IPluginCreator methods from the
+// interface (NvInferRuntimeCommon.h), so a registry of the other major version must never be
+// called. TensorRT-RTX 1.x (`nm -D libtensorrt_rtx.so.1`: getPluginRegistry) has the 11.x layout
+// (tests/test_plugin_loading.py registers through it from a library built with 11.x headers).
+#if NV_TENSORRT_MAJOR == 10
+constexpr char const* kTENSORRT_LIBRARIES[] = {
+    "libnvinfer.so.10",
+    "libnvinfer_lean.so.10",
+    "libnvinfer_dispatch.so.10",
+};
+#elif NV_TENSORRT_MAJOR == 11
+constexpr char const* kTENSORRT_LIBRARIES[] = {
+    "libnvinfer.so.11",
+    "libnvinfer_lean.so.11",
+    "libnvinfer_dispatch.so.11",
+    "libtensorrt_rtx.so.1",
+};
+#else
+#error "registration on load knows the IPluginRegistry layouts of TensorRT 10 and 11 only"
+#endif
+
+// Never destroyed (and the library is linked -z nodelete): a registry may hold it to the end.
+AxialAttentionPluginCreator& theCreator()
+{
+    static auto* creator = new AxialAttentionPluginCreator();
+    return *creator;
+}
+
+// The registry the constructor registered the creator with (nullptr: none, or taken back).
+std::atomic<nvinfer1::IPluginRegistry*> gRegisteredOnLoad{nullptr};
+
+// The plugin registry of a TensorRT library already in the process, or nullptr. Looked up by
+// soname without loading anything (RTLD_NOLOAD): that finds libraries linked by the application
+// (trtexec, tritonserver's backend) and those Python bindings load RTLD_LOCAL alike.
+nvinfer1::IPluginRegistry* loadedRegistry() noexcept
+{
+    for (char const* library : kTENSORRT_LIBRARIES)
+    {
+        void* handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD);
+        if (handle == nullptr)
+        {
+            continue;
+        }
+        void* symbol = dlsym(handle, "getPluginRegistry");
+        dlclose(handle); // drops only the reference RTLD_NOLOAD took
+        if (symbol != nullptr)
+        {
+            return reinterpret_cast<GetPluginRegistryFn>(symbol)();
+        }
+    }
+    return nullptr;
+}
+
+__attribute__((constructor)) void registerOnLoad() noexcept
+{
+    nvinfer1::IPluginRegistry* registry = loadedRegistry();
+    if (registry != nullptr && registry->registerCreator(theCreator(), kPLUGIN_NAMESPACE))
+    {
+        gRegisteredOnLoad.store(registry);
+    }
+}
+
+} // namespace
+} // namespace axial_deploy
 
 extern "C" AXIAL_ATTENTION_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
@@ -603,8 +700,13 @@ extern "C" AXIAL_ATTENTION_API void setLoggerFinder(nvinfer1::ILoggerFinder* fin
 
 extern "C" AXIAL_ATTENTION_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    static axial_deploy::AxialAttentionPluginCreator creator;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
+    using namespace axial_deploy;
+    // loadLibrary registers what this returns: take back the constructor's registration first.
+    if (nvinfer1::IPluginRegistry* registry = gRegisteredOnLoad.exchange(nullptr))
+    {
+        registry->deregisterCreator(theCreator());
+    }
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&theCreator()};
     nbCreators = 1;
     return creators;
 }

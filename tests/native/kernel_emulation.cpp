@@ -95,12 +95,14 @@ void runTyped(const ax::KernelArgs& args, const ax::Plan& plan, int batch) {
 
 int g_shared_budget = ax::kSharedMemoryBudget;
 std::atomic<long> g_launches{0};
+std::atomic<bool> g_launching{false};
 
 }  // namespace
 
 void kernel_emulation::setSharedBudget(int bytes) { g_shared_budget = bytes; }
 int kernel_emulation::sharedBudget() { return g_shared_budget; }
 long kernel_emulation::launches() { return g_launches.load(); }
+bool kernel_emulation::launching() { return g_launching.load(); }
 
 /* The emulated launch behind axial_attention_enqueue (axialAttentionApi.cpp is linked in): the
  * whole C ABI path runs, argument checks included. The plan is recomputed with the budget given
@@ -113,10 +115,12 @@ int axial_attention::launchAxialAttention(const AxialAttentionParams& params, co
     Plan emulated = plan;
     if (makePlan(params, &emulated, g_shared_budget) != AXIAL_ATTENTION_SUCCESS) return 1;
     const KernelArgs args = kernelArgs(params, emulated, qkv, tables, y);
+    g_launching = true;
     if (params.dtype == AXIAL_ATTENTION_FLOAT16)
         runTyped<__half>(args, emulated, params.batch);
     else
         runTyped<float>(args, emulated, params.batch);
+    g_launching = false;
     return 0;
 }
 

@@ -19,6 +19,10 @@ int sharedBudget();
 /* Emulated kernel launches so far (one per axial_attention_enqueue that reached the launch). */
 long launches();
 
+/* Whether an emulated launch is running: its worker threads and barriers are the emulation's
+ * own heap use, which the plugin harness leaves out of the plugin's allocation count. */
+bool launching();
+
 }  // namespace kernel_emulation
 
 #endif

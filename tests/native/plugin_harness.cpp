@@ -30,7 +30,9 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,7 +53,48 @@
 extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
 
+// ---------------------------------------------------------------- heap allocations
+// Global operator new is replaced for the whole binary (on malloc, so AddressSanitizer still
+// tracks every block): while gHeapCounting is set, around the plugin's onShapeChange and enqueue,
+// each allocation is counted. std::string / ostringstream formatting allocates through it, and so
+// does the emulated cudaMalloc (its ledger is a std::set). The emulated kernel's own threads are
+// left out (kernel_emulation::launching()): they stand in for the GPU, not for the plugin.
+std::atomic<bool> gHeapCounting{false};
+std::atomic<long> gHeapAllocations{0};
+
+void* countedAllocation(std::size_t size) {
+    if (gHeapCounting.load() && !kernel_emulation::launching()) ++gHeapAllocations;
+    return std::malloc(size > 0 ? size : 1);
+}
+
+void* operator new(std::size_t size) {
+    if (void* p = countedAllocation(size)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+    if (void* p = countedAllocation(size)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t size, std::nothrow_t const&) noexcept { return countedAllocation(size); }
+void* operator new[](std::size_t size, std::nothrow_t const&) noexcept { return countedAllocation(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::nothrow_t const&) noexcept { std::free(p); }
+void operator delete[](void* p, std::nothrow_t const&) noexcept { std::free(p); }
+
 namespace {
+
+// Heap allocations made while `call` runs.
+template <typename Call>
+long heapAllocationsDuring(Call&& call) {
+    long const before = gHeapAllocations.load();
+    gHeapCounting = true;
+    call();
+    gHeapCounting = false;
+    return gHeapAllocations.load() - before;
+}
 
 using nvinfer1::DataType;
 using nvinfer1::Dims;
@@ -703,13 +746,17 @@ int Lifecycle::run() {
     void const* inputs[1] = {half ? static_cast<void const*>(qkv16.data()) : input.values.data()};
     std::vector<unsigned char> scratch(std::max<size_t>(workspace, 1));
     auto* stream = reinterpret_cast<cudaStream_t>(0x5);  // never dereferenced by the emulation
+    long enqueueHeap = 0;  // heap allocations inside the plugin's enqueue calls, all together
     // One enqueue into a NaN-poisoned y (as float32 either way).
     auto enqueueInto = [&](nvinfer1::IPluginV3OneRuntime* exec, nvinfer1::PluginTensorDesc const& in,
                            nvinfer1::PluginTensorDesc const& out, std::vector<float>& y) {
         y.assign(count, NAN);
         std::vector<_Float16> y16(count, static_cast<_Float16>(NAN));
         void* outputs[1] = {half ? static_cast<void*>(y16.data()) : y.data()};
-        int32_t const rc = exec->enqueue(&in, &out, inputs, outputs, workspace ? scratch.data() : nullptr, stream);
+        int32_t rc = -1;
+        enqueueHeap += heapAllocationsDuring([&] {
+            rc = exec->enqueue(&in, &out, inputs, outputs, workspace ? scratch.data() : nullptr, stream);
+        });
         if (half) std::copy(y16.begin(), y16.end(), y.begin());
         return rc;
     };
@@ -799,7 +846,15 @@ int Lifecycle::run() {
         printStep("onShapeChange(INT8) refused", rc2 != 0 && !gLogger.messages.empty(), "rc=" + std::to_string(rc2));
     }
     long const mallocsShape = gCuda.mallocs, copiesShape = gCuda.copies;
-    int32_t const shapeRc = exec->onShapeChange(&inRun, 1, &outRun, 1);
+    int32_t shapeRc = -1;
+    // A large batch first: its dims text ("[123457, ...]") is too long for std::string's inline
+    // buffer, so formatting it on success would show up as an allocation. Then the run's shape.
+    nvinfer1::PluginTensorDesc const inLarge = tensorDesc(dims4(123457, c, h, w), type);
+    nvinfer1::PluginTensorDesc const outLarge = tensorDesc(dims4(123457, expectedOut, h, w), type);
+    long const shapeHeap = heapAllocationsDuring([&] {
+        shapeRc = exec->onShapeChange(&inLarge, 1, &outLarge, 1);
+        if (shapeRc == 0) shapeRc = exec->onShapeChange(&inRun, 1, &outRun, 1);
+    });
     printStep("onShapeChange", shapeRc == 0,
         dimsText(inRun.dims) + "; mallocs " + std::to_string(gCuda.mallocs - mallocsShape) + ", copies "
             + std::to_string(gCuda.copies - copiesShape));
@@ -823,6 +878,10 @@ int Lifecycle::run() {
     int32_t const rcAgain = enqueueInto(exec, inRun, outRun, y2);
     bool const same = std::memcmp(y.data(), y2.data(), count * sizeof(float)) == 0;
     printStep("enqueue again", rcAgain == 0 && same && gCuda.mallocs == mallocsEnqueue + enqueueMallocs, same ? "identical" : "differs");
+    // -- the hot path: no heap allocation (nor the string formatting that would need one) in the
+    //    successful onShapeChange and enqueue calls of the attached instance
+    printStep("hot path allocates nothing", shapeHeap == 0 && enqueueHeap == 0,
+        "heap allocations: onShapeChange " + std::to_string(shapeHeap) + ", enqueue " + std::to_string(enqueueHeap));
 
     delete attached;
     delete runtime;
