@@ -21,7 +21,6 @@ engine.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -538,12 +537,14 @@ def prepare_dataset(settings: DeploySettings, plan: DeployPlan) -> Path:
 
 def _reusable_dataset(record: Path, task: str, seed: int, size: tuple, images: int) -> bool:
     """A rerun into the same folder: same kind, seed, size and enough val images."""
+    from axial_deploy.synthetic import DatasetError, read_dataset_record
+
     if not record.is_file():
         return False
     try:
-        old = json.loads(record.read_text())
+        old = read_dataset_record(record.parent)
         val_images = old["counts"]["val"]["images"]
-    except (ValueError, KeyError, TypeError):  # damaged or foreign: generate it again
+    except (DatasetError, KeyError, TypeError):  # damaged or foreign: generate it again
         return False
     return (
         old.get("kind") == task

@@ -17,9 +17,13 @@ import enum
 from dataclasses import astuple, dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.native import KERNEL, ParamsStruct, TablesStruct, locate
+
+if TYPE_CHECKING:  # the ctypes layer stays light: it only reads the attributes' fields
+    from axial_deploy.op_spec import AxialAttentionAttributes
 
 ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
 LIBRARY_ENV = KERNEL.env
@@ -67,7 +71,10 @@ class KernelCudaError(AxialDeployError, RuntimeError):
 
 @dataclass(frozen=True)
 class KernelParams:
-    """AxialAttentionParams: shapes, attributes and the I/O dtype of one call."""
+    """AxialAttentionParams: shapes, attributes and the I/O dtype of one call.
+
+    Field for field the C struct, so that tests can hand the C checks any value; code that runs
+    the operator builds it with `for_call` from an `AxialAttentionAttributes`."""
 
     batch: int
     height: int
@@ -79,6 +86,21 @@ class KernelParams:
     span: int
     table_length: int
     dtype: int = DataType.FLOAT32
+
+    @classmethod
+    def for_call(
+        cls,
+        attributes: AxialAttentionAttributes,
+        shape: tuple[int, int, int],
+        table_length: int,
+        dtype: int = DataType.FLOAT32,
+    ) -> KernelParams:
+        """The params of one call: the operator's attributes, (batch, height, width) of qkv,
+        the tables' length T and the I/O dtype."""
+        batch, height, width = shape
+        return cls(
+            batch, height, width, **attributes.as_dict(), table_length=table_length, dtype=dtype
+        )
 
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

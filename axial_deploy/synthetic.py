@@ -36,7 +36,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from axial_deploy.artifacts import atomic_output, remove_stale_temporaries, write_json
+from axial_deploy.artifacts import (
+    atomic_output,
+    check_fields,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
+from axial_deploy.cli.args import MAX_SIDE  # the largest side any option takes
 from axial_deploy.coco_panoptic import split_paths, write_segment_png
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.progress import progress_bar
@@ -467,21 +474,35 @@ def _write_classification(out, final, seed, counts, size, command, progress) -> 
     return record
 
 
+# Keys of DIR/dataset.json that readers use, and their JSON types
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "seed": (int,), "size": (list,), "counts": (dict,), "command": (str,),
+}  # fmt: skip
+
+
 def read_dataset_record(root: str | Path) -> dict:
-    """DIR/dataset.json of a generated dataset; a clear error when it is missing."""
+    """DIR/dataset.json of a generated dataset: one clear error naming the file and the key
+    when it is missing, unreadable, or lacks a key (or has one of the wrong type)."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
         raise DatasetError(
             f"{path} not found: generate the dataset first, e.g. "
             f"`axial-deploy dataset panoptic -o {root}`"
         )
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:  # bad JSON or bad UTF-8
+    fix = "regenerate the dataset with `axial-deploy dataset`"
+    record = read_json(path, DatasetError, "dataset record", fix)
+    check_fields(record, RECORD_TYPES, path=path, error=DatasetError, fix=fix,
+                 required=("kind", "size"))  # fmt: skip
+    size = record["size"]
+    if not (
+        len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size)
+    ):
         raise DatasetError(
-            f"{path} is not a readable dataset record ({error}): regenerate the dataset with "
-            "`axial-deploy dataset`"
-        ) from None
+            f"{path}: key 'size' must be [height, width] with 1 <= each <= {MAX_SIDE}, not "
+            f"{json.dumps(size)[:40]}; {fix}"
+        )
+    return record
 
 
 @contextlib.contextmanager

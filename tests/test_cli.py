@@ -164,10 +164,13 @@ def _split(tmp_path, annotation: dict, image_name: str = "a.png") -> dict:
 @pytest.mark.parametrize(
     "annotation, message",
     [
-        ({"image_id": 1, "segments_info": []}, "'file_name' string"),
-        ({"image_id": 1, "file_name": "a.png"}, "'segments_info' list"),
-        ({"file_name": "a.png", "segments_info": []}, "'image_id'"),
-        ({"image_id": 1, "file_name": "a.png", "segments_info": [{"category_id": 1}]}, "'id'"),
+        ({"image_id": 1, "segments_info": []}, r"missing key 'file_name' \(a string\)"),
+        ({"image_id": 1, "file_name": "a.png"}, r"missing key 'segments_info' \(an array\)"),
+        ({"file_name": "a.png", "segments_info": []}, "missing key 'image_id'"),
+        (
+            {"image_id": 1, "file_name": "a.png", "segments_info": [{"category_id": 1}]},
+            "segment 0: missing key 'id'",
+        ),
         (
             {"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 5, "category_id": 9}]},
             "category_id 9",
@@ -182,7 +185,7 @@ def test_malformed_panoptic_json_is_one_clear_error(tmp_path, annotation, messag
 
 def test_panoptic_json_that_is_a_list_is_refused(tmp_path):
     (tmp_path / "panoptic_val.json").write_text("[]")
-    with pytest.raises(PanopticFormatError, match="holds a list"):
+    with pytest.raises(PanopticFormatError, match="holds a JSON array, not an object"):
         load_split(tmp_path / "panoptic_val.json")
 
 

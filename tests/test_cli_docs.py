@@ -86,11 +86,14 @@ def test_new_spellings_and_shared_defaults(capsys):
 
 
 def test_profile_report_prefix_is_an_old_form_with_a_note(capsys):
-    from axial_deploy.cli.profile import report_paths
+    from axial_deploy.cli.profile import files, report_paths
 
-    assert report_paths("out/p.json") == (Path("out/p.json"), Path("out/p.html"))
+    assert report_paths("out/p.json") == report_paths("out/p") == (
+        Path("out/p.json"), Path("out/p.html"))  # fmt: skip
+    parse = build_parser().parse_args
+    files(parse(["profile", "m.onnx", "--report", "out/p.json"]))
     assert capsys.readouterr().err == ""
-    assert report_paths("out/p") == (Path("out/p.json"), Path("out/p.html"))
+    files(parse(["profile", "m.onnx", "--report", "out/p"]))
     assert "old PREFIX form" in capsys.readouterr().err
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 # One default per flag name (tests/test_cli_docs.py checks every command against them).
 DEFAULT_ITERATIONS = 100
@@ -53,6 +54,16 @@ FLAG_EXCEPTIONS: dict[str, str] = {
 # Largest batch and height/width a shape option takes: far above any deployment (Axial-DeepLab
 # runs at 1025x2049), far below sizes that would exhaust memory before any check runs.
 MAX_BATCH, MAX_SIDE = 256, 8192
+
+
+class Files(NamedTuple):
+    """What a command reads and writes, each `{label for messages: path or None}`; `folders`
+    names the outputs that are folders. Every command module has `files(args) -> Files`, and
+    `cli.main` checks them all (distinct, writable, no input overwritten) before any work."""
+
+    reads: dict[str, object]
+    writes: dict[str, object]
+    folders: tuple[str, ...] = ()
 
 
 def _dims(text: str, count: int) -> tuple[int, ...] | None:

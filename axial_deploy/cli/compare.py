@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import add_report, add_seed, positive_float, positive_int
+from axial_deploy.cli.args import Files, add_report, add_seed, positive_float, positive_int
 from axial_deploy.cli.quantize import CALIB_HELP
 
 # compare draws held-out inputs with --seed + 1: one --seed default (0) for every command, and
@@ -115,15 +115,20 @@ def labelled(texts: list[str]) -> dict[str, str]:
     return candidates
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    candidates = {f"candidate {k}": v for k, v in labelled(args.candidates).items()}
+    reads = {"REF.onnx": args.reference, **candidates, "--inputs": args.inputs}
+    return Files(reads, {"--report": args.report})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.quantize import accuracy_report
 
     if args.layerwise:
         return run_layerwise(args)
     candidates = labelled(args.candidates)
-    inputs = {"REF.onnx": args.reference, **{f"candidate {k}": v for k, v in candidates.items()}}
-    check_distinct(inputs, {"--report": args.report})
     report = accuracy_report(
         args.reference,
         candidates,
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_layerwise(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.layerwise import LayerwiseError, layerwise_compare
 
     candidates = labelled(args.candidates)
@@ -151,7 +156,6 @@ def run_layerwise(args: argparse.Namespace) -> int:
             "run it once per candidate"
         )
     ((label, candidate),) = candidates.items()
-    check_distinct({"REF.onnx": args.reference, "CAND.onnx": candidate}, {"--report": args.report})
     report = layerwise_compare(
         args.reference,
         candidate,

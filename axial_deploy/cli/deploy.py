@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from axial_deploy.cli.args import (
+    Files,
     OldSpelling,
     add_calib_batches,
     add_checkpoint,
@@ -87,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_iterations(parser, "timed runs per variant")
     add_seed(parser, what="weights, inputs and dataset")
     add_output_folder(parser, "output folder", default="out/deploy")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    reads = {"--checkpoint": args.checkpoint, "--calib": args.calib, "--data": args.data,
+             "--plugins": args.plugins}  # fmt: skip
+    return Files(reads, {"-o": args.output}, folders=("-o",))
 
 
 def run(args: argparse.Namespace) -> int:

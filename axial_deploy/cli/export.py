@@ -25,6 +25,7 @@ import argparse
 import time
 
 from axial_deploy.cli.args import (
+    Files,
     add_checkpoint,
     add_num_classes,
     add_output,
@@ -92,6 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_seed(parser, what="random inputs (and of --live-random-weights)")
     add_output(parser, "path of the .onnx file")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    written = {"-o": args.output, "its external data": f"{args.output}.data"}
+    return Files({"--checkpoint": args.checkpoint}, written)
 
 
 def run(args: argparse.Namespace) -> int:

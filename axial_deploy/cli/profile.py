@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from axial_deploy.cli.args import (
+    Files,
     add_batch_size,
     add_cuda_binding,
     add_iterations,
@@ -39,27 +40,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_paths(report: str) -> tuple[Path, Path]:
-    """FILE.json -> (FILE.json, FILE.html); an old-style PREFIX -> (PREFIX.json, PREFIX.html),
-    with a note (the PREFIX form goes in the next release)."""
+    """FILE.json -> (FILE.json, FILE.html); an old-style PREFIX -> (PREFIX.json, PREFIX.html)
+    (`files` notes that form: it goes in the next release)."""
     path = Path(report)
-    if path.suffix != ".json":
-        print(
-            f"note: --report {report} is the old PREFIX form; give {report}.json (the PREFIX "
-            "form goes in the next release)",
-            file=sys.stderr,
-        )
     prefix = path.with_suffix("") if path.suffix == ".json" else path
     return Path(f"{prefix}.json"), Path(f"{prefix}.html")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    if args.report and Path(args.report).suffix != ".json":
+        print(
+            f"note: --report {args.report} is the old PREFIX form; give {args.report}.json (the "
+            "PREFIX form goes in the next release)",
+            file=sys.stderr,
+        )
+    json_path, html_path = report_paths(args.report) if args.report else (None, None)
+    return Files({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.profile import profile_engine
     from axial_deploy.report import write_html
     from axial_deploy.runtime import Engine
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
-    check_distinct({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
     with Engine(args.model, cuda=args.cuda) as engine:
         result = profile_engine(
             engine,

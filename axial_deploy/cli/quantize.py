@@ -16,8 +16,10 @@ on DIR is within D points of FP32; a JSON record says which layers and why
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from axial_deploy.cli.args import (
+    Files,
     add_batch_size,
     add_calib_batches,
     add_output,
@@ -100,19 +102,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_report(parser, "write the quantization report as JSON to this path")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    # INT8 always writes TensorRT's calibration cache: --cache, else beside -o as .calib
+    cache = args.cache
+    if cache is None and args.precision == "int8":
+        cache = Path(args.output).with_suffix(".calib")
+    written = {"-o": args.output, "--report": args.report, "--cache": cache}
+    if args.max_drop is not None:  # the search's record: --budget-record, else OUT.budget.json
+        record = args.budget_record or Path(args.output).with_suffix(".budget.json")
+        written["--budget-record"] = record
+    return Files({"IN.onnx": args.model, "--calib": args.calib, "--data": args.data}, written)
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.quantize import quantize_file
 
-    outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
     if args.max_drop is not None:
-        return _run_budget(args, outputs)
+        return _run_budget(args)
     for flag in ("data", "eval_images", "budget_record"):
         if getattr(args, flag) is not None:
             from axial_deploy.budget import BudgetError
 
             raise BudgetError(f"--{flag.replace('_', '-')} goes with --max-drop D: add it")
-    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(f"quantizing {args.model} to {args.precision} ...", flush=True)
     report = quantize_file(
         args.model,
@@ -136,16 +149,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_budget(args: argparse.Namespace, outputs: dict) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+def _run_budget(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import write_json
     from axial_deploy.budget import BudgetError, quantize_to_budget
 
     if args.data is None:
         raise BudgetError("--max-drop needs --data DIR: the dataset the task metric is measured on")
     if args.quantizer != "native":
         raise BudgetError("--max-drop needs the native quantizer (leave --quantizer out)")
-    outputs = {**outputs, "--budget-record": args.budget_record}
-    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(
         f"quantizing {args.model} to {args.precision} within {args.max_drop:g} points ...",
         flush=True,

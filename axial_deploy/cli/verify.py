@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_batch_size, add_seed, parse_shape
+from axial_deploy.cli.args import Files, add_batch_size, add_seed, parse_shape
 
 
 def _factor(text: str) -> float:
@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an output beyond the plain tolerance passes within F x the noise floor "
         "(default: 4; two correct fp32 results differ by up to about 2 floors)",
     )
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"A.onnx": args.model_a, "B.onnx": args.model_b}, {})
 
 
 def run(args: argparse.Namespace) -> int:

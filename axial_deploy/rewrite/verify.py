@@ -52,7 +52,7 @@ def operator_output(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
         # float64 here; its rounding, ~1e-6, stays far below VERIFY_RTOL).
         qkv = qkv.float()
         tables = (torch.from_numpy(table).float() for table in layer.tables())
-        y = axial_attention_op(qkv, *tables, **layer.int_attributes())
+        y = axial_attention_op(qkv, *tables, layer.attributes)
         return y.double().permute(*LINES_TO_NCHW).numpy()
 
 
@@ -72,7 +72,7 @@ def _operator_output_numpy(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
     qkv = np.einsum("oc,nchw->nohw", np.asarray(layer.weight, np.float64), x)
     qkv += np.asarray(layer.bias, np.float64)[:, None, None]
     tables = (np.asarray(table, np.float64) for table in layer.tables())
-    y = axial_attention_numpy(qkv, *tables, **layer.int_attributes())
+    y = axial_attention_numpy(qkv, *tables, layer.attributes)
     return y.transpose(LINES_TO_NCHW)
 
 
