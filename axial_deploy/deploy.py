@@ -699,9 +699,15 @@ def _panels(settings: DeploySettings, data: Path, variants: list[Variant]) -> li
 
 def profile_stage(settings: DeploySettings, variants: list[Variant], gpu: str | None) -> None:
     """Every variant in ONNX Runtime on this CPU; every engine too where a GPU is present."""
+    from axial_deploy.ort_ops import op_implementation
     from axial_deploy.profile import profile_engine
     from axial_deploy.runtime import Engine, EngineError
 
+    if op_implementation() == "native":
+        say("AxialAttention runs the native CPU op in ONNX Runtime")
+    else:  # the rewritten graphs' CPU times then say nothing of the op's speed
+        say("AxialAttention runs the Python reference op in ONNX Runtime, slower than the plain "
+            "graph: `make cpu-libs` builds the native one")  # fmt: skip
     for v in variants:
         with Engine(v.onnx) as engine:  # closed before the next one opens
             result = profile_engine(

@@ -41,7 +41,7 @@ class DeploySettings:
     panels: int = 4
     backend: str = "auto"
     plugin_library: str | None = None
-    iterations: int = 50
+    iterations: int = 100
     seed: int = 0
     progress: bool = True
 

@@ -244,8 +244,8 @@ class Engine:
                 ) from None
             if batch != 1 and meta.shape and meta.shape[0] >= 0 and meta.shape[0] != batch:
                 raise EngineError(
-                    f"--batch {batch}: input {meta.name!r} has a fixed batch of {meta.shape[0]}; "
-                    "export the model with --dynamic batch"
+                    f"--batch-size {batch}: input {meta.name!r} has a fixed batch of "
+                    f"{meta.shape[0]}; export the model with --dynamic batch"
                 )
             values = generator.standard_normal(shape)
             feed[meta.name] = values.astype(meta.dtype)

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from axial_deploy.artifacts import (
     atomic_output,
@@ -47,6 +46,7 @@ from axial_deploy.artifacts import (
 from axial_deploy.cli.args import MAX_SIDE  # the largest side any option takes
 from axial_deploy.coco_panoptic import split_paths, write_segment_png
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.progress import progress_bar
 
 VOID = 255  # semantic-map value of void pixels
 LABEL_DIVISOR = 1000  # panoptic segment id = category_id * LABEL_DIVISOR + instance
@@ -362,7 +362,9 @@ def _write_panoptic(out, final, seed, counts, size, command, progress) -> dict:
         json_path, segments_dir, images_dir = split_paths(out, split)
         images, annotations = [], []
         segment_count = crowd_count = 0
-        for index in tqdm(range(n), desc=f"panoptic {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"panoptic {split}", unit="img", disable=not progress
+        ):
             name = f"{split}_{index:05d}"
             pixels, semantic, instance, crowd = _draw_panoptic(_rng(seed, split, index), *size)
             ids, segments = panoptic_segments(semantic, instance, crowd)
@@ -444,7 +446,9 @@ def _write_classification(out, final, seed, counts, size, command, progress) -> 
     per_class: dict[str, list[int]] = {}
     for split, n in counts.items():
         tally = [0] * len(CLASSIFICATION_CLASSES)
-        for index in tqdm(range(n), desc=f"classification {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"classification {split}", unit="img", disable=not progress
+        ):
             label = index % len(CLASSIFICATION_CLASSES)  # balanced classes
             pixels = _draw_classification(_rng(seed, split, index), label, *size)
             name = CLASSIFICATION_CLASSES[label]

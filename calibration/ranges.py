@@ -14,7 +14,7 @@ Reproducible: the same model and inputs give the same bytes on one machine whate
 counts (integer histograms, per-element ONNX Runtime results that do not depend on its thread
 count, a native op whose every output is computed by one thread in a fixed order); another
 ONNX Runtime build, CPU or AxialAttention body can move a float by an ulp and a threshold by a
-bin (README, "Reproducible INT8").
+bin (docs/design/precision.md, "Reproducible INT8").
 
 The threshold `amax` of a tensor, from which its INT8 scale is amax / 127 (symmetric, zero
 point 0), comes from one of three methods:
@@ -370,15 +370,16 @@ def tensor_chunks(
 
 def _collect_chunk(model, names, input_name, batches, method, percentile, progress, label):
     """collect_ranges for one group of tensors (one ONNX Runtime session)."""
-    from tqdm import tqdm
-
     from axial_deploy.ort_ops import create_session
+    from axial_deploy.progress import progress_bar
 
     session = create_session(_probe_model(model, names))
 
     def runs(text: str):
         desc = text + label
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in progress_bar(
+            batches, desc=desc, unit="batch", disable=not progress, leave=False
+        ):
             yield session.run(names, {input_name: batch})
 
     low = {name: np.inf for name in names}

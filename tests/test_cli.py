@@ -101,7 +101,7 @@ def test_every_domain_error_derives_from_the_common_base():
         ["dataset", "panoptic", "-o", "x", "--seed", "-1"],
         ["profile", "m.onnx", "--iterations", "0"],
         ["profile", "m.onnx", "--duration", "-1"],
-        ["profile", "m.onnx", "--batch", "0"],
+        ["profile", "m.onnx", "--batch-size", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--epochs", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--batch-size", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--threads", "0"],

@@ -66,7 +66,7 @@ def test_identical_models_pass(save, capsys):
     assert [row.name for row in report.rows] == ["y", "s"]
     assert all(row.max_abs == 0.0 for row in report.rows)
 
-    assert main(["verify", a, b, "--batch", "3"]) == 0
+    assert main(["verify", a, b, "--batch-size", "3"]) == 0
     out = capsys.readouterr().out
     assert "x 3x3x4x4" in out and "OK: all 2 outputs" in out
     assert out.count("PASS") == 2

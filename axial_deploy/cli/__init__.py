@@ -66,6 +66,8 @@ def _load(module: str) -> ModuleType:
 def _help_of(module: ModuleType) -> tuple[str, str]:
     doc = (module.__doc__ or "").strip()
     summary = doc.split("\n", 1)[0].rstrip(".")
+    if summary[1:2].isupper() or summary[1:2].isdigit():  # an acronym: "FP32 graph", "ONNX"
+        return summary, doc
     return summary[:1].lower() + summary[1:], doc
 
 

@@ -19,10 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "path of the engine")
     parser.add_argument(
         "--backend",
-        choices=["tensorrt", "tensorrt-rtx", "auto"],
-        default="tensorrt",
-        help="tensorrt (default; GPU, plugins), tensorrt-rtx (plugin-free graphs, CPU build) or "
-        "auto (TensorRT on a GPU, TensorRT-RTX only on GPUs of its support matrix)",
+        choices=["auto", "tensorrt", "tensorrt-rtx"],
+        default="auto",
+        help="auto (default, as deploy: TensorRT on a GPU, TensorRT-RTX on GPUs of its support "
+        "matrix or ahead of time without a GPU), tensorrt (GPU, plugins) or tensorrt-rtx "
+        "(plugin-free graphs, CPU build)",
     )
     add_plugins(
         parser,

@@ -18,7 +18,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import Files, add_output, add_report, add_seed, positive_int
+from axial_deploy.cli.args import (
+    Files,
+    add_batch_size,
+    add_calib_batches,
+    add_output,
+    add_report,
+    add_seed,
+    positive_int,
+)
 from axial_deploy.errors import CHECK_FAILED
 
 CALIB_HELP = (
@@ -30,7 +38,9 @@ CALIB_HELP = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
     add_output(parser, "path of the output .onnx")
-    parser.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    parser.add_argument(
+        "--precision", required=True, choices=["fp16", "int8"], help="precision of the graph"
+    )
     parser.add_argument(
         "--calib", metavar="SRC", help=f"calibration inputs: {CALIB_HELP} (default: synthetic)"
     )
@@ -41,12 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="INT8 activation thresholds: KL-divergence (entropy, default), 99.99th "
         "percentile, or max |x| (fp16 always uses max |x| to find overflows)",
     )
-    parser.add_argument(
-        "--batches", type=positive_int, default=8, help="calibration batches (default: 8)"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=1, help="batch size (default: 1)"
-    )
+    add_calib_batches(parser, "calibration batches", old_batches=True)
+    add_batch_size(parser, "images per calibration batch")
     add_seed(parser, what="synthetic calibration inputs")
     parser.add_argument(
         "--cache",
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         calib=args.calib,
         method=args.method,
-        batches=args.batches,
+        batches=args.calib_batches,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_path=args.cache,
@@ -165,7 +171,7 @@ def _run_budget(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         calib=args.calib,
         method=args.method,
-        batches=args.batches,
+        batches=args.calib_batches,
         batch_size=args.batch_size,
         seed=args.seed,
         attention_precision=args.attention_precision,
