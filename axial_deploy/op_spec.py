@@ -151,7 +151,7 @@ class AxialAttentionAttributes:
     Every form of the operator takes its tensors and one of these: the references
     (`models.axial_attention.axial_attention_op`, `op_reference.axial_attention_numpy`), the
     ONNX Runtime op (`ort_ops.native_axial_attention`), the CUDA kernel
-    (`kernel.KernelParams.for_call`), the torch op (`kernel.axial_attention`), the folded layer
+    (`kernel.KernelParams.for_call`), the torch op (`kernel_op.axial_attention`), the folded layer
     and the rewriter. Fields are plain ints (numpy integers are converted), as torch.library
     schemas and ctypes want them. A bad value raises OpSpecError naming the field and the
     spec's rule (allowed values, range, parity).

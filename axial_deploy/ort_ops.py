@@ -36,7 +36,9 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +47,7 @@ import onnx
 
 from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.graph import label, unique_name, used_names
-from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, locate
+from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, library_path, load
 from axial_deploy.op_spec import (
     DOMAIN,
     OP_TYPE,
@@ -75,40 +77,24 @@ _registered = False
 
 
 CPU_LIBRARY_ENV = CPU_OP.env
-# AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
-CPU_ABI_VERSION = 1001
+CPU_ABI_VERSION = CPU_OP.abi_version  # checked by `native.load`
 OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
 
 
-class CpuOpError(RuntimeError):
+class CpuOpError(AxialDeployError, RuntimeError):
     """The native CPU op refused its arguments or could not be loaded; the message says why."""
 
 
 def cpu_library_path() -> Path:
     """Where `axial_deploy.native` finds the CPU op library ($AXIAL_DEPLOY_CPU_LIB, the
     installed package, the checkout's build/lib)."""
-    found = locate(CPU_OP)
-    return found.path or found.candidates[0]
+    return library_path(CPU_OP)
 
 
 @functools.cache
-def _load_cpu_library(path: Path) -> ctypes.CDLL:
-    if not path.is_file():
-        raise CpuOpError(
-            f"native CPU AxialAttention library not found at {path}: build it with "
-            f"`make cpu-libs` (CMake and a C++17 compiler) or set {CPU_LIBRARY_ENV}"
-        )
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:
-        raise CpuOpError(f"cannot load {path}: {error}; rebuild it with `make cpu-libs`") from error
-    lib.axial_attention_cpu_abi_version.restype = ctypes.c_int32
-    version = lib.axial_attention_cpu_abi_version()
-    if version != CPU_ABI_VERSION:
-        raise CpuOpError(
-            f"{path} has ABI version {version}, this binding expects {CPU_ABI_VERSION}: "
-            "rebuild it with `make cpu-libs`"
-        )
+def _bind_cpu_library(path: Path) -> ctypes.CDLL:
+    """The library at `path`, opened and ABI-checked by `native.load`, its C ABI declared."""
+    lib = load(CPU_OP, path, CpuOpError)
     lib.axial_attention_cpu_run.restype = ctypes.c_int
     lib.axial_attention_cpu_run.argtypes = [
         ctypes.POINTER(ParamsStruct),
@@ -124,7 +110,7 @@ def _load_cpu_library(path: Path) -> ctypes.CDLL:
 
 def cpu_library() -> ctypes.CDLL:
     """The loaded native CPU op library; CpuOpError (saying how to build it) when unavailable."""
-    return _load_cpu_library(cpu_library_path())
+    return _bind_cpu_library(cpu_library_path())
 
 
 def op_implementation() -> str:
@@ -253,6 +239,58 @@ def _register_reference_op() -> str:
 BUFFER_HOOK_VERSIONS = ("0.15.",)
 
 
+class ExtensionsBridgeError(AxialDeployError, RuntimeError):
+    """The installed onnxruntime-extensions lacks the Python-op bridge internals that the
+    buffer hook was written against (another version, or they moved)."""
+
+
+@dataclass(frozen=True)
+class _Bridge:
+    """onnxruntime-extensions' Python-op bridge, the only private API this package uses."""
+
+    default_hook: Callable  # _ocos._on_pyop_invocation: the library's own bridge
+    opdefs: dict  # Opdef._odlist: registered ops by the id the C++ side calls them with
+    install_hooker: Callable  # PyCustomOpDef.install_hooker: sets the bridge
+
+
+def _extensions_bridge() -> _Bridge:
+    """The adapter over the bridge: checks the installed version against BUFFER_HOOK_VERSIONS
+    and that every internal the hook touches is there, else ExtensionsBridgeError naming the
+    version or the missing name (the public list path then runs; see `_install_buffer_hook`).
+    The public API (`onnx_op`, `PyOp`, `get_library_path`) registers the op itself."""
+    import onnxruntime_extensions
+    from onnxruntime_extensions import Opdef, PyCustomOpDef
+
+    version = getattr(onnxruntime_extensions, "__version__", "unknown")
+    checked = ", ".join(f"{v}x" for v in BUFFER_HOOK_VERSIONS)
+    if not version.startswith(BUFFER_HOOK_VERSIONS):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version} is not a version whose Python-op bridge this "
+            f"package checked ({checked}): AxialAttentionReference hands its output back as a "
+            "list (same results, slower); pin onnxruntime-extensions to that version for speed"
+        )
+    try:
+        from onnxruntime_extensions import _ocos as ocos
+    except ImportError:  # the module itself moved
+        ocos = None
+    parts = {
+        "_ocos._on_pyop_invocation": getattr(ocos, "_on_pyop_invocation", None),
+        "Opdef._odlist": getattr(Opdef, "_odlist", None),
+        "Opdef.cast_attributes": getattr(Opdef, "cast_attributes", None),
+        "PyCustomOpDef.install_hooker": getattr(PyCustomOpDef, "install_hooker", None),
+    }
+    missing = [name for name, value in parts.items() if value is None]
+    if missing or not isinstance(parts["Opdef._odlist"], dict):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version}'s Python-op bridge has moved (no "
+            f"{', '.join(missing) or 'Opdef._odlist dict'}): AxialAttentionReference hands its "
+            "output back as a list (same results, slower); report this with the version"
+        )
+    return _Bridge(
+        parts["_ocos._on_pyop_invocation"], parts["Opdef._odlist"], PyCustomOpDef.install_hooker
+    )
+
+
 def _install_buffer_hook() -> bool:
     """Let AxialAttentionReference hand its output back to ONNX Runtime as a buffer.
 
@@ -260,27 +298,24 @@ def _install_buffer_hook() -> bool:
     Python float per element, parsed back in C++. For an Axial-DeepLab-S layer (2 M floats)
     that took 4x the op itself. This hook returns a memoryview of the same float32 data for our
     op and hands every other Python op to the library's own bridge unchanged. Installed only
-    for the versions in BUFFER_HOOK_VERSIONS (their bridge copies from the buffer protocol);
-    others keep the list path. Returns whether it was installed."""
+    where `_extensions_bridge` accepts the installed version (their bridge copies from the
+    buffer protocol); elsewhere a warning says why and the list path runs. Returns whether it
+    was installed."""
     try:
-        import onnxruntime_extensions
-        from onnxruntime_extensions import _ocos
-    except ImportError:
-        return False
-    default = getattr(_ocos, "_on_pyop_invocation", None)
-    version = getattr(onnxruntime_extensions, "__version__", "")
-    if default is None or not version.startswith(BUFFER_HOOK_VERSIONS):
+        bridge = _extensions_bridge()
+    except ExtensionsBridgeError as error:
+        warnings.warn(str(error), RuntimeWarning, stacklevel=3)
         return False
 
     def invocation(k_id, feed, attributes):
-        op = _ocos.Opdef._odlist.get(k_id)
+        op = bridge.opdefs.get(k_id)
         if op is None or op.body is not _reference_op:
-            return default(k_id, feed, attributes)
+            return bridge.default_hook(k_id, feed, attributes)
         y = op.body(*feed, **op.cast_attributes(attributes))
         flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
         return (k_id, y.shape, memoryview(flat))
 
-    _ocos.PyCustomOpDef.install_hooker(invocation)
+    bridge.install_hooker(invocation)
     return True
 
 

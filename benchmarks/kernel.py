@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    from axial_deploy import kernel
+    from axial_deploy import kernel, kernel_op
     from axial_deploy.models.axial_attention import axial_attention_op
 
     try:
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{torch.cuda.get_device_name()}: measured FP32 {peak_flops / 1e12:.1f} TFLOP/s "
         f"(SGEMM, TF32 off), copy {peak_bandwidth / 1e9:.0f} GB/s"
     )
-    impls: dict[str, Callable[..., object]] = {"kernel": kernel.axial_attention}
+    impls: dict[str, Callable[..., object]] = {"kernel": kernel_op.axial_attention}
     if not args.no_eager:
         impls["eager"] = axial_attention_op
     compiled: dict[str, CompileBudget] = {}

@@ -10,8 +10,9 @@ import pytest
 
 from axial_deploy.cli import COMMANDS, _load, build_parser, main
 from axial_deploy.coco_panoptic import PanopticFormatError, load_split, write_segment_png
+from axial_deploy.comparison import output_error
 from axial_deploy.errors import AxialDeployError, CheckFailedError
-from axial_deploy.numerics import match_outputs, output_error
+from axial_deploy.numerics import match_outputs
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

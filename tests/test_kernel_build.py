@@ -15,7 +15,7 @@ import pytest
 import torch
 from kernel_helpers import DEFAULT_ARCHS, build_kernels, library_for_tests
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
 from axial_deploy.kernel import KernelArgumentError, KernelParams, Status, TablePointers
 from axial_deploy.op_spec import AxialAttentionAttributes, OpSpecError
 
@@ -217,7 +217,7 @@ def meta_inputs(n=2, g=8, dq=4, dv=8, h=9, w=17, t=65, dtype=torch.float16):
 
 def test_torch_op_fake_impl_gives_the_output_shape():
     qkv, tables, attributes = meta_inputs()
-    y = kernel.axial_attention(qkv, *tables, dataclasses.replace(attributes, axis=2))
+    y = kernel_op.axial_attention(qkv, *tables, dataclasses.replace(attributes, axis=2))
     assert y.shape == (2, 64, 9, 17) and y.dtype == torch.float16 and y.device.type == "meta"
     torch.library.opcheck(
         torch.ops.axial_deploy.axial_attention.default,
@@ -229,16 +229,16 @@ def test_torch_op_fake_impl_gives_the_output_shape():
 def test_torch_op_refuses_bad_shapes_and_cpu_tensors():
     qkv, tables, attributes = meta_inputs()
     with pytest.raises(KernelArgumentError, match="qkv must be"):
-        kernel.axial_attention(qkv[:, :-1], *tables, attributes)
+        kernel_op.axial_attention(qkv[:, :-1], *tables, attributes)
     with pytest.raises(KernelArgumentError, match="rel_v must have shape"):
         bad = (tables[0], tables[1], tables[1], tables[3], tables[4])
-        kernel.axial_attention(qkv, *bad, attributes)
+        kernel_op.axial_attention(qkv, *bad, attributes)
     cpu = [torch.zeros(t.shape, dtype=t.dtype) for t in (qkv, *tables)]
     with pytest.raises(KernelArgumentError, match="CUDA tensors only"):
-        kernel.axial_attention(*cpu, attributes)
+        kernel_op.axial_attention(*cpu, attributes)
     # the registered schema's plain ints are checked against the spec at the boundary
     with pytest.raises(OpSpecError, match=r"span .* must be 0 or odd, got 64"):
         torch.ops.axial_deploy.axial_attention(qkv, *tables, 3, 8, 4, 8, 64)
     # the documented keyword form is the same call
-    y = kernel.axial_attention(qkv, *tables, **attributes.as_dict())
+    y = kernel_op.axial_attention(qkv, *tables, **attributes.as_dict())
     assert y.shape == (2, 64, 9, 17)

@@ -11,7 +11,7 @@ import torch
 import yaml
 from kernel_helpers import library_for_tests, random_op_inputs, reference
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
 from axial_deploy.op_spec import AxialAttentionAttributes
 
 # The spec's tolerances, read without axial_deploy.op_spec (which needs onnx): this file also runs
@@ -114,8 +114,8 @@ def test_torch_op_matches_the_c_abi_and_runs_on_a_side_stream():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        via_op = kernel.axial_attention(qkv, *tables, attrs)
-        via_keywords = kernel.axial_attention(qkv, *tables, **attrs.as_dict())
+        via_op = kernel_op.axial_attention(qkv, *tables, attrs)
+        via_keywords = kernel_op.axial_attention(qkv, *tables, **attrs.as_dict())
         side_direct = run_kernel(qkv, tables, attrs, stream=side)
     side.synchronize()
     torch.testing.assert_close(via_op, direct, rtol=0, atol=0)
@@ -133,11 +133,11 @@ def test_torch_op_under_torch_compile():
     qkv, tables = random_op_inputs(1, 17, 23, 2, 4, 8, 9)
     qkv, tables = qkv.cuda(), [t.cuda() for t in tables]
     attrs = AxialAttentionAttributes(axis=3, num_heads=2, key_depth=4, value_depth=8, span=5)
-    compiled = torch.compile(lambda x: kernel.axial_attention(x, *tables, attrs), fullgraph=True)
+    compiled = torch.compile(lambda x: kernel_op.axial_attention(x, *tables, attrs), fullgraph=True)
     torch.testing.assert_close(compiled(qkv), run_kernel(qkv, tables, attrs), rtol=0, atol=0)
     # the keyword form builds the attributes inside the compiled function: no graph break
     keywords = attrs.as_dict()
     by_keyword = torch.compile(
-        lambda x: kernel.axial_attention(x, *tables, **keywords), fullgraph=True
+        lambda x: kernel_op.axial_attention(x, *tables, **keywords), fullgraph=True
     )
     torch.testing.assert_close(by_keyword(qkv), run_kernel(qkv, tables, attrs), rtol=0, atol=0)

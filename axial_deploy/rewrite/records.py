@@ -14,8 +14,9 @@ class RewriteError(AxialDeployError, ValueError):
     """The input cannot be rewritten at all (not ONNX, unreadable, ...)."""
 
 
-class Refusal(Exception):
-    """A candidate layer that is not rewritten; the message is the reason reported."""
+class Refusal(AxialDeployError):
+    """A candidate layer that is not rewritten; the message is the reason reported (caught by
+    the rewrite, which leaves the layer intact: never a failure of the command)."""
 
 
 @dataclass

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from axial_deploy.serving import ServeError, require
+from axial_deploy.extras import require
+from axial_deploy.serving import ServeError
 
 # numpy dtype -> Triton's wire type names (tritonclient.utils.np_to_triton_dtype, inlined so
 # that parsing needs no tritonclient)
