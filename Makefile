@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 # Main job: the whole pipeline on the built-in trained model (axial_deeplab_tiny): export ->
 # rewrite -> verify -> FP32/FP16/INT8 -> PQ per precision with the accuracy gate and panels ->
 # engines (TensorRT where installed, else TensorRT-RTX) -> latency -> out/deploy/report.html.
-demo: $(STAMP)
+# The CPU libraries first (cpu-libs): without them the rewritten graphs run the Python reference
+# op in ONNX Runtime, several times slower than the plain graph; cpu-libs says so without CMake.
+demo: $(STAMP) cpu-libs
 	$(BIN)/axial-deploy deploy -o out/deploy
 
 # The fused AxialAttention CUDA kernel and its C ABI (build/lib/libaxial_attention_capi.so) and,
@@ -52,13 +54,15 @@ gpu-check-deps:
 # and the calibration histograms (calibration/ranges.py), build/lib/libaxial_attention_cpu.so and
 # build/lib/libaxial_calibration.so. CMake >= 3.25 and a C++17 compiler, no CUDA. `make test`
 # builds them first; without CMake it says so and the tests that need them skip with that reason
-# (everything else falls back to the Python/numpy paths).
+# (everything else falls back to the Python/numpy paths). MAKEFLAGS: the sub-make CMake runs
+# prints no "Entering directory" lines into demo and CI logs.
 cpu-libs:
 	@if command -v cmake >/dev/null 2>&1; then \
 	  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && \
-	  cmake --build build -j2 --target axial_attention_cpu axial_calibration; \
+	  MAKEFLAGS=--no-print-directory cmake --build build -j2 --target axial_attention_cpu axial_calibration; \
 	else \
-	  echo "make cpu-libs: cmake not found, the CPU libraries are not built (install CMake >= 3.25)"; \
+	  echo "make cpu-libs: cmake not found, the CPU libraries are not built (install CMake >= 3.25):" \
+	    "rewritten graphs run the slower Python reference op in ONNX Runtime"; \
 	fi
 
 lint: $(STAMP)

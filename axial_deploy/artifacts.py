@@ -86,27 +86,173 @@ def _check_writable(path: Path, label: str) -> None:
             return
 
 
-def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> None:
+def check_distinct(
+    inputs: dict[str, object], outputs: dict[str, object], folders: tuple[str, ...] = ()
+) -> None:
     """Refuses, before any work, outputs that would overwrite an input or each other, or
     that cannot be written (a folder, a file where a folder must be, no write permission).
 
     `inputs` and `outputs` map a label for the message (e.g. "-o", "--report") to a path or
-    None (not given). Paths compare resolved, so `./a.onnx` and `a.onnx` collide."""
+    None (not given); `folders` names the outputs that are folders the command fills. Paths
+    compare resolved (relative, absolute, through links, with `..` alike). Besides equal
+    paths, an output inside an input folder (it would change that input), an input inside an
+    output folder, and a file an ONNX input keeps its weights in are refused."""
     seen: dict[Path, str] = {}
     for label, value in inputs.items():
         if value is not None:
             seen.setdefault(Path(value).resolve(), label)
+    read = dict(seen)
+    for path, label in list(read.items()):
+        if path.suffix == ".onnx" and path.is_file():
+            for location in _external_data(path, outputs):
+                seen.setdefault(location, f"the weights of {label}")
+        if manifest_of(path).is_file():  # an engine's manifest is read with it
+            seen.setdefault(manifest_of(path), f"the manifest of {label}")
     for label, value in outputs.items():
         if value is None:
             continue
-        _check_writable(Path(value), label)
+        if label not in folders:
+            _check_writable(Path(value), label)
+        elif Path(value).is_file():
+            raise OutputPathError(f"cannot write {label} {value}: it is a file; give a folder")
         resolved = Path(value).resolve()
         if resolved in seen:
             raise OutputPathError(
                 f"{label} {value} is the same file as {seen[resolved]}: writing it would destroy "
                 f"that file; choose another path for {label}"
             )
+        for path, other in read.items():
+            if path.is_dir() and resolved.is_relative_to(path):
+                raise OutputPathError(
+                    f"{label} {value} lies inside {other} {path}: writing it would change that "
+                    f"input; choose a path outside it for {label}"
+                )
+            if label in folders and path.exists() and path.is_relative_to(resolved):
+                raise OutputPathError(
+                    f"{other} {path} lies inside the folder {label} {value}: writing that folder "
+                    f"could destroy it; choose another folder for {label}"
+                )
         seen[resolved] = label
+
+
+def manifest_of(path: Path) -> Path:
+    """ENGINE -> ENGINE.json (manifest.manifest_path, which imports nothing heavy either)."""
+    return path.with_name(path.name + ".json")
+
+
+def _external_data(model: Path, outputs: dict[str, object]) -> list[Path]:
+    """The resolved external-data files of the ONNX input `model`, read only when an output
+    lies in its folder (the graph is parsed without its weights)."""
+    folder = model.parent
+    if not any(v is not None and Path(v).resolve().parent == folder for v in outputs.values()):
+        return []
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False)
+        return [(folder / p).resolve() for p in check_external_data(graph, model)]
+    except Exception:  # an unreadable model: the stage's own reader names the problem
+        return []
+
+
+# Largest JSON record a reader takes: far above any record the toolkit writes (a COCO panoptic
+# JSON of 5000 images is ~10 MB), far below what would exhaust memory when parsed.
+MAX_JSON_BYTES = 512 * 2**20
+
+
+def read_json(
+    path: str | os.PathLike,
+    error: type[Exception] = ValueError,
+    what: str = "JSON file",
+    fix: str = "",
+    expect: type | None = dict,
+):
+    """Reads a JSON record (dataset record, report, manifest, COCO JSON): the one reader of
+    JSON files. A missing file, undecodable bytes, invalid JSON, nesting too deep to parse or
+    a top level that is not `expect` raises `error` with one line naming `what`, the file and
+    `fix` (what to do)."""
+    path = Path(path)
+    tail = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise error(f"no such file: {what} {path}{tail}")
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(f"{what} {path} is larger than {MAX_JSON_BYTES >> 20} MiB{tail}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}{tail}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {path} is not JSON text: byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start} is not UTF-8 (a binary file?){tail}"
+        ) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}{tail}"
+        ) from None
+    except RecursionError:  # [[[[... thousands deep: Python's parser recurses
+        raise error(f"{what} {path} is nested too deeply to be a record{tail}") from None
+    if expect is not None and not isinstance(document, expect):
+        raise error(
+            f"{what} {path} holds a JSON {_json_type(document)}, not {_json_name(expect)}{tail}"
+        )
+    return document
+
+
+def _json_type(value) -> str:
+    """The JSON name of a parsed value's type, without its article (a bool is no number)."""
+    if isinstance(value, bool):
+        return "boolean"
+    return _json_name(type(value)).split(" ")[-1]
+
+
+def _json_name(kind: type) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", int: "an integer",
+             float: "a number", bool: "a boolean", type(None): "null"}  # fmt: skip
+    return names.get(kind, kind.__name__)
+
+
+def check_fields(
+    record: dict,
+    types: dict[str, tuple[type, ...]],
+    *,
+    path: str | os.PathLike,
+    error: type[Exception] = ValueError,
+    required: tuple[str, ...] = (),
+    where: str = "",
+    fix: str = "",
+) -> dict:
+    """Checks the keys of a JSON object read by `read_json`: each key of `required` present,
+    each key of `types` present in `record` of one of its types (a bool is not an int, an int
+    is a float). Raises `error` naming the file, the key and the expected type; returns
+    `record`. `where` places nested objects, e.g. "annotation 3: "."""
+    tail = f"; {fix}" if fix else ""
+    if not isinstance(record, dict):
+        raise error(f"{path}: {where}holds a JSON {_json_type(record)}, not an object{tail}")
+    for key, allowed in types.items():
+        if key not in record:
+            continue
+        value = record[key]
+        if isinstance(value, bool):  # a bool is an int in Python, not in JSON
+            ok = bool in allowed
+        else:  # an int is a JSON number
+            ok = isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+        if not ok:
+            names = " or ".join(_json_name(t) for t in allowed)
+            raise error(
+                f"{path}: {where}key {key!r} must be {names}, not {_json_type(value)} "
+                f"{json.dumps(value, default=str)[:40]}{tail}"
+            )
+    for key in required:
+        if key not in record:
+            names = " or ".join(_json_name(t) for t in types.get(key, ()))
+            raise error(f"{path}: {where}missing key {key!r}{f' ({names})' if names else ''}{tail}")
+    return record
 
 
 def write_json(path: str | os.PathLike, document, indent: int | None = 2) -> Path:

@@ -315,24 +315,24 @@ def cuda_device_info() -> tuple[str | None, str | None, str | None]:
 
 
 def make_progress_monitor(trt: ModuleType, show: bool = True):
-    """A `trt.IProgressMonitor` showing the builder's top-level phases as tqdm bars (builds of
+    """A `trt.IProgressMonitor` showing the builder's top-level phases as progress bars (builds of
     large models take minutes) and cancelling the build on Ctrl-C.
 
     Python handles SIGINT only when the builder calls back into Python, so a KeyboardInterrupt
     would be raised inside a callback, swallowed by the binding, and reported as a failed
     build. `_cancel_on_interrupt` sets `interrupted` instead; the next step cancels the build
     and the caller raises KeyboardInterrupt when it returns."""
-    from tqdm import tqdm
+    from axial_deploy.progress import progress_bar
 
     class ProgressMonitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
-            self.bars: dict[str, tqdm] = {}
+            self.bars: dict = {}
             self.interrupted = False
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             if show and parent_phase is None:  # nested phases would flood the terminal
-                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False)
+                self.bars[phase_name] = progress_bar(total=num_steps, desc=phase_name, leave=False)
 
         def step_complete(self, phase_name, step):
             if phase_name in self.bars:
@@ -371,7 +371,7 @@ class BuildOptions:
     fp16: bool = False  # legacy, TensorRT 10 only
     int8: bool = False  # legacy, TensorRT 10 only
     calib_cache: str | os.PathLike | None = None
-    progress: bool = False  # tqdm bars for the builder's phases
+    progress: bool = False  # progress bars for the builder's phases
     # TensorRT-RTX: the GPU to build for ("8.9", "12.0"; default: RTX's portable set);
     # TensorRT always builds for the GPU it runs on
     compute_capability: str | None = None

@@ -15,14 +15,13 @@ Each annotation is ``{"image_id", "file_name", "segments_info": [{"id", "categor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, check_fields, read_json
 from axial_deploy.errors import AxialDeployError
 
 VOID_ID = 0
@@ -124,47 +123,41 @@ def split_paths(root: str | Path, split: str) -> tuple[Path, Path, Path]:
 def load_split(json_path: str | Path, segments_dir: str | Path | None = None) -> PanopticSplit:
     """Reads a panoptic JSON (segments_dir defaults to the folder named like the JSON)."""
     json_path = Path(json_path)
-    if not json_path.is_file():
-        raise PanopticFormatError(f"panoptic JSON {json_path} does not exist")
-    try:
-        data = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise PanopticFormatError(f"{json_path} is not valid JSON: {error}") from error
+    data = read_json(json_path, PanopticFormatError, "panoptic JSON", "give a COCO panoptic JSON")
     _check_split(json_path, data)
     if segments_dir is None:
         segments_dir = json_path.with_suffix("")
     return PanopticSplit(json_path=json_path, segments_dir=Path(segments_dir), data=data)
 
 
+# The keys every reader of a COCO panoptic JSON relies on, and their JSON types
+CATEGORY_TYPES = {"id": (int,), "name": (str,), "isthing": (int, bool), "color": (list,)}
+ANNOTATION_TYPES = {"image_id": (int, str), "file_name": (str,), "segments_info": (list,)}
+SEGMENT_TYPES = {"id": (int,), "category_id": (int,), "area": (int, float), "iscrowd": (int, bool)}
+COCO_FIX = "fix the JSON (COCO panoptic format)"
+
+
 def _check_split(json_path: Path, data) -> None:
-    """The fields every reader relies on, so a malformed JSON is one clear error up front."""
-    if not isinstance(data, dict):
-        raise PanopticFormatError(
-            f"{json_path} holds a {type(data).__name__}, not a COCO panoptic object with "
-            "'annotations' and 'categories'"
-        )
-    for key in ("annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise PanopticFormatError(f"{json_path} has no '{key}' list (COCO panoptic format)")
+    """The keys every reader relies on, so a malformed JSON is one clear error up front naming
+    the key, where it is and the type expected."""
+    fields = {"annotations": (list,), "categories": (list,)}
+    check_fields(data, fields, path=json_path, error=PanopticFormatError, fix=COCO_FIX,
+                 required=tuple(fields))  # fmt: skip
     known = set()
-    for category in data["categories"]:
-        if not isinstance(category, dict) or "id" not in category:
-            raise PanopticFormatError(f"{json_path}: every category needs an 'id'")
+    for number, category in enumerate(data["categories"]):
+        check_fields(category, CATEGORY_TYPES, path=json_path, error=PanopticFormatError,
+                     fix=COCO_FIX, required=("id",), where=f"category {number}: ")  # fmt: skip
         known.add(category["id"])
     for number, ann in enumerate(data["annotations"]):
-        fields = isinstance(ann, dict) and isinstance(ann.get("file_name"), str)
-        if not (fields and "image_id" in ann and isinstance(ann.get("segments_info"), list)):
-            raise PanopticFormatError(
-                f"{json_path}: annotation {number} needs 'image_id', a 'file_name' string and "
-                "a 'segments_info' list (COCO panoptic format)"
-            )
-        for segment in ann["segments_info"]:
-            if not isinstance(segment, dict) or "id" not in segment:
-                raise PanopticFormatError(
-                    f"{json_path}: a segment of {ann['file_name']} has no 'id'"
-                )
+        check_fields(ann, ANNOTATION_TYPES, path=json_path, error=PanopticFormatError,
+                     fix=COCO_FIX, required=tuple(ANNOTATION_TYPES),
+                     where=f"annotation {number}: ")  # fmt: skip
+        for index, segment in enumerate(ann["segments_info"]):
+            where = f"annotation {number} ({ann['file_name']}) segment {index}: "
+            check_fields(segment, SEGMENT_TYPES, path=json_path, error=PanopticFormatError,
+                         fix=COCO_FIX, required=("id",), where=where)  # fmt: skip
             if segment.get("category_id") not in known:
                 raise PanopticFormatError(
-                    f"{json_path}: a segment of {ann['file_name']} has category_id "
-                    f"{segment.get('category_id')!r}, which is not among the 'categories'"
+                    f"{json_path}: {where}category_id {segment.get('category_id')!r} is not "
+                    f"among the 'categories'; {COCO_FIX}"
                 )

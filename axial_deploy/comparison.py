@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from axial_deploy.errors import AxialDeployError, first_line
-from axial_deploy.numerics import OutputError, relative_error
+from axial_deploy.numerics import OutputError, OutputMatchError, relative_error
 
 # Seeded inputs are uniform in this range: about the range of ImageNet-normalised pixels
 # ((0 - 0.485) / 0.229 = -2.1 to (1 - 0.406) / 0.225 = 2.6), non-zero almost everywhere.
@@ -202,6 +202,18 @@ def errors(
         )
         for name in names
     }
+
+
+def output_error(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputError:
+    """Errors of `actual` against `reference` (same shape; the caller checks shapes), computed
+    by Polygraphy's comparator (`errors`)."""
+    error, _ = errors({name: np.asarray(reference)}, {name: np.asarray(actual)})[name]
+    if error is None:
+        raise OutputMatchError(
+            f"output {name}: shapes differ ({list(np.shape(reference))} against "
+            f"{list(np.shape(actual))})"
+        )
+    return error
 
 
 def _max_finite(array: np.ndarray) -> float:

@@ -21,26 +21,36 @@ engine.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from axial_deploy.deploy_records import (  # noqa: F401 (re-exported: deploy.X keeps working)
+    DEFAULT_MODEL,
+    DEFAULT_PRECISIONS,
+    PRECISIONS,
+    AccuracyResult,
+    BackendChoice,
+    DeployPlan,
+    DeployReport,
+    DeploySettings,
+    EngineResult,
+    ExportResult,
+    HostEnvironment,
+    RewriteStage,
+    Variant,
+    VerifyResult,
+)
 from axial_deploy.errors import AxialDeployError
 
 if TYPE_CHECKING:
     from torch import nn
 
     from axial_deploy.backends import Gpu
-    from axial_deploy.evaluate import EvaluationResult, GateReport
-    from axial_deploy.profile import ProfileResult
+    from axial_deploy.evaluate import EvaluationResult
 
-DEFAULT_MODEL = "axial_deeplab_tiny"
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 QDQ_PRECISIONS = ("int8", "fp8")  # calibrated on the same images
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8", "fp8")  # `make demo`'s (see docs/precision.md)
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
 BUDGET_PRECISIONS = ("int8",)  # what --fit-budget searches (axial_deploy.budget's precisions)
@@ -50,264 +60,6 @@ EXPORT_RTOL = 1e-3  # ONNX Runtime vs PyTorch, max relative error the export sta
 
 class DeployError(AxialDeployError, ValueError):
     """A stage of the pipeline cannot go on; the message names the stage and the fix."""
-
-
-@dataclass
-class DeploySettings:
-    model: str = DEFAULT_MODEL
-    out: Path = Path("out/deploy")
-    checkpoint: str | None = None
-    # None: the shipped weights when the model has them and no checkpoint is given.
-    pretrained: bool | None = None
-    num_classes: int | None = None
-    input_hw: tuple[int, int] | None = None  # default: the weights' training size, else zoo's
-    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
-    calib: str | None = None  # default: the dataset's train images (INT8 and FP8)
-    calib_method: str = "entropy"  # INT8's; FP8 uses its default (max |x|, see quantize)
-    calib_batches: int = 16
-    data: str | None = None  # default: generate the model's synthetic dataset under OUT/data
-    eval_images: int = 100
-    max_drop: float = 1.0
-    fit_budget: bool = False  # INT8: keep layers in FP32 until within max_drop (budget.py)
-    panels: int = 4
-    backend: str = "auto"
-    plugin_library: str | None = None
-    iterations: int = 50
-    seed: int = 0
-    progress: bool = True
-
-    def to_json(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.__dict__.items()}
-
-
-# --------------------------------------------------------------------------------------
-# Typed stage results (each `to_json` is its section of report.json)
-# --------------------------------------------------------------------------------------
-
-
-class BackendChoice(NamedTuple):
-    """The engine builder (None: no engines) and the graph it builds ("axial" or "plain"),
-    and why."""
-
-    backend: str | None
-    graph: str
-    reason: str
-
-
-@dataclass
-class DeployPlan:
-    """What the settings resolve to, checked before any work."""
-
-    model: str
-    task: str
-    weights: str  # "pretrained", a checkpoint path, or "random"
-    meaningful: bool  # whether task accuracy can mean anything (trained weights)
-    input_shape: tuple[int, int, int, int]
-    engines: BackendChoice
-    # FP8 asked for on a GPU without FP8: the one line saying so (FP8 engines are skipped)
-    fp8_problem: str | None = None
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return self.input_shape[2], self.input_shape[3]
-
-
-@dataclass
-class ExportResult:
-    onnx: Path
-    max_rel_vs_pytorch: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"onnx": str(self.onnx), "max_rel_vs_pytorch": self.max_rel_vs_pytorch}
-
-
-@dataclass
-class RewriteStage:
-    onnx: Path
-    rewritten: int  # AxialAttention nodes written
-    left_intact: list[tuple[str, str]]  # (layer, reason) of attention layers not rewritten
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "onnx": str(self.onnx),
-            "rewritten": self.rewritten,
-            "left_intact": [{"layer": layer, "reason": why} for layer, why in self.left_intact],
-        }
-
-
-@dataclass
-class VerifyResult:
-    passed: bool
-    max_rel: float
-    rtol: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "max_rel": self.max_rel, "rtol": self.rtol}
-
-
-@dataclass
-class EngineResult:
-    """One variant's engine: built (path, size, time) or failed (error); then, on a GPU, its
-    accuracy against the gate and its latency."""
-
-    backend: str
-    path: str | None = None
-    build_s: float | None = None
-    size_mb: float | None = None
-    precision: str | None = None
-    error: str | None = None
-    accuracy: dict[str, float] | None = None
-    drop: float | None = None
-    flagged: bool | None = None
-    latency: ProfileResult | None = None
-    latency_error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"backend": self.backend}
-        if self.path is not None:
-            data.update(
-                path=self.path, build_s=self.build_s, size_mb=self.size_mb, precision=self.precision
-            )
-        if self.error is not None:
-            data["error"] = self.error
-        if self.accuracy is not None:
-            data.update(accuracy=self.accuracy, drop=self.drop, flagged=self.flagged)
-        if self.latency is not None:
-            data["latency"] = self.latency.to_dict()
-        if self.latency_error is not None:
-            data["latency_error"] = self.latency_error
-        return data
-
-
-@dataclass
-class Variant:
-    """One deployable graph: a precision of the rewritten or the plain export."""
-
-    precision: str
-    graph: str  # "axial" or "plain"
-    onnx: Path
-    max_rel_vs_fp32: float | None = None
-    accuracy: dict[str, float] = field(default_factory=dict)
-    drop: float | None = None
-    flagged: bool = False
-    cpu_latency: ProfileResult | None = None
-    engine: EngineResult | None = None  # None: this variant's graph is not the one built
-    budget: dict[str, Any] | None = None  # --fit-budget: the search's record, in short
-
-    @property
-    def label(self) -> str:
-        return self.precision if self.graph == "axial" else f"{self.precision}-plain"
-
-    @property
-    def engine_path(self) -> str | None:
-        return self.engine.path if self.engine else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "precision": self.precision,
-            "graph": self.graph,
-            "onnx": str(self.onnx),
-            "onnx_mb": round(self.onnx.stat().st_size / 2**20, 3),
-            "max_rel_vs_fp32": self.max_rel_vs_fp32,
-            "accuracy": self.accuracy,
-            "drop": self.drop,
-            "flagged": self.flagged,
-            "cpu_latency": self.cpu_latency.to_dict() if self.cpu_latency else {},
-            "engine": self.engine.to_json() if self.engine else {},
-            **({"budget": self.budget} if self.budget is not None else {}),
-        }
-
-
-@dataclass
-class AccuracyResult:
-    """The accuracy stage: PyTorch's metrics, the gate over the variants, the panels; or the
-    reason it was skipped."""
-
-    skipped: str | None = None
-    data: Path | None = None
-    images: int = 0
-    pytorch: dict[str, float] = field(default_factory=dict)
-    gate: GateReport | None = None
-    panels: list[Path] | None = None  # None: not drawn (classification, or --panels 0)
-
-    def to_json(self) -> dict[str, Any]:
-        if self.skipped is not None:
-            return {"skipped": self.skipped}
-        data: dict[str, Any] = {
-            "data": str(self.data),
-            "images": self.images,
-            "pytorch": self.pytorch,
-            "gate": self.gate.to_json() if self.gate else None,
-        }
-        if self.panels is not None:
-            data["panels"] = [str(p) for p in self.panels]
-        return data
-
-
-@dataclass
-class Environment:
-    python: str
-    torch: str
-    onnxruntime: str
-    cpu: str
-    cpu_count: int | None
-    engine_backend: str | None = None  # the engine fields: only when a backend was chosen
-    tensorrt_version: str | None = None
-    cuda_version: str | None = None
-    gpu: str | None = None
-    sm: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        if self.engine_backend is None:
-            for key in ("engine_backend", "tensorrt_version", "cuda_version", "gpu", "sm"):
-                del data[key]
-        return data
-
-
-@dataclass
-class DeployReport:
-    """Every stage's result; `to_json()` is report.json."""
-
-    settings: DeploySettings
-    plan: DeployPlan
-    export: ExportResult
-    rewrite: RewriteStage
-    verify: VerifyResult
-    variants: list[Variant]
-    accuracy: AccuracyResult
-    environment: Environment
-    stages_s: dict[str, float]
-    notes: list[str]
-
-    @property
-    def engine_backend(self) -> str | None:
-        return self.plan.engines.backend
-
-    @property
-    def gate_passed(self) -> bool | None:
-        """The accuracy gate's verdict; None when accuracy was not measured."""
-        return None if self.accuracy.gate is None else self.accuracy.gate.passed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.plan.model,
-            "task": self.plan.task,
-            "weights": self.plan.weights,
-            "input_shape": list(self.plan.input_shape),
-            "precisions": list(self.settings.precisions),
-            "settings": self.settings.to_json(),
-            "export": self.export.to_json(),
-            "rewrite": self.rewrite.to_json(),
-            "verify": self.verify.to_json(),
-            "engine_backend": self.engine_backend,
-            "accuracy": self.accuracy.to_json(),
-            "stages_s": self.stages_s,
-            "variants": [v.to_json() for v in self.variants],
-            "environment": self.environment.to_json(),
-            "notes": self.notes,
-        }
 
 
 class _Stages:
@@ -563,12 +315,14 @@ def prepare_dataset(settings: DeploySettings, plan: DeployPlan) -> Path:
 
 def _reusable_dataset(record: Path, task: str, seed: int, size: tuple, images: int) -> bool:
     """A rerun into the same folder: same kind, seed, size and enough val images."""
+    from axial_deploy.synthetic import DatasetError, read_dataset_record
+
     if not record.is_file():
         return False
     try:
-        old = json.loads(record.read_text())
+        old = read_dataset_record(record.parent)
         val_images = old["counts"]["val"]["images"]
-    except (ValueError, KeyError, TypeError):  # damaged or foreign: generate it again
+    except (DatasetError, KeyError, TypeError):  # damaged or foreign: generate it again
         return False
     return (
         old.get("kind") == task
@@ -583,6 +337,7 @@ def setup_model(
 ) -> nn.Module:
     """The model to export (`models.prepare_model`): shipped weights, the checkpoint, or live
     random weights (then task accuracy is not measured)."""
+    from axial_deploy.export import resolve_trace_size
     from axial_deploy.models import prepare_model
 
     num_classes = settings.num_classes
@@ -593,12 +348,15 @@ def setup_model(
             "random weights (no --checkpoint and no shipped weights): task accuracy is "
             "not measured, only numerical agreement with FP32"
         )
+    # live random weights measure BatchNorm statistics at the size the export traces at
+    trace_size = resolve_trace_size("auto", plan.input_shape)
+    traced = (*plan.input_shape[:2], *trace_size) if trace_size else plan.input_shape
     return prepare_model(
         plan.model,
         checkpoint=settings.checkpoint,
         pretrained=plan.weights == "pretrained",
         live_random_weights=plan.weights == "random",
-        input_shape=plan.input_shape,
+        input_shape=traced,
         seed=settings.seed,
         # the shipped weights bring their own class count (settings.num_classes is ignored)
         num_classes=None if plan.weights == "pretrained" else num_classes,
@@ -615,18 +373,28 @@ def _dataset_classes(data: Path, task: str) -> int:
 
 
 def export_stage(settings: DeploySettings, plan: DeployPlan, model: nn.Module) -> ExportResult:
-    import torch
+    """The export with `export`'s policy (`resolve_trace_size`: a small trace above
+    AUTO_TRACE_PIXELS) and its parity check against PyTorch, as `axial-deploy export` runs it."""
+    from axial_deploy.export import auto_trace_note, export_checked, resolve_trace_size
 
-    from axial_deploy.export import compare_with_onnxruntime, export_onnx
-
-    plain = export_onnx(model, plan.input_shape, settings.out / f"{plan.model}.onnx")
-    generator = torch.Generator().manual_seed(settings.seed)
-    inputs = torch.randn(plan.input_shape, generator=generator)
-    error = max(e.max_rel for e in compare_with_onnxruntime(model, plain, inputs))
-    say(f"wrote {plain}; ONNX Runtime vs PyTorch max rel {error:.2e}")
-    if error > EXPORT_RTOL:
-        raise DeployError(f"export: ONNX Runtime differs from PyTorch (max rel {error:.2e})")
-    return ExportResult(plain, error)
+    trace_size = resolve_trace_size("auto", plan.input_shape)
+    if trace_size:
+        say(auto_trace_note(plan.input_shape, trace_size))
+    result = export_checked(
+        model,
+        plan.input_shape,
+        settings.out / f"{plan.model}.onnx",
+        trace_size=trace_size,
+        rtol=EXPORT_RTOL,
+        seed=settings.seed,
+        name=plan.model,
+    )
+    if not result.passed:
+        raise DeployError(
+            f"export: ONNX Runtime differs from PyTorch (max rel {result.max_rel:.2e})"
+        )
+    say(f"wrote {result.path}; ONNX Runtime vs PyTorch max rel {result.max_rel:.2e}")
+    return ExportResult(result.path, result.max_rel)
 
 
 # --------------------------------------------------------------------------------------
@@ -961,9 +729,15 @@ def _panels(settings: DeploySettings, data: Path, variants: list[Variant]) -> li
 
 def profile_stage(settings: DeploySettings, variants: list[Variant], gpu: str | None) -> None:
     """Every variant in ONNX Runtime on this CPU; every engine too where a GPU is present."""
+    from axial_deploy.ort_ops import op_implementation
     from axial_deploy.profile import profile_engine
     from axial_deploy.runtime import Engine, EngineError
 
+    if op_implementation() == "native":
+        say("AxialAttention runs the native CPU op in ONNX Runtime")
+    else:  # the rewritten graphs' CPU times then say nothing of the op's speed
+        say("AxialAttention runs the Python reference op in ONNX Runtime, slower than the plain "
+            "graph: `make cpu-libs` builds the native one")  # fmt: skip
     for v in variants:
         with Engine(v.onnx) as engine:  # closed before the next one opens
             result = profile_engine(
@@ -997,7 +771,7 @@ def profile_stage(settings: DeploySettings, variants: list[Variant], gpu: str | 
         say(f"{v.label:<12} {v.engine.backend} on {gpu} mean {result.latency.mean_ms:.3f} ms")
 
 
-def environment(backend: str | None) -> Environment:
+def environment(backend: str | None) -> HostEnvironment:
     import platform
 
     import onnxruntime
@@ -1005,18 +779,11 @@ def environment(backend: str | None) -> Environment:
 
     from axial_deploy.build import running_environment
 
-    env = Environment(
+    return HostEnvironment(
         python=platform.python_version(),
         torch=torch.__version__,
         onnxruntime=onnxruntime.__version__,
         cpu=platform.processor() or platform.machine(),
         cpu_count=os.cpu_count(),
+        engine=running_environment(backend) if backend else None,
     )
-    if backend:
-        info = running_environment(backend)
-        env.engine_backend = backend
-        env.tensorrt_version = info.tensorrt_version
-        env.cuda_version = info.cuda_version
-        env.gpu = info.gpu_name
-        env.sm = info.sm
-    return env

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from axial_deploy.backends import Gpu, installed_backends, local_gpus, runnable_backends
 from axial_deploy.build import cuda_device_info, fp8_support_problem
-from axial_deploy.native import CALIBRATION, CPU_OP, PLUGIN, NativeLibrary, locate
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str  # version / what was found
-    fix: str = ""  # what to do when not ok
-    required: bool = False  # the CPU flow (export, rewrite, verify, ONNX Runtime) needs it
+from axial_deploy.native import (
+    CALIBRATION,
+    CPU_OP,
+    PLUGIN,
+    NativeLibrary,
+    NativeLibraryError,
+    load,
+    locate,
+)
+from axial_deploy.platform_checks import Check  # the doctor line, defined below doctor
 
 
 def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
@@ -48,9 +46,11 @@ def _plugin_library(given: str | Path | None) -> Check:
     if path is None or not path.is_file():
         return Check(label, False, f"{path} not found" if path else found.describe(), fix)
     try:
-        ctypes.CDLL(str(path.resolve()))
-    except OSError as error:
-        return Check(label, False, f"{path} ({where}) does not load: {error}", fix)
+        load(PLUGIN, path.resolve())
+    except NativeLibraryError as error:
+        return Check(
+            label, False, f"{path} ({where}) does not load: {error.__cause__ or error}", fix
+        )
     return Check(label, True, f"{path} ({where}) loads")
 
 

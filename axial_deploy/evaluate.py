@@ -444,9 +444,11 @@ def _progress(batches: list[list], desc: str, show: bool):
     if not show:
         yield from batches
         return
-    from tqdm import tqdm
+    from axial_deploy.progress import progress_bar
 
-    with tqdm(total=sum(len(b) for b in batches), desc=desc, unit="img", leave=False) as bar:
+    with progress_bar(
+        total=sum(len(b) for b in batches), desc=desc, unit="img", leave=False
+    ) as bar:
         for batch in batches:
             yield batch
             bar.update(len(batch))

@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -488,3 +489,160 @@ def write_at_size(
         onnx.checker.check_model(str(tmp))
         _check_graph_input(tmp, dynamic, opset, "small-trace")
     return path
+
+
+# ------------------------------------------------------------------ the export policy
+# Which size to trace at, and the checked export that follows it: the CLI (`axial-deploy
+# export`) and `deploy` both call `resolve_trace_size` and `export_checked`.
+
+# Above this many input pixels a full-size trace of Axial-DeepLab costs minutes and tens of GB
+# (L at 1025x2049: ~12 min, ~19 GB) and its graph does not fit ONNX Runtime in 24 GB.
+AUTO_TRACE_PIXELS = 1024 * 1024
+AUTO_TRACE_STRIDE = 16  # the auto trace size: (side - 1) / 16 + 1, e.g. 1025x2049 -> 65x129
+
+
+def resolve_trace_size(
+    trace_size: tuple[int, int] | str, shape: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """The size to trace at (None: the input shape itself): 'auto' picks a small trace only
+    for inputs above AUTO_TRACE_PIXELS, 'full' never; an explicit (height, width) is kept."""
+    if trace_size == "full":
+        return None
+    if trace_size != "auto":
+        return trace_size  # type: ignore[return-value]
+    height, width = shape[2], shape[3]
+    if height * width <= AUTO_TRACE_PIXELS:
+        return None
+    return tuple(max(33, (side - 1) // AUTO_TRACE_STRIDE + 1) for side in (height, width))
+
+
+def auto_trace_note(shape: tuple[int, ...], trace_size: tuple[int, int]) -> str:
+    """Why 'auto' chose a small trace, for the log."""
+    return (
+        f"--trace-size auto: {_dims(shape[2:])} is above {AUTO_TRACE_PIXELS:,} pixels, so the "
+        f"graph is traced at {_dims(trace_size)} (--trace-size full: at full size)"
+    )
+
+
+@dataclass
+class CheckedExport:
+    """What `export_checked` did: the graph, the parity checks (shape, errors per output) and
+    whether they passed `rtol` (a small-trace graph that fails is not written)."""
+
+    path: Path
+    checks: list[tuple[tuple[int, ...], list[OutputError]]]
+    rtol: float
+    written: bool = True
+
+    @property
+    def max_rel(self) -> float:
+        return max((e.max_rel for _, errors in self.checks for e in errors), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel <= self.rtol
+
+
+def export_checked(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike,
+    *,
+    trace_size: tuple[int, int] | None,
+    rtol: float,
+    opset: int | None = None,
+    dynamic: str = "batch",
+    exporter: str = "torchscript",
+    seed: int = 0,
+    name: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CheckedExport:
+    """Export `model` for `input_shape` to `path` and check ONNX Runtime against PyTorch:
+    at full size (`trace_size` None: the export shape and, for dynamic axes, a second one), or
+    by a small trace at `trace_size` (`small_trace_export`; parity at both trace sizes; the
+    graph is written, with `input_shape` declared, only when it passes `rtol`). `log` gets
+    each step and the parity table (None: silent)."""
+    say = log or (lambda _text: None)
+    name = name or type(model).__name__
+    opset = default_opset(exporter) if opset is None else opset
+    if trace_size is None:
+        return _export_at_full_size(
+            model, input_shape, Path(path), opset, dynamic, exporter, seed, rtol, name, say
+        )
+    return _export_by_small_trace(
+        model, input_shape, Path(path), trace_size, opset, dynamic, exporter, seed, rtol, name, say
+    )
+
+
+def _export_at_full_size(
+    model, shape, path: Path, opset, dynamic, exporter, seed, rtol, name, say
+) -> CheckedExport:
+    start = time.perf_counter()
+    say(
+        f"[1/2] exporting {name} at {_dims(shape)} (opset {opset}, {exporter} exporter, "
+        f"dynamic {dynamic}) ..."
+    )
+    path = export_onnx(model, shape, path, opset=opset, dynamic=dynamic, exporter=exporter)
+    size_mb = path.stat().st_size / 2**20
+    say(f"      wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    say("[2/2] checking ONNX Runtime against PyTorch on random inputs ...")
+    checks = list(check_parity(model, path, parity_shapes(shape, dynamic), seed))
+    result = CheckedExport(path, checks, rtol)
+    _log_parity(result, say)
+    return result
+
+
+def _export_by_small_trace(
+    model, shape, path: Path, trace_size, opset, dynamic, exporter, seed, rtol, name, say
+) -> CheckedExport:
+    trace_shape = (*shape[:2], *trace_size)
+    start = time.perf_counter()
+    say(
+        f"[1/3] tracing {name} at {_dims(trace_shape)} and at about half of it (opset {opset}, "
+        f"{exporter} exporter, symbolic batch, height and width) ..."
+    )
+    with small_trace_export(model, shape, trace_shape, opset=opset, exporter=exporter) as trace:
+        say(
+            f"      {_dims(trace.trace_shape)} and {_dims(trace.witness_shape)} give the same "
+            f"graph ({trace.nodes} nodes, {trace.graph_bytes / 2**20:.1f} MiB of weights and "
+            f"constants, byte for byte) in {time.perf_counter() - start:.1f} s: no size is "
+            "baked in, every size is computed from the input's shape"
+        )
+        say(
+            "[2/3] checking ONNX Runtime against PyTorch on random inputs at both trace sizes "
+            f"(not at {_dims(shape)}: that is the same graph, see above) ..."
+        )
+        checks = list(check_parity(model, trace.dynamic_path, trace.parity_shapes, seed))
+        result = CheckedExport(path, checks, rtol, written=False)
+        _log_parity(result, say)
+        if not result.passed:
+            say(f"      {path} not written")
+            return result
+        write_at_size(trace, path, shape, dynamic)
+        result.written = True
+    size_mb = path.stat().st_size / 2**20
+    say(
+        f"[3/3] wrote {path} ({size_mb:.1f} MiB): the checked graph, input declared "
+        f"{_dims(shape)} (dynamic {dynamic}), in {time.perf_counter() - start:.1f} s"
+    )
+    return result
+
+
+def _log_parity(result: CheckedExport, say: Callable[[str], None]) -> None:
+    """The errors of each (shape, errors) check, then OK or FAILED against the tolerance."""
+    say(f"      {'input':<16} {'output':<10} {'max abs':>10} {'max rel':>10} {'mean abs':>10}")
+    for check, errors in result.checks:
+        for e in errors:
+            say(
+                f"      {_dims(check):<16} {e.name:<10} {e.max_abs:>10.2e} {e.max_rel:>10.2e} "
+                f"{e.mean_abs:>10.2e}"
+            )
+    worst, rtol = result.max_rel, result.rtol  # NaN in one side only is infinite
+    if not result.passed:
+        say(f"FAILED: max relative error {worst:.2e} exceeds --rtol {rtol:.0e}")
+    else:
+        say(f"OK: ONNX Runtime matches PyTorch (max rel {worst:.2e} <= {rtol:.0e})")
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))

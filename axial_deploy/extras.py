@@ -8,6 +8,8 @@ a missing optional module fails with `MissingExtraError`, which says what to ins
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from axial_deploy.errors import AxialDeployError
 
 PACKAGE = "axial-deploy"
@@ -19,6 +21,8 @@ EXTRA_OF_MODULE: dict[str, tuple[str, str]] = {
     "onnxscript": ("torch", "onnxscript (the dynamo ONNX exporter)"),
     "tensorrt_rtx": ("rtx", "TensorRT-RTX"),
     "cuda": ("gpu", "cuda-python"),
+    "pytriton": ("serve", "PyTriton (nvidia-pytriton)"),
+    "tritonclient": ("serve", "tritonclient"),
 }
 
 
@@ -42,14 +46,21 @@ def missing_extra(error: ImportError, what: str = "this command") -> MissingExtr
     return MissingExtraError(hint)
 
 
-def require(module: str, what: str) -> None:
-    """Raise MissingExtraError unless the optional `module` can be imported."""
+def require(module: str, what: str) -> ModuleType:
+    """The optional `module`, imported; MissingExtraError naming the pip extra when it (or a
+    module it needs) is missing. The one `require` of the package."""
     import importlib
 
     try:
-        importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         converted = missing_extra(error, what)
+        top = module.split(".")[0]
+        if converted is None and top in EXTRA_OF_MODULE:  # a dependency of an optional module
+            extra, label = EXTRA_OF_MODULE[top]
+            converted = MissingExtraError(
+                f"{what} needs {label}, which does not import here ({error}): {install_hint(extra)}"
+            )
         if converted is None:
             raise
         raise converted from error

@@ -20,6 +20,8 @@ from typing import Any
 
 import onnx
 
+from axial_deploy.errors import AxialDeployError
+
 Dim = Any  # an int for a fixed axis; a symbol (str), None or a negative int for a dynamic one
 
 
@@ -87,7 +89,7 @@ def replace_nodes(graph: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> No
 # --------------------------------------------------------------------------- symbolic shapes
 
 
-class SymbolicDimensionError(ValueError):
+class SymbolicDimensionError(AxialDeployError, ValueError):
     """A dynamic axis other than the batch that a static shape needs a size for."""
 
     def __init__(self, axis: int, dim: Dim) -> None:

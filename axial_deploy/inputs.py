@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.errors import AxialDeployError
+from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.models.preprocess import preprocess_for
 
 
@@ -55,8 +55,8 @@ def read_arrays(path: str | Path) -> list[np.ndarray]:
         return [np.load(path, allow_pickle=False)]
     except InputFileError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InputFileError(f"cannot read {path} as a numpy file: {error}") from None
+    except Exception as error:  # numpy and zipfile raise many types for a damaged file
+        raise InputFileError(f"cannot read {path} as a numpy file: {first_line(error)}") from None
 
 
 def _check_header(stream, size: int, name: str) -> None:
@@ -66,9 +66,10 @@ def _check_header(stream, size: int, name: str) -> None:
         if major != 1:
             read_header = np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
-    except (ValueError, EOFError) as error:
+    except Exception as error:  # the header is a Python literal: a damaged one raises
+        # ValueError, SyntaxError or tokenize.TokenError (found by test_fuzz_readers)
         raise InputFileError(
-            f"cannot read {name} as a numpy file: not a .npy array ({error})"
+            f"cannot read {name} as a numpy file: not a .npy array ({first_line(error)})"
         ) from None
     if dtype.kind not in "biuf":
         raise InputFileError(f"{name} holds {dtype} values; a model input must be numeric")

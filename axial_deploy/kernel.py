@@ -5,9 +5,9 @@ Two layers:
 * A ctypes binding of its C ABI (`plugins/axial_attention/axialAttentionKernel.h`), built by
   `make plugins` into `build/lib/libaxial_attention_capi.so` (or named by the environment variable
   AXIAL_DEPLOY_KERNEL_LIB). Argument checking is host-only, so `check` works without a GPU.
-* A torch custom op, `torch.ops.axial_deploy.axial_attention` (also `axial_attention` here),
-  in `axial_deploy.kernel_op`: it loads torch, so this module imports it only when
-  `axial_attention` is first used (the ctypes layer and `axial-deploy doctor` need no torch).
+* A torch custom op, `torch.ops.axial_deploy.axial_attention`, in `axial_deploy.kernel_op`
+  (`from axial_deploy.kernel_op import axial_attention`): it loads torch and builds on this
+  module, which never imports it (the ctypes layer and `axial-deploy doctor` need no torch).
 """
 
 from __future__ import annotations
@@ -17,13 +17,18 @@ import enum
 from dataclasses import astuple, dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.native import KERNEL, ParamsStruct, TablesStruct, locate
+from axial_deploy.native import KERNEL, NativeLibraryError, ParamsStruct, TablesStruct, load
+from axial_deploy.native import library_path as native_library_path
 
-ABI_VERSION = 1  # AXIAL_ATTENTION_ABI_VERSION of the header this binding mirrors
+if TYPE_CHECKING:  # the ctypes layer stays light: it only reads the attributes' fields
+    from axial_deploy.op_spec import AxialAttentionAttributes
+
+ABI_VERSION = KERNEL.abi_version  # AXIAL_ATTENTION_ABI_VERSION of the header this mirrors
 LIBRARY_ENV = KERNEL.env
-LIBRARY_NAME = "libaxial_attention_capi.so"
+LIBRARY_NAME = KERNEL.filename
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,7 +54,7 @@ class DataType(enum.IntEnum):
     FLOAT16 = 1
 
 
-class KernelLibraryError(AxialDeployError, ValueError):
+class KernelLibraryError(NativeLibraryError):
     """The kernel library is missing, unloadable or stale: build it with `make plugins`."""
 
 
@@ -67,7 +72,10 @@ class KernelCudaError(AxialDeployError, RuntimeError):
 
 @dataclass(frozen=True)
 class KernelParams:
-    """AxialAttentionParams: shapes, attributes and the I/O dtype of one call."""
+    """AxialAttentionParams: shapes, attributes and the I/O dtype of one call.
+
+    Field for field the C struct, so that tests can hand the C checks any value; code that runs
+    the operator builds it with `for_call` from an `AxialAttentionAttributes`."""
 
     batch: int
     height: int
@@ -79,6 +87,21 @@ class KernelParams:
     span: int
     table_length: int
     dtype: int = DataType.FLOAT32
+
+    @classmethod
+    def for_call(
+        cls,
+        attributes: AxialAttentionAttributes,
+        shape: tuple[int, int, int],
+        table_length: int,
+        dtype: int = DataType.FLOAT32,
+    ) -> KernelParams:
+        """The params of one call: the operator's attributes, (batch, height, width) of qkv,
+        the tables' length T and the I/O dtype."""
+        batch, height, width = shape
+        return cls(
+            batch, height, width, **attributes.as_dict(), table_length=table_length, dtype=dtype
+        )
 
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -97,32 +120,13 @@ def _c_params(params: KernelParams) -> ParamsStruct:
 def library_path() -> Path:
     """Where the library is: `axial_deploy.native`'s search ($AXIAL_DEPLOY_KERNEL_LIB, the
     installed package, the checkout's build/lib; never the working directory)."""
-    found = locate(KERNEL)
-    return found.path or found.candidates[0]
+    return native_library_path(KERNEL)
 
 
 @cache
-def _load(path: Path) -> ctypes.CDLL:
-    if not path.is_file():
-        raise KernelLibraryError(
-            f"AxialAttention kernel library not found at {path}: build it with `make plugins` "
-            f"(needs CMake and nvcc) or point {LIBRARY_ENV} at a built {LIBRARY_NAME}"
-        )
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:
-        raise KernelLibraryError(
-            f"cannot load the AxialAttention kernel library {path}: {error}; rebuild it with "
-            "`make plugins`"
-        ) from error
-    lib.axial_attention_abi_version.restype = ctypes.c_int32
-    lib.axial_attention_abi_version.argtypes = []
-    version = lib.axial_attention_abi_version()
-    if version != ABI_VERSION:
-        raise KernelLibraryError(
-            f"{path} has ABI version {version}, this binding expects {ABI_VERSION}: the library "
-            "is stale, rebuild it with `make plugins`"
-        )
+def _bind(path: Path) -> ctypes.CDLL:
+    """The library at `path`, opened and ABI-checked by `native.load`, its C ABI declared."""
+    lib = load(KERNEL, path, KernelLibraryError)
     lib.axial_attention_check.restype = ctypes.c_int
     lib.axial_attention_check.argtypes = [ctypes.POINTER(ParamsStruct)]
     lib.axial_attention_workspace_size.restype = ctypes.c_size_t
@@ -144,7 +148,7 @@ def _load(path: Path) -> ctypes.CDLL:
 
 def load_library() -> ctypes.CDLL:
     """The loaded C ABI library (raises KernelLibraryError naming `make plugins` if missing)."""
-    return _load(library_path())
+    return _bind(library_path())
 
 
 def status_string(status: int) -> str:
@@ -213,8 +217,18 @@ def enqueue(
 
 
 def __getattr__(name: str):
-    """`kernel.axial_attention`: the torch custom op, registered on first use (imports torch)."""
+    """`kernel.axial_attention`, deprecated: the torch op lives in `axial_deploy.kernel_op`,
+    which builds on this module (this lazy alias is the only way back up, kept for one
+    release and allow-listed in tests/test_architecture.py)."""
     if name == "axial_attention":
+        import warnings
+
+        warnings.warn(
+            "axial_deploy.kernel.axial_attention is deprecated: import axial_attention from "
+            "axial_deploy.kernel_op",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from axial_deploy.kernel_op import axial_attention
 
         return axial_attention

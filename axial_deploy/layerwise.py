@@ -559,10 +559,10 @@ def layerwise_compare(
     report = LayerwiseReport(str(reference_path), str(candidate_path), description, len(feeds),
                              threshold, runs=len(chunks))  # fmt: skip
     per_feed: dict[str, list[float]] = {}
-    from tqdm import tqdm
+    from axial_deploy.progress import progress_bar
 
     what = f"layer-wise, {len(matches)} tensors in {len(chunks)} run(s)"
-    with tqdm(total=len(chunks) * len(feeds), desc=what, unit="feed", disable=not progress,
+    with progress_bar(total=len(chunks) * len(feeds), desc=what, unit="feed", disable=not progress,
               leave=False) as bar:  # fmt: skip
         for chunk in chunks:
             per_feed.update(run_chunk(reference, candidate, chunk, feeds, bar.update))

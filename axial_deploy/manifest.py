@@ -8,14 +8,18 @@ so the checks are testable without a GPU) and names every mismatch before deseri
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from axial_deploy.artifacts import atomic_output
+from axial_deploy.artifacts import atomic_output, check_fields, read_json
 from axial_deploy.errors import AxialDeployError
 
 MANIFEST_VERSION = 1
@@ -86,21 +90,20 @@ class Manifest:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> Manifest:
-        if not isinstance(data, dict):
-            raise ManifestError(f"holds a {type(data).__name__}, not a manifest object")
+    def from_dict(cls, data: dict, path: str | os.PathLike = "manifest", fix: str = "") -> Manifest:
+        """A manifest from its JSON object; a wrong key or type raises ManifestError naming
+        `path` and the key."""
+        check_fields(data, FIELD_TYPES, path=path, error=ManifestError, fix=fix,
+                     required=REQUIRED_FIELDS)  # fmt: skip
         data = dict(data)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ManifestError(f"unknown manifest fields {sorted(unknown)}")
-        _check_types(data, FIELD_TYPES)
+            raise ManifestError(f"{path}: unknown manifest fields {sorted(unknown)}; {fix}")
         for key in ("inputs", "outputs"):
-            tensors = data.get(key, [])
-            if not all(isinstance(t, dict) for t in tensors):
-                raise ManifestError(f"field {key!r} must be a list of tensor objects")
-            for tensor in tensors:
-                _check_types(tensor, TENSOR_TYPES, f"{key} entry ")
-            data[key] = [TensorInfo(**t) for t in tensors]
+            for number, tensor in enumerate(data[key]):
+                check_fields(tensor, TENSOR_TYPES, path=path, error=ManifestError, fix=fix,
+                             required=tuple(TENSOR_TYPES), where=f"{key}[{number}]: ")  # fmt: skip
+            data[key] = [TensorInfo(**t) for t in data[key]]
         return cls(**data)
 
 
@@ -114,6 +117,11 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "version_compatible": (bool,),
     "build_seconds": (int, float, type(None)), "manifest_version": (int,), "extra": (dict,),
 }  # fmt: skip
+# Fields without a default: a manifest without them cannot be checked
+REQUIRED_FIELDS = (
+    "backend", "tensorrt_version", "cuda_version", "gpu_name", "sm", "precision", "profiles",
+    "inputs", "outputs", "onnx_sha256", "engine_sha256",
+)  # fmt: skip
 TENSOR_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,),
     "dtype": (str,),
@@ -122,52 +130,85 @@ TENSOR_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_types(data: dict, types: dict[str, tuple[type, ...]], what: str = "") -> None:
-    for key, allowed in types.items():
-        value = data.get(key)
-        wrong_bool = isinstance(value, bool) and bool not in allowed  # bool is an int in Python
-        if key in data and (wrong_bool or not isinstance(value, allowed)):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ManifestError(f"{what}field {key!r} must be {names}, not {value!r:.60}")
-
-
 def pending_path(engine_path: str | os.PathLike) -> Path:
     """Where the new manifest waits while its engine replaces the old one."""
     return manifest_path(engine_path).with_suffix(".json.pending")
 
 
-def write_engine(serialized, manifest: Manifest, engine_path: str | os.PathLike) -> Path:
-    """Writes an engine and its manifest as one step.
+@contextlib.contextmanager
+def _folder_lock(engine_path: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on the engine's folder (no lock file to leave behind): writers wait
+    for it, a reader only tries (yields False while a writer holds it)."""
+    folder = os.open(engine_path.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(folder)  # closing releases the lock
 
-    Two files cannot be replaced atomically together, so the new manifest is first written
-    beside the old one as ENGINE.json.pending, then the engine replaces the old engine, then
-    the pending manifest replaces the old manifest. Killed before the engine moved, the old
-    pair is intact (a stale pending manifest does not match its engine and is dropped); killed
-    after, `read_manifest` finds a pending manifest that matches the engine and completes the
-    swap. Either way an engine and a manifest that describe it are never lost."""
+
+def write_engine(serialized, manifest: Manifest, engine_path: str | os.PathLike) -> Path:
+    """Writes an engine and its manifest as one unit.
+
+    Two files cannot be replaced atomically together, so under a lock on the folder: a swap
+    that a killed writer left half done is settled first (its pending manifest must not be
+    overwritten before it is moved in), the new manifest is written beside the old one as
+    ENGINE.json.pending (rename 1), the engine replaces the old engine (rename 2), the pending
+    manifest replaces the old manifest (rename 3). Killed before rename 2, the old pair stands
+    (the pending manifest does not match the engine and is dropped); killed after it, the
+    pending manifest matches the new engine and `read_manifest` moves it in. At every instant
+    the next read finds the old pair or the new pair, and `settle_pending` says which."""
     engine_path = Path(engine_path)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
     pending = pending_path(engine_path)
-    with atomic_output(pending) as tmp:
-        tmp.write_text(manifest.to_json())
-    with atomic_output(engine_path) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-    os.replace(pending, manifest_path(engine_path))
+    with _folder_lock(engine_path, wait=True):
+        _settle(engine_path, locked=True)
+        with atomic_output(pending) as tmp:
+            tmp.write_text(manifest.to_json())
+        with atomic_output(engine_path) as tmp:
+            tmp.write_bytes(memoryview(serialized))
+        os.replace(pending, manifest_path(engine_path))
     return manifest_path(engine_path)
 
 
-def _settle_pending(engine_path: Path) -> None:
-    """Completes or drops a swap that `write_engine` was killed in the middle of."""
+# What `settle_pending` found beside an engine.
+COMPLETE = "complete"  # no build was interrupted: the engine and its manifest
+NEW_PAIR = "new pair"  # a build was killed after its engine moved in: its manifest completed
+OLD_PAIR = "old pair"  # a build was killed before its engine moved in: the previous pair kept
+
+
+def settle_pending(engine_path: str | os.PathLike) -> str:
+    """Settles a swap that `write_engine` was killed in the middle of and says which pair
+    stands: COMPLETE, NEW_PAIR or OLD_PAIR. While a writer is active nothing is moved."""
+    engine_path = Path(engine_path)
+    if not pending_path(engine_path).is_file() or not engine_path.parent.is_dir():
+        return COMPLETE
+    with _folder_lock(engine_path, wait=False) as locked:
+        return _settle(engine_path, locked)[0]
+
+
+def _settle(engine_path: Path, locked: bool) -> tuple[str, Path]:
+    """(which pair stands, the manifest file that describes the engine). With `locked` (no
+    writer active) the pending manifest is moved in or dropped; without, only read."""
     pending = pending_path(engine_path)
     if not pending.is_file():
-        return
+        return COMPLETE, manifest_path(engine_path)
     try:
-        wanted = json.loads(pending.read_text()).get("engine_sha256")
-    except (OSError, ValueError, AttributeError):
+        wanted = read_json(pending, ManifestError).get("engine_sha256")
+    except ManifestError:  # a pending manifest is always complete (written atomically)
         wanted = None
     if engine_path.is_file() and wanted == sha256_file(engine_path):
-        os.replace(pending, manifest_path(engine_path))
-    else:
+        if locked:
+            os.replace(pending, manifest_path(engine_path))
+            return NEW_PAIR, manifest_path(engine_path)
+        return NEW_PAIR, pending
+    if locked:
         pending.unlink(missing_ok=True)
+    return OLD_PAIR, manifest_path(engine_path)
 
 
 def write_manifest(manifest: Manifest, engine_path: str | os.PathLike) -> Path:
@@ -177,21 +218,31 @@ def write_manifest(manifest: Manifest, engine_path: str | os.PathLike) -> Path:
     return path
 
 
+SETTLED_NOTES = {
+    NEW_PAIR: "a build was killed after writing this engine; its manifest is now in place",
+    OLD_PAIR: "a build was killed before replacing this engine; the previous engine and "
+    "manifest stand",
+}
+
+
 def read_manifest(engine_path: str | os.PathLike) -> Manifest:
-    _settle_pending(Path(engine_path))
-    path = manifest_path(engine_path)
+    """The manifest that describes the engine at `engine_path` (settling a build killed while
+    writing, with a note on stderr saying which pair it found)."""
+    engine_path = Path(engine_path)
+    if pending_path(engine_path).is_file() and engine_path.parent.is_dir():
+        with _folder_lock(engine_path, wait=False) as locked:
+            found, path = _settle(engine_path, locked)
+        print(f"note: {engine_path}: {SETTLED_NOTES[found]}", file=sys.stderr)
+    else:
+        path = manifest_path(engine_path)
     if not path.is_file():
         raise ManifestError(
             f"no manifest {path} beside the engine: engines built by `axial-deploy build` have "
             "one; rebuild the engine with it (an engine without one cannot be checked against "
             "this machine's TensorRT, GPU and plugin library)"
         )
-    try:
-        return Manifest.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as error:  # JSON, UTF-8 and field errors alike
-        raise ManifestError(
-            f"manifest {path} is unreadable ({error}): rebuild the engine with `axial-deploy build`"
-        ) from None
+    fix = "rebuild the engine with `axial-deploy build`"
+    return Manifest.from_dict(read_json(path, ManifestError, "manifest", fix), path, fix)
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
-"""Where the toolkit's native libraries are found: one resolver for every caller.
+"""Where the toolkit's native libraries are found and how they are opened: one resolver and
+one loader (`load`, which checks the library's ABI version) for every caller.
 
 Order: the library's environment variable, then the installed package (`axial_deploy/lib/`,
 where the package build puts what it compiled), then the checkout this package runs from
@@ -9,6 +10,7 @@ a library planted there must not run because a command was started from that fol
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,10 @@ class NativeLibrary:
     filename: str
     env: str  # environment variable that names the file explicitly
     build_hint: str  # how to get it
+    # The library's int32 function returning its ABI version, and the version this package's
+    # bindings expect (None: no ABI of ours to check, e.g. the TensorRT plugin's getCreators).
+    abi_symbol: str | None = None
+    abi_version: int | None = None
 
 
 KERNEL = NativeLibrary(
@@ -36,6 +42,8 @@ KERNEL = NativeLibrary(
     "AXIAL_DEPLOY_KERNEL_LIB",
     "build it with `make plugins` (CMake >= 3.25 and nvcc) or install the package on a machine "
     "with nvcc",
+    "axial_attention_abi_version",
+    1,  # AXIAL_ATTENTION_ABI_VERSION of plugins/axial_attention/axialAttentionKernel.h
 )
 PLUGIN = NativeLibrary(
     "AxialAttention TensorRT plugin library",
@@ -51,6 +59,9 @@ CPU_OP = NativeLibrary(
     "AXIAL_DEPLOY_CPU_LIB",
     "build it with `make cpu-libs` in a checkout (CMake >= 3.25, a C++17 compiler), or reinstall "
     "the package without AXIAL_DEPLOY_NATIVE=OFF; without it the Python fallback runs",
+    "axial_attention_cpu_abi_version",
+    # AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
+    1001,
 )
 CALIBRATION = NativeLibrary(
     "calibration histogram library",
@@ -58,6 +69,8 @@ CALIBRATION = NativeLibrary(
     "AXIAL_DEPLOY_CALIBRATION_LIB",
     "build it with `make cpu-libs` in a checkout (CMake >= 3.25, a C++17 compiler), or reinstall "
     "the package without AXIAL_DEPLOY_NATIVE=OFF; without it the Python fallback runs",
+    "axial_calibration_abi_version",
+    1,  # AXIAL_CALIBRATION_ABI_VERSION of calibration/csrc/calibrationHistogram.h
 )
 
 
@@ -113,6 +126,73 @@ def locate(library: NativeLibrary) -> Found:
         if path.is_file() or source.startswith("$"):
             return Found(path if path.is_file() else None, source, [path])
     return Found(None, "not found", [path for _, path in places])
+
+
+def library_path(library: NativeLibrary) -> Path:
+    """Where `locate` finds `library`, else the first place it looked (for the message)."""
+    found = locate(library)
+    return found.path or found.candidates[0]
+
+
+def load(
+    library: NativeLibrary,
+    path: str | os.PathLike | None = None,
+    error: type[Exception] = NativeLibraryError,
+) -> ctypes.CDLL:
+    """The one loader of the toolkit's native libraries: opens `library` (at `path`, default:
+    where `locate` finds it) and checks its ABI version. Raises `error` (a NativeLibraryError
+    unless the caller names its own) with one line naming the file, the problem (missing, does
+    not load, not this library, stale) and the fix. Each file is opened and checked once; the
+    caller declares the signatures of the functions it calls."""
+    path = Path(path) if path is not None else library_path(library)
+    try:
+        return _load(library, path.absolute())
+    except NativeLibraryError as failure:
+        if error is NativeLibraryError:
+            raise
+        raise error(str(failure)) from failure
+
+
+@functools.cache
+def _load(library: NativeLibrary, path: Path) -> ctypes.CDLL:
+    if not path.is_file():
+        raise NativeLibraryError(
+            f"{library.name} not found at {path}: {library.build_hint} (or set {library.env} "
+            f"to a built {library.filename})"
+        )
+    try:
+        lib = ctypes.CDLL(str(path))  # RTLD_LOCAL (ctypes' default): its symbols stay private
+    except OSError as failure:
+        raise NativeLibraryError(
+            f"cannot load the {library.name} {path}: {failure}; {library.build_hint}"
+        ) from failure
+    if library.abi_symbol is None:
+        return lib
+    try:
+        version_of = getattr(lib, library.abi_symbol)
+    except AttributeError:
+        raise NativeLibraryError(
+            f"{path} is not the {library.name}: it has no {library.abi_symbol}(); "
+            f"{library.build_hint}"
+        ) from None
+    version_of.restype, version_of.argtypes = ctypes.c_int32, []
+    version = version_of()
+    if version != library.abi_version:
+        raise NativeLibraryError(
+            f"{path} has ABI version {version}, this package expects {library.abi_version}: the "
+            f"library is stale; {library.build_hint}"
+        )
+    return lib
+
+
+CUDA_DRIVER = "libcuda.so.1"  # the NVIDIA driver's CUDA library, by its soname
+
+
+def cuda_driver() -> ctypes.CDLL:
+    """The NVIDIA driver's CUDA library: a system library that the dynamic loader finds, with
+    no ABI of ours to check. A new handle per call (callers set their own restypes); OSError
+    when there is no driver."""
+    return ctypes.CDLL(CUDA_DRIVER)
 
 
 PLUGIN_CREATOR = ("AxialAttention", "1", "axial_deploy")  # name, version, namespace

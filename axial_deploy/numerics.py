@@ -1,6 +1,7 @@
 """The error record that export, verify, quantize's accuracy report and the rewrite's per-layer
-check all report, and how two models' outputs are paired. The comparison itself runs on
-Polygraphy (`axial_deploy.comparison`).
+check all report, the one relative-error rule (`relative_error`, `max_relative_error`), and how
+two models' outputs are paired. The comparison itself runs on Polygraphy
+(`axial_deploy.comparison`, which imports this module, never the other way).
 
 Conventions: `max_rel` is max |actual - reference| / max |reference| (the scale of the whole
 output, so near-zero elements do not blow it up). NaN or Inf on either side is never parity:
@@ -46,18 +47,17 @@ def relative_error(max_abs: float, max_ref: float) -> float:
     return 0.0 if max_abs == 0 else float("inf")
 
 
-def output_error(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputError:
-    """Errors of `actual` against `reference` (same shape; the caller checks shapes), computed
-    by Polygraphy's comparator (`axial_deploy.comparison.errors`)."""
-    from axial_deploy.comparison import errors
-
-    error, _ = errors({name: np.asarray(reference)}, {name: np.asarray(actual)})[name]
-    if error is None:
-        raise OutputMatchError(
-            f"output {name}: shapes differ ({list(np.shape(reference))} against "
-            f"{list(np.shape(actual))})"
-        )
-    return error
+def max_relative_error(reference: np.ndarray, actual: np.ndarray) -> float:
+    """`relative_error` of two same-shape arrays, in float64: max |actual - reference| over
+    max |reference|. NaN or Inf on either side is never parity: infinite."""
+    reference = np.asarray(reference, np.float64)
+    actual = np.asarray(actual, np.float64)
+    if reference.size == 0:
+        return 0.0
+    if not (np.isfinite(reference).all() and np.isfinite(actual).all()):
+        return float("inf")
+    max_abs = float(np.abs(actual - reference).max())
+    return relative_error(max_abs, float(np.abs(reference).max()))
 
 
 def match_outputs(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-GLOBAL_SPAN = 0  # span value meaning "attend over the whole line" (models/axial_attention.py)
+from axial_deploy.op_spec import GLOBAL_SPAN, AxialAttentionAttributes
+
+__all__ = ["GLOBAL_SPAN", "WINDOW_ELEMENTS_PER_CHUNK", "axial_attention_numpy"]
 # Bound on the windowed intermediates per chunk of lines, as in the torch form: 128 MiB float32.
 WINDOW_ELEMENTS_PER_CHUNK = 2**25
 
@@ -22,20 +24,14 @@ def axial_attention_numpy(
     rel_v: np.ndarray,
     logit_scale: np.ndarray,
     out_bias: np.ndarray,
-    *,
-    axis: int,
-    num_heads: int,
-    key_depth: int,
-    value_depth: int,
-    span: int,
+    attributes: AxialAttentionAttributes,
 ) -> np.ndarray:
     """y [N, G * Dv, H, W] from qkv [N, G * (2 Dq + Dv), H, W] (blocked Q | K | V, head-major),
     rel_q, rel_k [G, Dq, T], rel_v [G, Dv, T], logit_scale [G], out_bias [G * Dv]; computed in
     float32 (float64 for float64 input) and returned in qkv's dtype."""
-    if axis not in (2, 3):
-        raise ValueError(f"axis must be 2 (height) or 3 (width), got {axis}")
-    groups, dq, dv = num_heads, key_depth, value_depth
-    expected = groups * (2 * dq + dv)
+    axis = attributes.axis
+    groups, dq, dv = attributes.num_heads, attributes.key_depth, attributes.value_depth
+    expected = attributes.qkv_channels
     if qkv.ndim != 4 or qkv.shape[1] != expected:
         raise ValueError(f"qkv must be [N, G*(2*Dq+Dv) = {expected}, H, W], got {qkv.shape}")
     table = rel_q.shape[-1]
@@ -54,7 +50,7 @@ def axial_attention_numpy(
 
     qt, kt, vt = lines(0, dq), lines(groups * dq, dq), lines(2 * groups * dq, dv)
 
-    window = 2 * length - 1 if span == GLOBAL_SPAN else min(span, 2 * length - 1)
+    window = attributes.window(length)
     radius = (window - 1) // 2
     key = np.arange(length)[:, None] + np.arange(window)[None, :] - radius  # [L, m]
     valid = (key >= 0) & (key < length)

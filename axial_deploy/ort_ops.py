@@ -36,7 +36,9 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,16 +47,24 @@ import onnx
 
 from axial_deploy.errors import AxialDeployError, first_line
 from axial_deploy.graph import label, unique_name, used_names
-from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, locate
-from axial_deploy.op_spec import DOMAIN, OP_TYPE, node_label, read_node_attributes
+from axial_deploy.native import CPU_OP, ParamsStruct, TablesStruct, library_path, load
+from axial_deploy.op_spec import (
+    DOMAIN,
+    OP_TYPE,
+    OPERATOR_ATTRIBUTES,
+    TABLE_ATTRIBUTES,
+    AxialAttentionAttributes,
+    node_label,
+    read_node,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
 
 REFERENCE_OP_TYPE = "AxialAttentionReference"
 REFERENCE_DOMAIN = "ai.onnx.contrib"  # the only domain onnxruntime-extensions' Python ops use
-REFERENCE_INT_ATTRIBUTES = ("axis", "num_heads", "key_depth", "value_depth", "span")
-REFERENCE_TABLE_INPUTS = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
+REFERENCE_INT_ATTRIBUTES = OPERATOR_ATTRIBUTES  # INT attributes of the reference node
+REFERENCE_TABLE_INPUTS = TABLE_ATTRIBUTES  # its extra inputs, in the operator's argument order
 CASTLIKE_OPSET = 15  # the view casts y back with CastLike, new in opset 15
 
 MISSING_EXTENSIONS = (
@@ -67,40 +77,24 @@ _registered = False
 
 
 CPU_LIBRARY_ENV = CPU_OP.env
-# AXIAL_ATTENTION_CPU_ABI_VERSION * 1000 + AXIAL_ATTENTION_ABI_VERSION (axialAttentionCpu.h)
-CPU_ABI_VERSION = 1001
+CPU_ABI_VERSION = CPU_OP.abi_version  # checked by `native.load`
 OP_ENV = "AXIAL_DEPLOY_ORT_OP"  # "reference" forces the torch reference body
 
 
-class CpuOpError(RuntimeError):
+class CpuOpError(AxialDeployError, RuntimeError):
     """The native CPU op refused its arguments or could not be loaded; the message says why."""
 
 
 def cpu_library_path() -> Path:
     """Where `axial_deploy.native` finds the CPU op library ($AXIAL_DEPLOY_CPU_LIB, the
     installed package, the checkout's build/lib)."""
-    found = locate(CPU_OP)
-    return found.path or found.candidates[0]
+    return library_path(CPU_OP)
 
 
 @functools.cache
-def _load_cpu_library(path: Path) -> ctypes.CDLL:
-    if not path.is_file():
-        raise CpuOpError(
-            f"native CPU AxialAttention library not found at {path}: build it with "
-            f"`make cpu-libs` (CMake and a C++17 compiler) or set {CPU_LIBRARY_ENV}"
-        )
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:
-        raise CpuOpError(f"cannot load {path}: {error}; rebuild it with `make cpu-libs`") from error
-    lib.axial_attention_cpu_abi_version.restype = ctypes.c_int32
-    version = lib.axial_attention_cpu_abi_version()
-    if version != CPU_ABI_VERSION:
-        raise CpuOpError(
-            f"{path} has ABI version {version}, this binding expects {CPU_ABI_VERSION}: "
-            "rebuild it with `make cpu-libs`"
-        )
+def _bind_cpu_library(path: Path) -> ctypes.CDLL:
+    """The library at `path`, opened and ABI-checked by `native.load`, its C ABI declared."""
+    lib = load(CPU_OP, path, CpuOpError)
     lib.axial_attention_cpu_run.restype = ctypes.c_int
     lib.axial_attention_cpu_run.argtypes = [
         ctypes.POINTER(ParamsStruct),
@@ -116,7 +110,7 @@ def _load_cpu_library(path: Path) -> ctypes.CDLL:
 
 def cpu_library() -> ctypes.CDLL:
     """The loaded native CPU op library; CpuOpError (saying how to build it) when unavailable."""
-    return _load_cpu_library(cpu_library_path())
+    return _bind_cpu_library(cpu_library_path())
 
 
 def op_implementation() -> str:
@@ -137,17 +131,17 @@ def native_axial_attention(
     rel_v: np.ndarray,
     logit_scale: np.ndarray,
     out_bias: np.ndarray,
+    attributes: AxialAttentionAttributes | None = None,
     *,
-    axis: int,
-    num_heads: int,
-    key_depth: int,
-    value_depth: int,
-    span: int,
     threads: int = 0,
+    **keywords: int,
 ) -> np.ndarray:
     """The AxialAttention contract on the CPU through the native library: qkv float32 or float16
-    [N, G*(2Dq+Dv), H, W] (numpy), float32 tables; returns y in qkv's dtype. `threads` <= 0: one
-    per hardware thread (results do not depend on it). Raises CpuOpError naming the problem."""
+    [N, G*(2Dq+Dv), H, W] (numpy), float32 tables, an `AxialAttentionAttributes` (or the five
+    ints as keywords: axis=..., num_heads=..., ...); returns y in qkv's dtype. `threads` <= 0:
+    one per hardware thread (results do not depend on it). Raises CpuOpError naming the problem
+    (OpSpecError, a ValueError, for attributes that break the spec)."""
+    attributes = AxialAttentionAttributes.resolve(attributes, keywords, "native_axial_attention")
     lib = cpu_library()
     if qkv.dtype not in (np.float32, np.float16) or qkv.ndim != 4:
         raise CpuOpError(f"qkv must be float32 or float16 NCHW, got {qkv.dtype} {qkv.shape}")
@@ -155,26 +149,22 @@ def native_axial_attention(
     tables = [np.ascontiguousarray(t, dtype=np.float32) for t in (rel_q, rel_k, rel_v)]
     scale = np.ascontiguousarray(logit_scale, dtype=np.float32).reshape(-1)
     bias = np.ascontiguousarray(out_bias, dtype=np.float32).reshape(-1)
-    groups, dq, dv = num_heads, key_depth, value_depth
     table = tables[0].shape[-1] if tables[0].ndim else 0
-    expected = {
-        "rel_q": (groups, dq, table),
-        "rel_k": (groups, dq, table),
-        "rel_v": (groups, dv, table),
-    }
-    for (name, shape), array in zip(expected.items(), tables, strict=True):
-        if array.shape != shape:
-            raise CpuOpError(f"{name} must be {list(shape)}, got {list(array.shape)}")
-    if scale.size != groups or bias.size != groups * dv:
-        raise CpuOpError(f"logit_scale must hold {groups} and out_bias {groups * dv} values")
-    if qkv.shape[1] != groups * (2 * dq + dv):
-        raise CpuOpError(f"qkv has {qkv.shape[1]} channels, expected {groups * (2 * dq + dv)}")
+    expected = attributes.table_shapes(table)
+    for name, array in zip(TABLE_ATTRIBUTES[:3], tables, strict=True):  # rel_q, rel_k, rel_v
+        if array.shape != expected[name]:
+            raise CpuOpError(f"{name} must be {list(expected[name])}, got {list(array.shape)}")
+    groups, channels = attributes.num_heads, attributes.out_channels
+    if scale.size != groups or bias.size != channels:
+        raise CpuOpError(f"logit_scale must hold {groups} and out_bias {channels} values")
+    if qkv.shape[1] != attributes.qkv_channels:
+        raise CpuOpError(f"qkv has {qkv.shape[1]} channels, expected {attributes.qkv_channels}")
     batch, _, height, width = qkv.shape
-    values = (batch, height, width, axis, groups, dq, dv, span, table)
+    values = (batch, height, width, *attributes.as_tuple(), table)
     if not all(-(2**31) <= int(v) < 2**31 for v in values):
         raise CpuOpError(f"a shape or attribute does not fit int32: {values}")
     params = ParamsStruct(*(int(v) for v in values), 1 if qkv.dtype == np.float16 else 0)
-    y = np.empty((batch, groups * dv, height, width), dtype=qkv.dtype)
+    y = np.empty((batch, channels, height, width), dtype=qkv.dtype)
     pointers = TablesStruct(*(a.ctypes.data for a in (*tables, scale, bias)))
     status = lib.axial_attention_cpu_run(
         ctypes.byref(params), qkv.ctypes.data, ctypes.byref(pointers), y.ctypes.data, threads
@@ -197,25 +187,26 @@ def _reference_op(
     **attributes: int,
 ) -> np.ndarray:
     """The body of AxialAttentionReference: float32 numpy in, the native CPU op (or, without its
-    library, `axial_attention_op`, or its numpy form where torch is not installed), numpy out."""
+    library, `axial_attention_op`, or its numpy form where torch is not installed), numpy out.
+    onnxruntime-extensions hands the INT attributes as keywords; they become the attribute type
+    here, at the boundary."""
     try:
+        operator = AxialAttentionAttributes(**attributes)
         if op_implementation() == "native":
-            return native_axial_attention(
-                qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, **attributes
-            )
+            return native_axial_attention(qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, operator)
         arrays = (qkv, rel_q, rel_k, rel_v, logit_scale, out_bias)
         try:
             import torch
         except ModuleNotFoundError:  # the torch-free install: the same contract in numpy
             from axial_deploy.op_reference import axial_attention_numpy
 
-            return axial_attention_numpy(*(np.asarray(a, np.float32) for a in arrays), **attributes)
+            return axial_attention_numpy(*(np.asarray(a, np.float32) for a in arrays), operator)
         from axial_deploy.models.axial_attention import axial_attention_op
 
         # Copies: ORT hands read-only buffers, which torch.from_numpy warns about.
         tensors = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays]
         with torch.no_grad():
-            return axial_attention_op(*tensors, **attributes).numpy()
+            return axial_attention_op(*tensors, operator).numpy()
     except Exception as error:  # raising here would abort the process (see the module doc)
         print(f"axial_deploy: {REFERENCE_OP_TYPE} failed: {error}", file=sys.stderr)
         channels = attributes.get("num_heads", 1) * attributes.get("value_depth", 1)
@@ -248,6 +239,58 @@ def _register_reference_op() -> str:
 BUFFER_HOOK_VERSIONS = ("0.15.",)
 
 
+class ExtensionsBridgeError(AxialDeployError, RuntimeError):
+    """The installed onnxruntime-extensions lacks the Python-op bridge internals that the
+    buffer hook was written against (another version, or they moved)."""
+
+
+@dataclass(frozen=True)
+class _Bridge:
+    """onnxruntime-extensions' Python-op bridge, the only private API this package uses."""
+
+    default_hook: Callable  # _ocos._on_pyop_invocation: the library's own bridge
+    opdefs: dict  # Opdef._odlist: registered ops by the id the C++ side calls them with
+    install_hooker: Callable  # PyCustomOpDef.install_hooker: sets the bridge
+
+
+def _extensions_bridge() -> _Bridge:
+    """The adapter over the bridge: checks the installed version against BUFFER_HOOK_VERSIONS
+    and that every internal the hook touches is there, else ExtensionsBridgeError naming the
+    version or the missing name (the public list path then runs; see `_install_buffer_hook`).
+    The public API (`onnx_op`, `PyOp`, `get_library_path`) registers the op itself."""
+    import onnxruntime_extensions
+    from onnxruntime_extensions import Opdef, PyCustomOpDef
+
+    version = getattr(onnxruntime_extensions, "__version__", "unknown")
+    checked = ", ".join(f"{v}x" for v in BUFFER_HOOK_VERSIONS)
+    if not version.startswith(BUFFER_HOOK_VERSIONS):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version} is not a version whose Python-op bridge this "
+            f"package checked ({checked}): AxialAttentionReference hands its output back as a "
+            "list (same results, slower); pin onnxruntime-extensions to that version for speed"
+        )
+    try:
+        from onnxruntime_extensions import _ocos as ocos
+    except ImportError:  # the module itself moved
+        ocos = None
+    parts = {
+        "_ocos._on_pyop_invocation": getattr(ocos, "_on_pyop_invocation", None),
+        "Opdef._odlist": getattr(Opdef, "_odlist", None),
+        "Opdef.cast_attributes": getattr(Opdef, "cast_attributes", None),
+        "PyCustomOpDef.install_hooker": getattr(PyCustomOpDef, "install_hooker", None),
+    }
+    missing = [name for name, value in parts.items() if value is None]
+    if missing or not isinstance(parts["Opdef._odlist"], dict):
+        raise ExtensionsBridgeError(
+            f"onnxruntime-extensions {version}'s Python-op bridge has moved (no "
+            f"{', '.join(missing) or 'Opdef._odlist dict'}): AxialAttentionReference hands its "
+            "output back as a list (same results, slower); report this with the version"
+        )
+    return _Bridge(
+        parts["_ocos._on_pyop_invocation"], parts["Opdef._odlist"], PyCustomOpDef.install_hooker
+    )
+
+
 def _install_buffer_hook() -> bool:
     """Let AxialAttentionReference hand its output back to ONNX Runtime as a buffer.
 
@@ -255,27 +298,24 @@ def _install_buffer_hook() -> bool:
     Python float per element, parsed back in C++. For an Axial-DeepLab-S layer (2 M floats)
     that took 4x the op itself. This hook returns a memoryview of the same float32 data for our
     op and hands every other Python op to the library's own bridge unchanged. Installed only
-    for the versions in BUFFER_HOOK_VERSIONS (their bridge copies from the buffer protocol);
-    others keep the list path. Returns whether it was installed."""
+    where `_extensions_bridge` accepts the installed version (their bridge copies from the
+    buffer protocol); elsewhere a warning says why and the list path runs. Returns whether it
+    was installed."""
     try:
-        import onnxruntime_extensions
-        from onnxruntime_extensions import _ocos
-    except ImportError:
-        return False
-    default = getattr(_ocos, "_on_pyop_invocation", None)
-    version = getattr(onnxruntime_extensions, "__version__", "")
-    if default is None or not version.startswith(BUFFER_HOOK_VERSIONS):
+        bridge = _extensions_bridge()
+    except ExtensionsBridgeError as error:
+        warnings.warn(str(error), RuntimeWarning, stacklevel=3)
         return False
 
     def invocation(k_id, feed, attributes):
-        op = _ocos.Opdef._odlist.get(k_id)
+        op = bridge.opdefs.get(k_id)
         if op is None or op.body is not _reference_op:
-            return default(k_id, feed, attributes)
+            return bridge.default_hook(k_id, feed, attributes)
         y = op.body(*feed, **op.cast_attributes(attributes))
         flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
         return (k_id, y.shape, memoryview(flat))
 
-    _ocos.PyCustomOpDef.install_hooker(invocation)
+    bridge.install_hooker(invocation)
     return True
 
 
@@ -304,7 +344,9 @@ def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     return types
 
 
-def _check_qkv(node: onnx.NodeProto, attributes: dict, known: onnx.TypeProto | None) -> None:
+def _check_qkv(
+    node: onnx.NodeProto, attributes: AxialAttentionAttributes, known: onnx.TypeProto | None
+) -> None:
     """Fail early where the graph states a qkv the op cannot take."""
     if known is None or not known.HasField("tensor_type"):
         return
@@ -318,8 +360,7 @@ def _check_qkv(node: onnx.NodeProto, attributes: dict, known: onnx.TypeProto | N
     dims = tensor_type.shape.dim
     if len(dims) != 4:
         raise ValueError(f"{node_label(node)}: qkv must be NCHW (rank 4), got rank {len(dims)}")
-    groups = attributes["num_heads"]
-    channels = groups * (2 * attributes["key_depth"] + attributes["value_depth"])
+    channels = attributes.qkv_channels
     if dims[1].HasField("dim_value") and dims[1].dim_value != channels:
         raise ValueError(
             f"{node_label(node)}: qkv has {dims[1].dim_value} channels, but num_heads * "
@@ -328,17 +369,19 @@ def _check_qkv(node: onnx.NodeProto, attributes: dict, known: onnx.TypeProto | N
 
 
 def _reference_nodes(
-    node: onnx.NodeProto, attributes: dict, taken: set[str]
+    node: onnx.NodeProto,
+    tables: dict[str, np.ndarray],
+    attributes: AxialAttentionAttributes,
+    taken: set[str],
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Cast -> AxialAttentionReference -> CastLike replacing `node`, and its table initializers."""
     prefix = f"{label(node)}/ort_reference"
     qkv, y = node.input[0], node.output[0]
     qkv32, y32 = unique_name(f"{prefix}/qkv_float", taken), unique_name(f"{prefix}/y_float", taken)
-    tables = [
-        onnx.numpy_helper.from_array(attributes[name], unique_name(f"{prefix}/{name}", taken))
+    initializers = [
+        onnx.numpy_helper.from_array(tables[name], unique_name(f"{prefix}/{name}", taken))
         for name in REFERENCE_TABLE_INPUTS
     ]
-    ints = {name: attributes[name] for name in REFERENCE_INT_ATTRIBUTES}
     nodes = [
         onnx.helper.make_node(
             "Cast",
@@ -349,17 +392,17 @@ def _reference_nodes(
         ),
         onnx.helper.make_node(
             REFERENCE_OP_TYPE,
-            [qkv32, *(table.name for table in tables)],
+            [qkv32, *(table.name for table in initializers)],
             [y32],
             name=unique_name(prefix, taken),
             domain=REFERENCE_DOMAIN,
-            **ints,
+            **attributes.as_dict(),
         ),
         onnx.helper.make_node(
             "CastLike", [y32, qkv], [y], name=unique_name(f"{prefix}/cast_out", taken)
         ),
     ]
-    return nodes, tables
+    return nodes, initializers
 
 
 def to_onnxruntime_view(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -387,11 +430,11 @@ def to_onnxruntime_view(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type != OP_TYPE:
             nodes.append(node)
             continue
-        attributes = read_node_attributes(node)
+        tables, attributes = read_node(node)
         _check_qkv(node, attributes, known.get(node.input[0]))
-        replacement, tables = _reference_nodes(node, attributes, taken)
+        replacement, initializers = _reference_nodes(node, tables, attributes, taken)
         nodes.extend(replacement)
-        graph.initializer.extend(tables)
+        graph.initializer.extend(initializers)
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -421,12 +464,14 @@ def create_session(
     if isinstance(model, (str, Path)):
         path = Path(model)
         # Only the graph is needed to decide; the weights load only if the graph is converted.
-        graph = onnx.load(path, load_external_data=False)
-        fp8 = has_fp8(graph)
-        if not has_axial_attention(graph):
+        graph_only = onnx.load(path, load_external_data=False)
+        check_known_ops(graph_only, name)
+        fp8 = has_fp8(graph_only)
+        if not has_axial_attention(graph_only):
             return _session(str(path), session_options, providers, name, fp8)
         model = onnx.load(path)
     else:
+        check_known_ops(model, name)
         fp8 = has_fp8(model)
         if not has_axial_attention(model):
             return _session(model.SerializeToString(), session_options, providers, name, fp8)
@@ -462,6 +507,53 @@ def has_fp8(model: onnx.ModelProto) -> bool:
 
 class SessionError(AxialDeployError, ValueError):
     """ONNX Runtime cannot load a graph (an op it does not know, an invalid graph, ...)."""
+
+
+@functools.cache
+def _ort_schemas() -> frozenset[tuple[str, str]]:
+    """(domain, op type) of every op ONNX Runtime has a schema for (ONNX's and its contrib)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return frozenset((s.domain, s.name) for s in ort_state.get_all_operator_schema())
+
+
+def unknown_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(op type, domain, node name) of each node, in this graph and its subgraphs, that ONNX
+    Runtime cannot run: an op with no schema there and no function of that name in the model.
+    AxialAttention counts as known (it runs through `to_onnxruntime_view`)."""
+    known = _ort_schemas() | {(DOMAIN, OP_TYPE)}
+    known |= {(f.domain, f.name) for f in model.functions}
+    found: list[tuple[str, str, str]] = []
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if (domain, node.op_type) not in known:
+                found.append((node.op_type, node.domain or "ai.onnx", node.name))
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    visit(attribute.g)
+                for subgraph in attribute.graphs:
+                    visit(subgraph)
+
+    visit(model.graph)
+    return found
+
+
+def check_known_ops(
+    model: onnx.ModelProto, name: str, error: type[Exception] = SessionError
+) -> None:
+    """Refuses, as one line naming the op and its domain, a graph with an op ONNX Runtime does
+    not know, before any session is made (ONNX Runtime would fail with its own traceback)."""
+    missing = unknown_ops(model)
+    if missing:
+        op_type, domain, node = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise error(
+            f"ONNX Runtime cannot load {name}: node {node or '(unnamed)'} is op {op_type!r} of "
+            f"domain {domain!r}, which it does not know{more}; the graph must use ONNX ops (or "
+            "AxialAttention): export it again or replace that op"
+        )
 
 
 def _session(source, options, providers: list[str], name: str, fp8: bool = False):

@@ -27,7 +27,19 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from axial_deploy.doctor import Check
+from axial_deploy.native import cuda_driver
+
+
+@dataclass
+class Check:
+    """One doctor line (`axial_deploy.doctor` builds the rest; it lives here, below both)."""
+
+    name: str
+    ok: bool
+    detail: str  # version / what was found
+    fix: str = ""  # what to do when not ok
+    required: bool = False  # the CPU flow (export, rewrite, verify, ONNX Runtime) needs it
+
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 MIN_L4T = (36, 4)  # JetPack 6.1
@@ -148,7 +160,7 @@ def _driver_cuda() -> int | None:
     """The CUDA version the installed driver supports, through libcuda directly (works without
     cuda-python, and whatever cuda-python is installed)."""
     try:
-        libcuda = ctypes.CDLL("libcuda.so.1")
+        libcuda = cuda_driver()
         version = ctypes.c_int()
         if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
             return None

@@ -187,7 +187,7 @@ def profile_engine(
     progress: bool = True,
 ) -> ProfileResult:
     """Runs `engine` (a runtime.Engine) on random inputs: warm-up, then timed inferences."""
-    from tqdm import tqdm
+    from axial_deploy.progress import progress_bar
 
     if iterations is None and duration_s is None:
         iterations = 100
@@ -199,7 +199,7 @@ def profile_engine(
         engine.infer(feed)
     latencies, splits = [], defaultdict(list)
     began = time.perf_counter()
-    bar = tqdm(total=iterations, desc="profiling", unit="run", disable=not progress)
+    bar = progress_bar(total=iterations, desc="profiling", unit="run", disable=not progress)
     while True:
         engine.infer(feed)
         latencies.append(engine.last_inference_time * 1e3)

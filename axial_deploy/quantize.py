@@ -174,7 +174,7 @@ def _check_fp32(model: onnx.ModelProto, path) -> None:
 
 def _calibration_batches(model, path, calib, batches, batch_size, seed):
     if batches < 1:
-        raise QuantizeError(f"--batches must be >= 1, got {batches}")
+        raise QuantizeError(f"the number of batches must be >= 1, got {batches}")
     info = _single_input(model, path)
     shape = input_shape(info)
     if len(shape) == 4 and isinstance(shape[0], int) and shape[0] != batch_size:
@@ -499,10 +499,9 @@ def accuracy_report(
     abs error and max rel error; per task: top-1 agreement (classification) or pixel agreement
     and mIoU between the argmax predictions of the `semantic` output (panoptic /
     segmentation)."""
-    from tqdm import tqdm
-
     from axial_deploy.comparison import onnxrt_runner, run
     from axial_deploy.ort_ops import create_session
+    from axial_deploy.progress import progress_bar
 
     reference = _load(reference_path, "reference")
     task = task or task_of(reference)
@@ -516,7 +515,7 @@ def accuracy_report(
     ref_session = create_session(reference)
     names = [o.name for o in ref_session.get_outputs()]
     ref_outputs = run([onnxrt_runner(ref_session, "reference")], feeds)["reference"]
-    for label, path in tqdm(
+    for label, path in progress_bar(
         candidates.items(), desc="candidates", disable=not progress, leave=False
     ):
         _load(path, f"candidate {label}")

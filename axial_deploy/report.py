@@ -21,7 +21,7 @@ from axial_deploy.artifacts import atomic_output, write_json
 from axial_deploy.profile import ProfileResult
 
 if TYPE_CHECKING:
-    from axial_deploy.deploy import DeployReport, EngineResult, Variant
+    from axial_deploy.deploy_records import DeployReport, EngineResult, Variant
 
 WIDTH, HEIGHT, MARGIN = 640, 240, 40
 

@@ -32,7 +32,13 @@ from axial_deploy.build import (
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import SymbolicDimensionError, static_shape
 from axial_deploy.manifest import allows_engine_host_code, check_manifest, read_manifest
-from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
+from axial_deploy.native import (
+    PLUGIN,
+    NativeLibraryError,
+    cuda_driver,
+    locate,
+    register_plugin_library,
+)
 
 # CUDA bindings of the TensorRT path: cuda-python (`[gpu]` extra), pycuda (users who have it),
 # and Polygraphy's CUDA wrapper (a core dependency: ctypes over libcudart, nothing to build).
@@ -238,8 +244,8 @@ class Engine:
                 ) from None
             if batch != 1 and meta.shape and meta.shape[0] >= 0 and meta.shape[0] != batch:
                 raise EngineError(
-                    f"--batch {batch}: input {meta.name!r} has a fixed batch of {meta.shape[0]}; "
-                    "export the model with --dynamic batch"
+                    f"--batch-size {batch}: input {meta.name!r} has a fixed batch of "
+                    f"{meta.shape[0]}; export the model with --dynamic batch"
                 )
             values = generator.standard_normal(shape)
             feed[meta.name] = values.astype(meta.dtype)
@@ -406,7 +412,7 @@ class _DriverGraphs:
 
     def __init__(self):
         try:
-            self.lib = ctypes.CDLL("libcuda.so.1")
+            self.lib = cuda_driver()
         except OSError as error:
             raise EngineError(f"CUDA graphs with pycuda need libcuda.so.1: {error}") from error
         for name in ("cuStreamBeginCapture_v2", "cuStreamEndCapture", "cuGraphLaunch"):
@@ -686,25 +692,50 @@ class _PolygraphyCuda:
         _release_all(self._owned, release)
 
 
-def polygraphy_cudart() -> ctypes.CDLL:
-    """The CUDA runtime library Polygraphy found and loaded, opened once more by its path (the
-    same library; a handle of our own, so setting restypes leaves Polygraphy's alone). Raises
-    PolygraphyException or OSError when there is none."""
+class CudaRuntime:
+    """Functions of a loaded CUDA runtime library, each made with ctypes' documented
+    `prototype((name, library))` form: our own function objects, so the restypes set here
+    leave the library handle's own (Polygraphy's) alone. Every call used returns cudaError_t
+    (int), except cudaGetErrorName (const char *)."""
+
+    def __init__(self, library: ctypes.CDLL):
+        self._library = library
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        restype = ctypes.c_char_p if name == "cudaGetErrorName" else ctypes.c_int
+        function = ctypes.CFUNCTYPE(restype)((name, self._library))
+        setattr(self, name, function)  # made once per name
+        return function
+
+
+def polygraphy_cudart() -> CudaRuntime:
+    """The CUDA runtime library Polygraphy found and loaded (`polygraphy.cuda.wrapper().handle`,
+    the public handle of its wrapper). EngineError, naming Polygraphy's version, when the
+    wrapper no longer has that handle; PolygraphyException or OSError when there is no
+    library."""
+    import polygraphy
     from polygraphy import cuda as pg_cuda
 
-    lib = ctypes.CDLL(pg_cuda.wrapper().handle._name)
-    lib.cudaGetErrorName.restype = ctypes.c_char_p
-    return lib
+    handle = getattr(pg_cuda.wrapper(), "handle", None)
+    if not isinstance(handle, ctypes.CDLL):
+        raise EngineError(
+            f"Polygraphy {getattr(polygraphy, '__version__', '?')}'s CUDA wrapper has no CUDA "
+            "runtime handle (polygraphy.cuda.wrapper().handle, a ctypes library in 0.53): use "
+            "--cuda cuda-python or --cuda pycuda, or install polygraphy 0.53"
+        )
+    return CudaRuntime(handle)
 
 
-def cuda_error_name(lib: ctypes.CDLL, status: int) -> str:
+def cuda_error_name(lib: CudaRuntime, status: int) -> str:
     """'cudaErrorNoDevice (100)': the CUDA runtime's own name of an error code."""
     name = lib.cudaGetErrorName(ctypes.c_int(status))
     return f"{name.decode() if name else 'unknown CUDA error'} ({status})"
 
 
 @contextlib.contextmanager
-def polygraphy_cuda_errors(lib: ctypes.CDLL, call: str):
+def polygraphy_cuda_errors(lib: CudaRuntime, call: str):
     """Polygraphy's CUDA wrapper raises PolygraphyException('CUDA Error: N. ...'): re-raised
     as EngineError naming the call and the error."""
     from polygraphy.exception import PolygraphyException

@@ -35,11 +35,18 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from axial_deploy.artifacts import atomic_output, remove_stale_temporaries, write_json
+from axial_deploy.artifacts import (
+    atomic_output,
+    check_fields,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
+from axial_deploy.cli.args import MAX_SIDE  # the largest side any option takes
 from axial_deploy.coco_panoptic import split_paths, write_segment_png
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.progress import progress_bar
 
 VOID = 255  # semantic-map value of void pixels
 LABEL_DIVISOR = 1000  # panoptic segment id = category_id * LABEL_DIVISOR + instance
@@ -355,7 +362,9 @@ def _write_panoptic(out, final, seed, counts, size, command, progress) -> dict:
         json_path, segments_dir, images_dir = split_paths(out, split)
         images, annotations = [], []
         segment_count = crowd_count = 0
-        for index in tqdm(range(n), desc=f"panoptic {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"panoptic {split}", unit="img", disable=not progress
+        ):
             name = f"{split}_{index:05d}"
             pixels, semantic, instance, crowd = _draw_panoptic(_rng(seed, split, index), *size)
             ids, segments = panoptic_segments(semantic, instance, crowd)
@@ -437,7 +446,9 @@ def _write_classification(out, final, seed, counts, size, command, progress) -> 
     per_class: dict[str, list[int]] = {}
     for split, n in counts.items():
         tally = [0] * len(CLASSIFICATION_CLASSES)
-        for index in tqdm(range(n), desc=f"classification {split}", disable=not progress):
+        for index in progress_bar(
+            range(n), desc=f"classification {split}", unit="img", disable=not progress
+        ):
             label = index % len(CLASSIFICATION_CLASSES)  # balanced classes
             pixels = _draw_classification(_rng(seed, split, index), label, *size)
             name = CLASSIFICATION_CLASSES[label]
@@ -463,21 +474,35 @@ def _write_classification(out, final, seed, counts, size, command, progress) -> 
     return record
 
 
+# Keys of DIR/dataset.json that readers use, and their JSON types
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "seed": (int,), "size": (list,), "counts": (dict,), "command": (str,),
+}  # fmt: skip
+
+
 def read_dataset_record(root: str | Path) -> dict:
-    """DIR/dataset.json of a generated dataset; a clear error when it is missing."""
+    """DIR/dataset.json of a generated dataset: one clear error naming the file and the key
+    when it is missing, unreadable, or lacks a key (or has one of the wrong type)."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
         raise DatasetError(
             f"{path} not found: generate the dataset first, e.g. "
             f"`axial-deploy dataset panoptic -o {root}`"
         )
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:  # bad JSON or bad UTF-8
+    fix = "regenerate the dataset with `axial-deploy dataset`"
+    record = read_json(path, DatasetError, "dataset record", fix)
+    check_fields(record, RECORD_TYPES, path=path, error=DatasetError, fix=fix,
+                 required=("kind", "size"))  # fmt: skip
+    size = record["size"]
+    if not (
+        len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size)
+    ):
         raise DatasetError(
-            f"{path} is not a readable dataset record ({error}): regenerate the dataset with "
-            "`axial-deploy dataset`"
-        ) from None
+            f"{path}: key 'size' must be [height, width] with 1 <= each <= {MAX_SIDE}, not "
+            f"{json.dumps(size)[:40]}; {fix}"
+        )
+    return record
 
 
 @contextlib.contextmanager

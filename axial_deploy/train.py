@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from axial_deploy.artifacts import atomic_output, write_json
 from axial_deploy.coco_panoptic import load_split, read_segment_png, split_paths
@@ -42,6 +41,7 @@ from axial_deploy.models.postprocess import (
     scaled_config,
 )
 from axial_deploy.models.preprocess import preprocess_for
+from axial_deploy.progress import progress_bar
 
 VOID = 255
 LABEL_DIVISOR = 1000
@@ -414,7 +414,7 @@ def _fit(model: nn.Module, data, task: str, settings: TrainSettings) -> tuple[li
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _poly(s, total))
     generator = torch.Generator().manual_seed(settings.seed)
     log = []
-    progress = tqdm(total=total, desc=f"train {settings.model}", unit="step")
+    progress = progress_bar(total=total, desc=f"train {settings.model}", unit="step")
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(train_len, generator=generator)

@@ -3,7 +3,7 @@
 Model A is the reference, B the candidate (e.g. A = model.onnx, B = model.axial.onnx). Both run
 through `create_session` (graphs holding AxialAttention nodes run too) as Polygraphy runners;
 the comparison is Polygraphy's (`axial_deploy.comparison`). Inputs: Polygraphy's seeded data
-loader, uniform in [-2, 2]; a symbolic first dimension is the batch (--batch); any other
+loader, uniform in [-2, 2]; a symbolic first dimension is the batch (--batch-size); any other
 symbolic dimension is refused, since the tool cannot guess sizes that make sense for the model
 (re-export it with a fixed input size).
 

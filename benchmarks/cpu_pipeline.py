@@ -313,6 +313,7 @@ def l_layer_rows() -> list[Row]:
     inputs: time and how much the process's peak memory grew (its output alone is 67 MB)."""
     import resource
 
+    from axial_deploy.op_spec import AxialAttentionAttributes
     from axial_deploy.ort_ops import native_axial_attention
 
     rng = np.random.default_rng(0)
@@ -325,8 +326,10 @@ def l_layer_rows() -> list[Row]:
         "logit_scale": 0.5 + rng.random(groups),
         "out_bias": rng.standard_normal(groups * dv),
     }
-    attributes = {"axis": 3, "num_heads": groups, "key_depth": dq, "value_depth": dv, "span": 65}
-    seconds = _seconds(lambda: native_axial_attention(qkv, **tables, **attributes))
+    attributes = AxialAttentionAttributes(
+        axis=3, num_heads=groups, key_depth=dq, value_depth=dv, span=65
+    )
+    seconds = _seconds(lambda: native_axial_attention(qkv, **tables, attributes=attributes))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     # What the reference's windowed form holds for the keys alone: [lines, G, L, span, Dq].
     windows = 257 * groups * 513 * 65 * dq * 4 / 2**30

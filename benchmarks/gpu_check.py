@@ -275,9 +275,11 @@ def python_env(library: Path, package_root: Path) -> tuple[dict, list[str]]:
 def check_library(env: dict, out: Path, timeout: float) -> str:
     code = (
         "from axial_deploy import kernel\n"
+        "from axial_deploy.op_spec import AxialAttentionAttributes\n"
         "lib = kernel.load_library()\n"
-        "p = kernel.KernelParams(batch=1, height=65, width=129, axis=3, num_heads=8, "
-        "key_depth=4, value_depth=8, span=65, table_length=65)\n"
+        "attributes = AxialAttentionAttributes(axis=3, num_heads=8, key_depth=4, value_depth=8, "
+        "span=65)\n"
+        "p = kernel.KernelParams.for_call(attributes, (1, 65, 129), table_length=65)\n"
         "kernel.check(p)\n"
         "print(kernel.library_path(), 'ABI', lib.axial_attention_abi_version())\n"
     )

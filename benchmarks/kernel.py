@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from axial_deploy.op_spec import AxialAttentionAttributes
+
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
 # For the estimate printed before the first measurement (the run then re-estimates from what it
@@ -145,6 +147,12 @@ class Stage:
     layers: int  # how many layers of the model have this shape
 
     @property
+    def attributes(self) -> AxialAttentionAttributes:
+        return AxialAttentionAttributes(
+            self.axis, self.num_heads, self.key_depth, self.value_depth, self.span
+        )
+
+    @property
     def length(self) -> int:
         return self.height if self.axis == 2 else self.width
 
@@ -179,8 +187,7 @@ def model_stages(model_name: str, height: int, width: int) -> list[Stage]:
 
     def record(layer: FoldedAxialAttention, args, output) -> None:
         _, _, h, w = output.shape
-        key = (h, w, layer.axis, layer.num_heads, layer.key_depth, layer.value_depth)
-        key += (layer.span, layer.rel_q.shape[-1])
+        key = (h, w, *layer.attributes.as_tuple(), layer.rel_q.shape[-1])
         found[key] = found.get(key, 0) + 1
 
     hooks = [
@@ -243,20 +250,13 @@ def measure_peaks(repeats: int) -> tuple[float, float]:
 
 def stage_inputs(stage: Stage, batch: int, dtype: torch.dtype):
     g = torch.Generator(device="cuda").manual_seed(0)
-    heads, dq, dv, t = stage.num_heads, stage.key_depth, stage.value_depth, stage.table_length
-    channels = heads * (2 * dq + dv)
+    attrs = stage.attributes
+    channels = attrs.qkv_channels
     qkv = torch.randn(batch, channels, stage.height, stage.width, device="cuda", generator=g)
     tables = [
         torch.randn(*shape, device="cuda", generator=g)
-        for shape in ((heads, dq, t), (heads, dq, t), (heads, dv, t), (heads,), (heads * dv,))
+        for shape in attrs.table_shapes(stage.table_length).values()
     ]
-    attrs = {
-        "axis": stage.axis,
-        "num_heads": heads,
-        "key_depth": dq,
-        "value_depth": dv,
-        "span": stage.span,
-    }
     return qkv.to(dtype), tables, attrs
 
 
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    from axial_deploy import kernel
+    from axial_deploy import kernel, kernel_op
     from axial_deploy.models.axial_attention import axial_attention_op
 
     try:
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{torch.cuda.get_device_name()}: measured FP32 {peak_flops / 1e12:.1f} TFLOP/s "
         f"(SGEMM, TF32 off), copy {peak_bandwidth / 1e9:.0f} GB/s"
     )
-    impls: dict[str, Callable[..., object]] = {"kernel": kernel.axial_attention}
+    impls: dict[str, Callable[..., object]] = {"kernel": kernel_op.axial_attention}
     if not args.no_eager:
         impls["eager"] = axial_attention_op
     compiled: dict[str, CompileBudget] = {}
@@ -431,11 +431,11 @@ def time_stage(stage, dtype_name: str, inputs, impls: dict, args, peaks) -> list
     for name, fn in impls.items():
         with torch.inference_mode():
             if isinstance(fn, CompileBudget):
-                reason = fn.prepare(qkv, *tables, **attrs)
+                reason = fn.prepare(qkv, *tables, attrs)
                 if reason is not None:
                     rows.append(skipped_row(stage, dtype_name, name, reason))
                     continue
-            seconds = time_cuda(partial(fn, qkv, *tables, **attrs), args.repeats)
+            seconds = time_cuda(partial(fn, qkv, *tables, attrs), args.repeats)
         kernel_seconds = kernel_seconds or seconds
         shape = {k: getattr(stage, k) for k in STAGE_FIELDS}
         rows.append(

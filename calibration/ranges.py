@@ -14,7 +14,7 @@ Reproducible: the same model and inputs give the same bytes on one machine whate
 counts (integer histograms, per-element ONNX Runtime results that do not depend on its thread
 count, a native op whose every output is computed by one thread in a fixed order); another
 ONNX Runtime build, CPU or AxialAttention body can move a float by an ulp and a threshold by a
-bin (README, "Reproducible INT8").
+bin (docs/design/precision.md, "Reproducible INT8").
 
 The threshold `amax` of a tensor, from which its INT8 scale is amax / 127 (symmetric, zero
 point 0), comes from one of three methods:
@@ -46,7 +46,6 @@ Q_FLOOR = 1e-12  # floor of Q's normalized bins in the KL (see _candidate_kl)
 # Screened KL values within this (relative to 1 + |min|) of the minimum are recomputed bin by
 # bin; float64 prefix sums stay ~1e-12 from the bin-by-bin values.
 SCREEN_TOLERANCE = 1e-7
-CALIBRATION_ABI_VERSION = 1  # AXIAL_CALIBRATION_ABI_VERSION of calibration/csrc/
 CHUNK_BYTES = 2 << 30  # tensors probed by one session: their outputs of one batch, at most
 KEEP_BYTES = 1 << 30  # activations kept for the histogram pass: at least this much, and
 KEEP_FRACTION = 0.25  # up to this fraction of the memory available when calibration starts
@@ -247,14 +246,13 @@ def entropy_threshold(histogram: np.ndarray, bin_width: float) -> float:
 
 @functools.cache
 def _histogram_library(path: Path) -> ctypes.CDLL | None:
-    """The native histogram library at `path`, or None when it is missing, unloadable or stale
-    (then numpy computes the same counts, slower)."""
+    """The native histogram library at `path` (opened and ABI-checked by `native.load`), or
+    None when it is missing, unloadable or stale (then numpy computes the same counts, slower)."""
+    from axial_deploy.native import CALIBRATION, NativeLibraryError, load
+
     try:
-        lib = ctypes.CDLL(str(path))
-        lib.axial_calibration_abi_version.restype = ctypes.c_int32
-        if lib.axial_calibration_abi_version() != CALIBRATION_ABI_VERSION:
-            return None
-    except (OSError, AttributeError):
+        lib = load(CALIBRATION, path)
+    except NativeLibraryError:
         return None
     lib.axial_calibration_abs_histogram.restype = ctypes.c_int32
     lib.axial_calibration_abs_histogram.argtypes = [
@@ -272,10 +270,9 @@ def _histogram_library(path: Path) -> ctypes.CDLL | None:
 def histogram_library() -> ctypes.CDLL | None:
     """libaxial_calibration.so ($AXIAL_DEPLOY_CALIBRATION_LIB, else build/lib of the repository,
     built by `make cpu-libs`), or None: calibration then bins with numpy (same counts)."""
-    from axial_deploy.native import CALIBRATION, locate
+    from axial_deploy.native import CALIBRATION, library_path
 
-    found = locate(CALIBRATION)
-    return _histogram_library(found.path or found.candidates[0])
+    return _histogram_library(library_path(CALIBRATION))
 
 
 def abs_histogram(value: np.ndarray, top: float, bins: int = HISTOGRAM_BINS) -> np.ndarray:
@@ -373,15 +370,16 @@ def tensor_chunks(
 
 def _collect_chunk(model, names, input_name, batches, method, percentile, progress, label):
     """collect_ranges for one group of tensors (one ONNX Runtime session)."""
-    from tqdm import tqdm
-
     from axial_deploy.ort_ops import create_session
+    from axial_deploy.progress import progress_bar
 
     session = create_session(_probe_model(model, names))
 
     def runs(text: str):
         desc = text + label
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in progress_bar(
+            batches, desc=desc, unit="batch", disable=not progress, leave=False
+        ):
             yield session.run(names, {input_name: batch})
 
     low = {name: np.inf for name in names}

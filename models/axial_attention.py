@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GLOBAL_SPAN = 0  # span value meaning "attend over the whole line"
+from axial_deploy.op_spec import GLOBAL_SPAN, AxialAttentionAttributes
 
 
 class QKVTransform(nn.Conv1d):
@@ -263,23 +263,21 @@ def axial_attention_op(
     rel_v: Tensor,
     logit_scale: Tensor,
     out_bias: Tensor,
-    *,
-    axis: int,
-    num_heads: int,
-    key_depth: int,
-    value_depth: int,
-    span: int,
+    attributes: AxialAttentionAttributes | None = None,
+    **keywords: int,
 ) -> Tensor:
     """The AxialAttention operator contract, computed in float32 (float64 for float64 input) and
     returned in qkv's dtype.
 
     qkv [N, G * (2 Dq + Dv), H, W] (blocked Q | K | V, head-major); rel_q, rel_k [G, Dq, T];
     rel_v [G, Dv, T]; logit_scale [G]; out_bias [G * Dv]. Returns y [N, G * Dv, H, W].
+    `attributes`: an `AxialAttentionAttributes`, or the five ints as keywords (axis=...,
+    num_heads=..., key_depth=..., value_depth=..., span=...), the form the torch op's schema has.
     """
-    if axis not in (2, 3):
-        raise ValueError(f"axis must be 2 (height) or 3 (width), got {axis}")
-    groups, dq, dv = num_heads, key_depth, value_depth
-    expected = groups * (2 * dq + dv)
+    attributes = AxialAttentionAttributes.resolve(attributes, keywords, "axial_attention_op")
+    axis = attributes.axis
+    groups, dq, dv = attributes.num_heads, attributes.key_depth, attributes.value_depth
+    expected = attributes.qkv_channels
     if qkv.dim() != 4 or qkv.shape[1] != expected:
         raise ValueError(f"qkv must be [N, G*(2*Dq+Dv) = {expected}, H, W], got {tuple(qkv.shape)}")
     table = rel_q.shape[-1]
@@ -299,8 +297,7 @@ def axial_attention_op(
 
     qt, kt, vt = lines(0, dq), lines(groups * dq, dq), lines(2 * groups * dq, dv)
 
-    # A global span is a window wide enough to reach every key from every query.
-    window = 2 * length - 1 if span == GLOBAL_SPAN else min(span, 2 * length - 1)
+    window = attributes.window(length)  # a global span reaches every key from every query
     positions, valid = window_positions(length, window, qkv.device)
     offsets = torch.arange(window, device=qkv.device) - (window - 1) // 2  # key - query
     columns = (offsets + (table - 1) // 2).clamp(0, table - 1)
@@ -331,7 +328,9 @@ def axial_attention_op(
 
 
 class FoldedAxialAttention(nn.Module):
-    """Inference form: 1x1 qkv Conv (BatchNorms folded, Q|K|V blocked), the op, pooling."""
+    """Inference form: 1x1 qkv Conv (BatchNorms folded, Q|K|V blocked), the op, pooling.
+
+    `attributes` holds the operator's attributes, as the ONNX node and the plugin carry them."""
 
     def __init__(
         self,
@@ -341,12 +340,7 @@ class FoldedAxialAttention(nn.Module):
         rel_v: Tensor,
         logit_scale: Tensor,
         out_bias: Tensor,
-        *,
-        axis: int,
-        num_heads: int,
-        key_depth: int,
-        value_depth: int,
-        span: int,
+        attributes: AxialAttentionAttributes,
         pooling: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -356,33 +350,16 @@ class FoldedAxialAttention(nn.Module):
         self.register_buffer("rel_v", rel_v)
         self.register_buffer("logit_scale", logit_scale)
         self.register_buffer("out_bias", out_bias)
-        self.axis = axis
-        self.num_heads = num_heads
-        self.key_depth = key_depth
-        self.value_depth = value_depth
-        self.span = span
+        self.attributes = attributes
         self.pooling = pooling
 
-    def attributes(self) -> dict[str, int]:
-        """The operator's attributes, as the ONNX node and the plugin carry them."""
-        return {
-            "axis": self.axis,
-            "num_heads": self.num_heads,
-            "key_depth": self.key_depth,
-            "value_depth": self.value_depth,
-            "span": self.span,
-        }
+    def tables(self) -> tuple[Tensor, ...]:
+        """The operator's tables in its argument order (rel_q, rel_k, rel_v, logit_scale,
+        out_bias)."""
+        return (self.rel_q, self.rel_k, self.rel_v, self.logit_scale, self.out_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = axial_attention_op(
-            self.qkv(x),
-            self.rel_q,
-            self.rel_k,
-            self.rel_v,
-            self.logit_scale,
-            self.out_bias,
-            **self.attributes(),
-        )
+        y = axial_attention_op(self.qkv(x), *self.tables(), self.attributes)
         return self.pooling(y) if self.pooling is not None else y
 
 
@@ -444,11 +421,13 @@ def fold_axial_attention(layer: AxialAttention) -> FoldedAxialAttention:
         rel_v.contiguous(),
         qk_scale.clone(),
         out_bias.clone(),
-        axis=3 if layer.width else 2,
-        num_heads=groups,
-        key_depth=dq,
-        value_depth=dv,
-        span=layer.span,
+        AxialAttentionAttributes(
+            axis=3 if layer.width else 2,
+            num_heads=groups,
+            key_depth=dq,
+            value_depth=dv,
+            span=layer.span,
+        ),
         pooling=getattr(layer, "pooling", None),
     )
 

@@ -68,13 +68,14 @@ def count_madds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     def folded_hook(module: FoldedAxialAttention, inputs, output) -> None:
         nonlocal total
+        attributes = module.attributes
         total += _attention_madds(
             inputs[0].shape,
-            module.axis,
-            module.num_heads,
-            module.key_depth,
-            module.value_depth,
-            module.span,
+            attributes.axis,
+            attributes.num_heads,
+            attributes.key_depth,
+            attributes.value_depth,
+            attributes.span,
         )
 
     hooks = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from axial_deploy.errors import AxialDeployError
+from axial_deploy.errors import AxialDeployError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,10 +80,12 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
                     f"{MAX_IMAGE_PIXELS:,} allowed: resize it or check the file"
                 )
             yield image
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        if isinstance(error, ImageError):
-            raise
-        raise ImageError(f"cannot read image {path}: {error}") from None
+    except ImageError:
+        raise
+    # PIL's decoders raise OSError, ValueError, SyntaxError ("broken PNG file", found by
+    # test_fuzz_readers), EOFError, struct.error... for a damaged file
+    except Exception as error:
+        raise ImageError(f"cannot read image {path}: {first_line(error)}") from None
 
 
 def preprocess_for(task: str, input_hw: tuple[int, int]) -> Preprocess:

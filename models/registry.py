@@ -23,13 +23,12 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import json
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from axial_deploy.errors import AxialDeployError
+from axial_deploy.errors import AxialDeployError, first_line
 
 MODELS_DIR = Path(__file__).parent
 PRETRAINED_DIR = MODELS_DIR / "pretrained"
@@ -202,25 +201,77 @@ class PretrainedConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "record") -> PretrainedConfig:
+        """The record from its JSON object; a missing key, a key of the wrong type or sizes
+        that are not [height, width] raise PretrainedWeightsError naming `source` and the key."""
+        from axial_deploy.artifacts import check_fields
+
         known = [f for f in fields(cls) if f.name != "extra"]
-        if absent := [f.name for f in known if f.name not in data and f.default is MISSING]:
-            raise PretrainedWeightsError(f"{source} lacks {', '.join(absent)}: retrain or fix it")
+        required = tuple(f.name for f in known if f.default is MISSING)
+        check_fields(data, RECORD_TYPES, path=source, error=PretrainedWeightsError,
+                     required=required, fix=RECORD_FIX)  # fmt: skip
         names = {f.name for f in known}
         values = {k: v for k, v in data.items() if k in names}
-        values["input_size"] = tuple(values["input_size"])
+        values["input_size"] = _size(values["input_size"], source, "input_size")
         values["dataset"] = _dataset_record(values["dataset"], source)
-        return cls(**values, extra={k: v for k, v in data.items() if k not in names})
+        record = cls(**values, extra={k: v for k, v in data.items() if k not in names})
+        try:  # checked here, where the file is known (found by test_fuzz_readers)
+            record.postprocess_config()
+        except (TypeError, ValueError) as error:
+            raise PretrainedWeightsError(
+                f"{source}: key 'postprocess' is not a valid PanopticConfig ({first_line(error)}); "
+                f"{RECORD_FIX}"
+            ) from None
+        return record
+
+
+RECORD_FIX = "retrain or fix the record"
+_NONE = type(None)
+# JSON types of the record's keys (an int is a JSON number too)
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "task": (str,), "num_classes": (int,), "class_names": (list,),
+    "input_size": (list,), "command": (str,), "seed": (int,), "dataset": (dict,),
+    "epochs": (int,), "steps": (int,), "batch_size": (int,), "lr": (float,), "threads": (int,),
+    "train_time_s": (float,), "val_metrics": (dict,), "val_subset_metrics": (dict,),
+    "eval_subset": (int,), "loss_log": (list,), "weights": (str,), "torch": (str,),
+    "python": (str,), "postprocess": (dict, _NONE), "loss_weights": (dict, _NONE),
+}  # fmt: skip
+DATASET_TYPES: dict[str, tuple[type, ...]] = {
+    "generator": (str,), "kind": (str,), "seed": (int,), "size": (list,), "counts": (dict,),
+    "classes": (list,), "command": (str,), "label_divisor": (int, _NONE),
+    "void_semantic_value": (int, _NONE),
+}  # fmt: skip
+
+
+def _size(value: list, source: str, key: str) -> tuple[int, int]:
+    """[height, width] of positive integers, as a tuple."""
+    if len(value) != 2 or not all(type(v) is int and v > 0 for v in value):
+        raise PretrainedWeightsError(
+            f"{source}: key {key!r} must be [height, width] of positive integers, not "
+            f"{value!r:.40}; {RECORD_FIX}"
+        )
+    return tuple(value)  # type: ignore[return-value]
 
 
 def _dataset_record(data: dict[str, Any], source: str) -> DatasetRecord:
+    from axial_deploy.artifacts import check_fields
+
     names = {f.name for f in fields(DatasetRecord)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise PretrainedWeightsError(f"{source}: unknown dataset keys {unknown}")
-    try:
-        return DatasetRecord(**{**data, "size": tuple(data["size"])})
-    except (KeyError, TypeError) as error:
-        raise PretrainedWeightsError(f"{source}: incomplete dataset record ({error})") from error
+    required = tuple(f.name for f in fields(DatasetRecord) if f.default is MISSING)
+    check_fields(data, DATASET_TYPES, path=source, error=PretrainedWeightsError,
+                 required=required, where="dataset: ", fix=RECORD_FIX)  # fmt: skip
+    return DatasetRecord(**{**data, "size": _size(data["size"], source, "dataset size")})
+
+
+def read_record(path: Path) -> PretrainedConfig:
+    """A trained model's record (`pretrained/NAME.json`, `train`'s CKPT.json) through the one
+    JSON reader."""
+    from axial_deploy.artifacts import read_json
+
+    record = read_json(path, PretrainedWeightsError, "pretrained record", RECORD_FIX)
+    return PretrainedConfig.from_json(record, source=str(path))
 
 
 def pretrained_models() -> list[str]:
@@ -246,4 +297,4 @@ def pretrained_record(name: str) -> PretrainedConfig:
             "use pretrained=False, train one with `axial-deploy train`, or load a checkpoint "
             "with load_checkpoint(model, path)"
         )
-    return PretrainedConfig.from_json(json.loads(path.read_text()), source=str(path))
+    return read_record(path)

@@ -56,11 +56,7 @@ def axial_net(path: Path) -> Path:
         rel_v=rng.normal(size=(groups, dv, table)),
         logit_scale=np.ones(groups),
         out_bias=np.zeros(groups * dv),
-        axis=3,
-        num_heads=groups,
-        key_depth=dq,
-        value_depth=dv,
-        span=span,
+        attributes=op_spec.AxialAttentionAttributes(3, groups, dq, dv, span),
     )
     channels = groups * (2 * dq + dv)
     graph = helper.make_graph(

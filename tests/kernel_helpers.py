@@ -101,10 +101,10 @@ def random_op_inputs(
     return qkv.to(dtype), tables
 
 
-def reference(qkv: torch.Tensor, tables, **attributes) -> torch.Tensor:
+def reference(qkv: torch.Tensor, tables, attributes) -> torch.Tensor:
     """axial_attention_op in float64 on the same (already rounded) qkv, on the CPU."""
     from axial_deploy.models.axial_attention import axial_attention_op
 
     return axial_attention_op(
-        qkv.detach().cpu().double(), *(t.detach().cpu().double() for t in tables), **attributes
+        qkv.detach().cpu().double(), *(t.detach().cpu().double() for t in tables), attributes
     )

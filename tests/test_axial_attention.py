@@ -3,6 +3,7 @@ independent, straightforward loop implementation of Eq. 4 (float64, one query at
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from axial_deploy.models.axial_attention import (
     fold_axial_attention,
     fold_axial_layers,
 )
+from axial_deploy.op_spec import AxialAttentionAttributes
 
 from helpers import max_rel_err, randomize_batchnorm
 
@@ -189,8 +191,8 @@ def test_contract_op_matches_loop(axis, heads, dq, dv, span, table, h, w):
     scale = 0.5 + torch.rand(heads, generator=g)
     bias = torch.randn(heads * dv, generator=g)
     args = (qkv, rel_q, rel_k, rel_v, scale, bias)
-    attrs = dict(axis=axis, num_heads=heads, key_depth=dq, value_depth=dv, span=span)
-    got = axial_attention_op(*args, **attrs)
+    attrs = AxialAttentionAttributes(axis, heads, dq, dv, span)
+    got = axial_attention_op(*args, attrs)
     expected = loop_op(*args, axis, heads, dq, dv, span)
     assert max_rel_err(got, expected) < FP32_RTOL
 
@@ -199,14 +201,14 @@ def test_contract_op_keeps_dtype_and_accumulates_in_fp32():
     g = torch.Generator().manual_seed(3)
     qkv = torch.randn(1, 2 * (2 * 2 + 4), 6, 5, generator=g)
     tables = [torch.randn(2, d, 5, generator=g) for d in (2, 2, 4)]
-    attrs = dict(axis=3, num_heads=2, key_depth=2, value_depth=4, span=5)
-    ref = axial_attention_op(qkv, *tables, torch.ones(2), torch.zeros(8), **attrs)
+    attrs = AxialAttentionAttributes(axis=3, num_heads=2, key_depth=2, value_depth=4, span=5)
+    ref = axial_attention_op(qkv, *tables, torch.ones(2), torch.zeros(8), attrs)
     half = axial_attention_op(
         qkv.half(),
         *(t.half() for t in tables),
         torch.ones(2).half(),
         torch.zeros(8).half(),
-        **attrs,
+        attrs,
     )
     assert half.dtype == torch.float16
     assert max_rel_err(half.float(), ref) < 2e-3
@@ -217,9 +219,9 @@ def test_wide_local_window_equals_global():
     qkv = torch.randn(1, 2 * 8, 7, 4, generator=g)
     tables = [torch.randn(2, d, 13, generator=g) for d in (2, 2, 4)]
     extra = (0.5 + torch.rand(2, generator=g), torch.randn(8, generator=g))
-    attrs = dict(axis=2, num_heads=2, key_depth=2, value_depth=4)
-    local = axial_attention_op(qkv, *tables, *extra, span=13, **attrs)
-    full = axial_attention_op(qkv, *tables, *extra, span=0, **attrs)
+    attrs = AxialAttentionAttributes(axis=2, num_heads=2, key_depth=2, value_depth=4, span=13)
+    local = axial_attention_op(qkv, *tables, *extra, attrs)
+    full = axial_attention_op(qkv, *tables, *extra, dataclasses.replace(attrs, span=0))
     assert max_rel_err(local, full) < 1e-6
 
 
@@ -271,19 +273,10 @@ def test_layer_rejects_bad_configuration(kwargs, message):
 
 def test_contract_op_rejects_bad_input():
     tables = [torch.zeros(2, d, 5) for d in (2, 2, 4)]
+    attrs = AxialAttentionAttributes(axis=2, num_heads=2, key_depth=2, value_depth=4, span=0)
     with pytest.raises(ValueError, match="qkv must be"):
-        axial_attention_op(
-            torch.zeros(1, 15, 4, 4),
-            *tables,
-            torch.ones(2),
-            torch.zeros(8),
-            axis=2,
-            num_heads=2,
-            key_depth=2,
-            value_depth=4,
-            span=0,
-        )
-    with pytest.raises(ValueError, match="axis"):
+        axial_attention_op(torch.zeros(1, 15, 4, 4), *tables, torch.ones(2), torch.zeros(8), attrs)
+    with pytest.raises(ValueError, match=r"axis .* must be one of \[2, 3\], got 1"):
         axial_attention_op(
             torch.zeros(1, 16, 4, 4),
             *tables,

@@ -250,7 +250,7 @@ def test_quantize_cli_max_drop(sensitive_case, capsys):
     case = sensitive_case
     out = case["folder"] / "cli.int8.onnx"
     code = main(["quantize", str(case["model"]), "-o", str(out), "--precision", "int8",
-                 "--calib", str(case["calib"]), "--batches", "4", "--method", "minmax",
+                 "--calib", str(case["calib"]), "--calib-batches", "4", "--method", "minmax",
                  "--max-drop", "1", "--data", str(case["data"])])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed

@@ -324,7 +324,8 @@ def test_tensorrt_reads_the_cache_through_the_calibrator(tmp_path):
 def test_calibration_gives_the_same_bytes_for_the_same_inputs(monkeypatch, tmp_path):
     """Two entropy calibrations of a graph with an AxialAttention node on the same inputs, with
     ONNX Runtime on 1 and on 2 intra-op threads, write byte-identical ranges and caches: no
-    reduction depends on the thread count or on the run (README: reproducible INT8)."""
+    reduction depends on the thread count or on the run (docs/design/precision.md, reproducible
+    INT8)."""
     import onnxruntime as ort
     from test_ort_ops import one_node_model, random_case
 

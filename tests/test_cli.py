@@ -10,8 +10,9 @@ import pytest
 
 from axial_deploy.cli import COMMANDS, _load, build_parser, main
 from axial_deploy.coco_panoptic import PanopticFormatError, load_split, write_segment_png
+from axial_deploy.comparison import output_error
 from axial_deploy.errors import AxialDeployError, CheckFailedError
-from axial_deploy.numerics import match_outputs, output_error
+from axial_deploy.numerics import match_outputs
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
@@ -100,7 +101,7 @@ def test_every_domain_error_derives_from_the_common_base():
         ["dataset", "panoptic", "-o", "x", "--seed", "-1"],
         ["profile", "m.onnx", "--iterations", "0"],
         ["profile", "m.onnx", "--duration", "-1"],
-        ["profile", "m.onnx", "--batch", "0"],
+        ["profile", "m.onnx", "--batch-size", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--epochs", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--batch-size", "0"],
         ["train", "--model", "axial26_tiny", "--data", "d", "-o", "c.pt", "--threads", "0"],
@@ -164,10 +165,13 @@ def _split(tmp_path, annotation: dict, image_name: str = "a.png") -> dict:
 @pytest.mark.parametrize(
     "annotation, message",
     [
-        ({"image_id": 1, "segments_info": []}, "'file_name' string"),
-        ({"image_id": 1, "file_name": "a.png"}, "'segments_info' list"),
-        ({"file_name": "a.png", "segments_info": []}, "'image_id'"),
-        ({"image_id": 1, "file_name": "a.png", "segments_info": [{"category_id": 1}]}, "'id'"),
+        ({"image_id": 1, "segments_info": []}, r"missing key 'file_name' \(a string\)"),
+        ({"image_id": 1, "file_name": "a.png"}, r"missing key 'segments_info' \(an array\)"),
+        ({"file_name": "a.png", "segments_info": []}, "missing key 'image_id'"),
+        (
+            {"image_id": 1, "file_name": "a.png", "segments_info": [{"category_id": 1}]},
+            "segment 0: missing key 'id'",
+        ),
         (
             {"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 5, "category_id": 9}]},
             "category_id 9",
@@ -182,7 +186,7 @@ def test_malformed_panoptic_json_is_one_clear_error(tmp_path, annotation, messag
 
 def test_panoptic_json_that_is_a_list_is_refused(tmp_path):
     (tmp_path / "panoptic_val.json").write_text("[]")
-    with pytest.raises(PanopticFormatError, match="holds a list"):
+    with pytest.raises(PanopticFormatError, match="holds a JSON array, not an object"):
         load_split(tmp_path / "panoptic_val.json")
 
 

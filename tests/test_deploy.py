@@ -180,8 +180,8 @@ def _typed_report(tmp_path: Path):
         DeployPlan,
         DeployReport,
         EngineResult,
-        Environment,
         ExportResult,
+        HostEnvironment,
         RewriteStage,
         Variant,
         VerifyResult,
@@ -222,7 +222,7 @@ def _typed_report(tmp_path: Path):
         verify=VerifyResult(True, 2e-7, 1e-4),
         variants=variants,
         accuracy=AccuracyResult(data=tmp_path, images=4, pytorch={"PQ": 70.5}, gate=gate),
-        environment=Environment("3.11", "2.13", "1.22", "x86_64", 2),
+        environment=HostEnvironment("3.11", "2.13", "1.22", "x86_64", 2),
         stages_s={"export": 1.0, "rewrite": 0.5},
         notes=["accuracy gate FAILED: a drop above 1 points"],
     )

@@ -135,7 +135,7 @@ def _relu_less(tmp_path):
 def test_trace_size_auto_picks_a_small_trace_only_for_big_inputs():
     """The default: full size up to 1024x1024 pixels (S/M/L at 513x1025 and every classifier),
     about 1/16 of each side above (the panoptic default 1025x2049 -> 65x129)."""
-    from axial_deploy.cli.export import resolve_trace_size
+    from axial_deploy.export import resolve_trace_size
 
     assert resolve_trace_size("auto", (1, 3, 1025, 2049)) == (65, 129)
     assert resolve_trace_size("auto", (1, 3, 513, 1025)) is None

@@ -96,7 +96,7 @@ BAD_INPUTS = [
     (["run", "{t}/m.onnx", "--input", "{t}/empty.npy"], "not a .npy array", []),
     (["run", "{t}/m.onnx", "--input", "{t}"], "is not a file", []),
     (["run", "{t}/m.onnx", "--input", "{t}/forged.npy"], "truncated or forged", []),
-    (["train", "--model", "axial26_tiny", "--data", "{t}", "-o", "{t}/c.json"],
+    (["train", "--model", "axial26_tiny", "--data", "{t}/data", "-o", "{t}/c.json"],
      "its record", ["c.json"]),
     (["dataset", "panoptic", "-o", "{t}/a_file"], "is a file", []),
     (["compare", "{t}/m.onnx", "{t}/m16.onnx", "--report", "{t}/m16.onnx"],
@@ -179,10 +179,11 @@ def test_engine_and_manifest_are_one_step_even_when_killed_between(tmp_path):
 @pytest.mark.parametrize(
     ("content", "says"),
     [
-        (b"\x89PNG\x00\xff binary", "unreadable"),
-        (b"[1, 2]", "not a manifest object"),
-        (json.dumps({"backend": 3}).encode(), "field 'backend' must be str"),
-        (json.dumps({"plugin_serialized": "yes"}).encode(), "must be bool"),
+        (b"\x89PNG\x00\xff binary", "byte 0x89 at offset 0 is not UTF-8"),
+        (b"[1, 2]", "holds a JSON array, not an object"),
+        (json.dumps({"backend": 3}).encode(), "key 'backend' must be a string, not integer 3"),
+        (json.dumps({"plugin_serialized": "yes"}).encode(), "must be a boolean"),
+        (json.dumps({"backend": "tensorrt"}).encode(), "missing key 'tensorrt_version'"),
     ],
 )
 def test_a_damaged_manifest_is_named_with_its_file(tmp_path, content, says):

@@ -11,6 +11,7 @@ import torch
 from axial_deploy.models.axial_attention import GLOBAL_SPAN, axial_attention_op
 from axial_deploy.op_reference import GLOBAL_SPAN as NUMPY_GLOBAL_SPAN
 from axial_deploy.op_reference import axial_attention_numpy
+from axial_deploy.op_spec import AxialAttentionAttributes
 
 CASES = [
     # axis, heads, Dq, Dv, span, table, N, H, W
@@ -42,9 +43,9 @@ def test_global_span_constant_is_the_models_one():
 def test_numpy_matches_torch(case, dtype, tol):
     axis, heads, dq, dv, span, table, n, h, w = case
     arrays = _inputs(np.random.default_rng(sum(case)), heads, dq, dv, table, n, h, w, dtype)
-    attrs = dict(axis=axis, num_heads=heads, key_depth=dq, value_depth=dv, span=span)
-    expected = axial_attention_op(*(torch.from_numpy(a) for a in arrays), **attrs).numpy()
-    got = axial_attention_numpy(*arrays, **attrs)
+    attrs = AxialAttentionAttributes(axis, heads, dq, dv, span)
+    expected = axial_attention_op(*(torch.from_numpy(a) for a in arrays), attrs).numpy()
+    got = axial_attention_numpy(*arrays, attrs)
     assert got.dtype == expected.dtype and got.shape == expected.shape == (n, heads * dv, h, w)
     assert np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= tol * np.abs(expected).max()
@@ -52,7 +53,10 @@ def test_numpy_matches_torch(case, dtype, tol):
 
 def test_bad_shapes_are_refused_like_torch():
     arrays = _inputs(np.random.default_rng(0), 2, 4, 8, 13, 1, 7, 5, np.float32)
-    with pytest.raises(ValueError, match="axis must be 2"):
-        axial_attention_numpy(*arrays, axis=1, num_heads=2, key_depth=4, value_depth=8, span=0)
     with pytest.raises(ValueError, match="qkv must be"):
-        axial_attention_numpy(*arrays, axis=2, num_heads=3, key_depth=4, value_depth=8, span=0)
+        axial_attention_numpy(*arrays, AxialAttentionAttributes(2, 3, 4, 8, 0))
+    with pytest.raises(ValueError, match="rel_q, rel_k and rel_v must share one odd table"):
+        short_rel_k = arrays[2][..., :-1]  # 12 columns where rel_q has 13
+        axial_attention_numpy(
+            *arrays[:2], short_rel_k, *arrays[3:], AxialAttentionAttributes(2, 2, 4, 8, 0)
+        )

@@ -15,8 +15,9 @@ import pytest
 import torch
 from kernel_helpers import DEFAULT_ARCHS, build_kernels, library_for_tests
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
 from axial_deploy.kernel import KernelArgumentError, KernelParams, Status, TablePointers
+from axial_deploy.op_spec import AxialAttentionAttributes, OpSpecError
 
 VALID = KernelParams(
     batch=2, height=9, width=17, axis=3, num_heads=8, key_depth=4, value_depth=8, span=65,
@@ -211,12 +212,12 @@ def meta_inputs(n=2, g=8, dq=4, dv=8, h=9, w=17, t=65, dtype=torch.float16):
 
     qkv = meta(n, g * (2 * dq + dv), h, w, dtype=dtype)
     tables = (meta(g, dq, t), meta(g, dq, t), meta(g, dv, t), meta(g), meta(g * dv))
-    return qkv, tables, {"num_heads": g, "key_depth": dq, "value_depth": dv}
+    return qkv, tables, AxialAttentionAttributes(3, g, dq, dv, 65)
 
 
 def test_torch_op_fake_impl_gives_the_output_shape():
-    qkv, tables, depths = meta_inputs()
-    y = kernel.axial_attention(qkv, *tables, axis=2, span=65, **depths)
+    qkv, tables, attributes = meta_inputs()
+    y = kernel_op.axial_attention(qkv, *tables, dataclasses.replace(attributes, axis=2))
     assert y.shape == (2, 64, 9, 17) and y.dtype == torch.float16 and y.device.type == "meta"
     torch.library.opcheck(
         torch.ops.axial_deploy.axial_attention.default,
@@ -226,12 +227,18 @@ def test_torch_op_fake_impl_gives_the_output_shape():
 
 
 def test_torch_op_refuses_bad_shapes_and_cpu_tensors():
-    qkv, tables, depths = meta_inputs()
+    qkv, tables, attributes = meta_inputs()
     with pytest.raises(KernelArgumentError, match="qkv must be"):
-        kernel.axial_attention(qkv[:, :-1], *tables, axis=3, span=65, **depths)
+        kernel_op.axial_attention(qkv[:, :-1], *tables, attributes)
     with pytest.raises(KernelArgumentError, match="rel_v must have shape"):
         bad = (tables[0], tables[1], tables[1], tables[3], tables[4])
-        kernel.axial_attention(qkv, *bad, axis=3, span=65, **depths)
+        kernel_op.axial_attention(qkv, *bad, attributes)
     cpu = [torch.zeros(t.shape, dtype=t.dtype) for t in (qkv, *tables)]
     with pytest.raises(KernelArgumentError, match="CUDA tensors only"):
-        kernel.axial_attention(*cpu, axis=3, span=65, **depths)
+        kernel_op.axial_attention(*cpu, attributes)
+    # the registered schema's plain ints are checked against the spec at the boundary
+    with pytest.raises(OpSpecError, match=r"span .* must be 0 or odd, got 64"):
+        torch.ops.axial_deploy.axial_attention(qkv, *tables, 3, 8, 4, 8, 64)
+    # the documented keyword form is the same call
+    y = kernel_op.axial_attention(qkv, *tables, **attributes.as_dict())
+    assert y.shape == (2, 64, 9, 17)

@@ -7,6 +7,7 @@ speed) is for tests/test_kernel_gpu.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -18,8 +19,8 @@ import pytest
 import torch
 from kernel_helpers import random_op_inputs, reference
 
-from axial_deploy.kernel import REPO_ROOT
-from axial_deploy.op_spec import TOLERANCES
+from axial_deploy.kernel import REPO_ROOT, KernelParams
+from axial_deploy.op_spec import TOLERANCES, AxialAttentionAttributes
 
 NATIVE_DIR = REPO_ROOT / "tests" / "native"
 EMULATOR_SOURCES = (NATIVE_DIR / "kernel_emulator.cpp", NATIVE_DIR / "kernel_emulation.cpp")
@@ -45,11 +46,11 @@ def emulator(tmp_path_factory) -> Path:
     return binary
 
 
-def emulate(emulator: Path, tmp_path: Path, qkv, tables, budget=None, **attrs) -> tuple:
+def emulate(emulator: Path, tmp_path: Path, qkv, tables, attrs, budget=None) -> tuple:
     n, _, h, w = qkv.shape
     dtype = {torch.float32: 0, torch.float16: 1}[qkv.dtype]
-    ints = (n, h, w, attrs["axis"], attrs["num_heads"], attrs["key_depth"])
-    ints += (attrs["value_depth"], attrs["span"], tables[0].shape[-1], dtype)
+    params = KernelParams.for_call(attrs, (n, h, w), tables[0].shape[-1], dtype)
+    ints = dataclasses.astuple(params)  # the C struct AxialAttentionParams, field for field
     source, target = tmp_path / "in.bin", tmp_path / "out.bin"
     with source.open("wb") as f:
         f.write(struct.pack("<10i", *ints))
@@ -92,9 +93,9 @@ CASES = [
 def test_emulated_kernel_matches_reference(emulator, tmp_path, case, dtype):
     n, h, w, axis, g, dq, dv, span, t, budget = case
     qkv, tables = random_op_inputs(n, h, w, g, dq, dv, t, dtype=dtype, seed=sum(case[:9]))
-    attrs = {"axis": axis, "num_heads": g, "key_depth": dq, "value_depth": dv, "span": span}
-    y, plan = emulate(emulator, tmp_path, qkv, tables, budget=budget, **attrs)
-    expected = reference(qkv, tables, **attrs)
+    attrs = AxialAttentionAttributes(axis, g, dq, dv, span)
+    y, plan = emulate(emulator, tmp_path, qkv, tables, attrs, budget=budget)
+    expected = reference(qkv, tables, attrs)
     assert not torch.isnan(y).any(), "output left unwritten (poisoned with NaN)"
     err = ((y.double() - expected).abs().max() / expected.abs().max()).item()
     tolerance = TOLERANCES["float32" if dtype == torch.float32 else "float16"]
@@ -104,16 +105,16 @@ def test_emulated_kernel_matches_reference(emulator, tmp_path, case, dtype):
 def test_budget_cases_drive_the_chunked_paths(emulator, tmp_path):
     """The small budgets above really take the chunked and global-table paths."""
     qkv, tables = random_op_inputs(1, 21, 19, 2, 4, 8, 9)
-    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 7}
-    _, chunked = emulate(emulator, tmp_path, qkv, tables, budget=6000, **attrs)
+    attrs = AxialAttentionAttributes(axis=3, num_heads=2, key_depth=4, value_depth=8, span=7)
+    _, chunked = emulate(emulator, tmp_path, qkv, tables, attrs, budget=6000)
     assert chunked["tables_in_shared"] == 1 and 8 <= chunked["key_chunk"] < 19
-    height = {**attrs, "axis": 2, "key_depth": 8, "value_depth": 16, "span": 11}
+    height = dataclasses.replace(attrs, axis=2, key_depth=8, value_depth=16, span=11)
     qkv, tables = random_op_inputs(1, 37, 19, 2, 8, 16, 21)
-    _, chunked = emulate(emulator, tmp_path, qkv, tables, budget=30000, **height)
+    _, chunked = emulate(emulator, tmp_path, qkv, tables, height, budget=30000)
     assert chunked["tables_in_shared"] == 1 and 8 <= chunked["key_chunk"] < 26
-    _, global_tables = emulate(emulator, tmp_path, qkv, tables, budget=12000, **height)
+    _, global_tables = emulate(emulator, tmp_path, qkv, tables, height, budget=12000)
     assert global_tables["tables_in_shared"] == 0
-    _, global_tables = emulate(emulator, tmp_path, qkv, tables, budget=2048, **attrs)
+    _, global_tables = emulate(emulator, tmp_path, qkv, tables, attrs, budget=2048)
     assert global_tables["tables_in_shared"] == 0
-    _, whole = emulate(emulator, tmp_path, qkv, tables, **attrs)
+    _, whole = emulate(emulator, tmp_path, qkv, tables, attrs)
     assert whole["tables_in_shared"] == 1 and whole["key_chunk"] == 19

@@ -11,7 +11,8 @@ import torch
 import yaml
 from kernel_helpers import library_for_tests, random_op_inputs, reference
 
-from axial_deploy import kernel
+from axial_deploy import kernel, kernel_op
+from axial_deploy.op_spec import AxialAttentionAttributes
 
 # The spec's tolerances, read without axial_deploy.op_spec (which needs onnx): this file also runs
 # on bare GPU machines through `make gpu-check` (python, numpy, torch, nvcc only).
@@ -56,18 +57,12 @@ def random_cases(count: int, seed: int = 0) -> list[tuple]:
     return cases
 
 
-def run_kernel(qkv, tables, stream=None, **attrs):
+def run_kernel(qkv, tables, attrs, stream=None):
     """The kernel through the C ABI into a NaN-poisoned output buffer."""
     n, _, h, w = qkv.shape
-    y = torch.full(
-        (n, attrs["num_heads"] * attrs["value_depth"], h, w), float("nan"), dtype=qkv.dtype,
-        device=qkv.device,
-    )  # fmt: skip
-    params = kernel.KernelParams(
-        batch=n, height=h, width=w, table_length=tables[0].shape[-1],
-        dtype=kernel.DataType.FLOAT16 if qkv.dtype == torch.float16 else kernel.DataType.FLOAT32,
-        **attrs,
-    )  # fmt: skip
+    y = torch.full((n, attrs.out_channels, h, w), float("nan"), dtype=qkv.dtype, device=qkv.device)
+    dtype = kernel.DataType.FLOAT16 if qkv.dtype == torch.float16 else kernel.DataType.FLOAT32
+    params = kernel.KernelParams.for_call(attrs, (n, h, w), tables[0].shape[-1], dtype)
     pointers = kernel.TablePointers(*(t.data_ptr() for t in tables))
     stream = stream or torch.cuda.current_stream()
     kernel.enqueue(params, qkv.data_ptr(), pointers, y.data_ptr(), stream=stream.cuda_stream)
@@ -78,9 +73,9 @@ def run_kernel(qkv, tables, stream=None, **attrs):
 def check_case(case, dtype, seed=0):
     n, h, w, axis, g, dq, dv, span, t = case
     qkv, tables = random_op_inputs(n, h, w, g, dq, dv, t, dtype=dtype, seed=seed)
-    attrs = {"axis": axis, "num_heads": g, "key_depth": dq, "value_depth": dv, "span": span}
-    expected = reference(qkv, tables, **attrs)
-    y = run_kernel(qkv.cuda(), [x.cuda() for x in tables], **attrs).cpu()
+    attrs = AxialAttentionAttributes(axis, g, dq, dv, span)
+    expected = reference(qkv, tables, attrs)
+    y = run_kernel(qkv.cuda(), [x.cuda() for x in tables], attrs).cpu()
     assert not torch.isnan(y).any(), f"{case}: output left unwritten"
     err = ((y.double() - expected).abs().max() / expected.abs().max()).item()
     tolerance = TOLERANCES["float32" if dtype == torch.float32 else "float16"]
@@ -114,15 +109,17 @@ def test_model_like_shapes(case, dtype):
 def test_torch_op_matches_the_c_abi_and_runs_on_a_side_stream():
     qkv, tables = random_op_inputs(2, 33, 47, 8, 4, 8, 65, dtype=torch.float16)
     qkv, tables = qkv.cuda(), [t.cuda() for t in tables]
-    attrs = {"axis": 2, "num_heads": 8, "key_depth": 4, "value_depth": 8, "span": 65}
-    direct = run_kernel(qkv, tables, **attrs)
+    attrs = AxialAttentionAttributes(axis=2, num_heads=8, key_depth=4, value_depth=8, span=65)
+    direct = run_kernel(qkv, tables, attrs)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        via_op = kernel.axial_attention(qkv, *tables, **attrs)
-        side_direct = run_kernel(qkv, tables, stream=side, **attrs)
+        via_op = kernel_op.axial_attention(qkv, *tables, attrs)
+        via_keywords = kernel_op.axial_attention(qkv, *tables, **attrs.as_dict())
+        side_direct = run_kernel(qkv, tables, attrs, stream=side)
     side.synchronize()
     torch.testing.assert_close(via_op, direct, rtol=0, atol=0)
+    torch.testing.assert_close(via_keywords, direct, rtol=0, atol=0)
     torch.testing.assert_close(side_direct, direct, rtol=0, atol=0)
 
 
@@ -135,6 +132,12 @@ def test_batch_beyond_one_grid_launch():
 def test_torch_op_under_torch_compile():
     qkv, tables = random_op_inputs(1, 17, 23, 2, 4, 8, 9)
     qkv, tables = qkv.cuda(), [t.cuda() for t in tables]
-    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 5}
-    compiled = torch.compile(lambda x: kernel.axial_attention(x, *tables, **attrs), fullgraph=True)
-    torch.testing.assert_close(compiled(qkv), run_kernel(qkv, tables, **attrs), rtol=0, atol=0)
+    attrs = AxialAttentionAttributes(axis=3, num_heads=2, key_depth=4, value_depth=8, span=5)
+    compiled = torch.compile(lambda x: kernel_op.axial_attention(x, *tables, attrs), fullgraph=True)
+    torch.testing.assert_close(compiled(qkv), run_kernel(qkv, tables, attrs), rtol=0, atol=0)
+    # the keyword form builds the attributes inside the compiled function: no graph break
+    keywords = attrs.as_dict()
+    by_keyword = torch.compile(
+        lambda x: kernel_op.axial_attention(x, *tables, **keywords), fullgraph=True
+    )
+    torch.testing.assert_close(by_keyword(qkv), run_kernel(qkv, tables, attrs), rtol=0, atol=0)

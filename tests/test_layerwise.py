@@ -86,13 +86,13 @@ def attention_block(seed: int = 0) -> onnx.ModelProto:
         "logit_scale": 0.5 + rng.random(groups),
         "out_bias": 0.1 * rng.normal(size=groups * dv),
     }
-    ints = {"axis": 2, "num_heads": groups, "key_depth": dq, "value_depth": dv, "span": 0}
-    qkv_channels = groups * (2 * dq + dv)
+    attributes = op_spec.AxialAttentionAttributes(2, groups, dq, dv, 0)
+    qkv_channels = attributes.qkv_channels
     nodes = [
         conv("stem", "images", "s", "w_stem"),
         helper.make_node("Relu", ["s"], ["sr"], name="stem_relu"),
         conv("qkv_conv", "sr", "qkv", "w_qkv"),
-        op_spec.make_node("qkv", "attn", name="attention", **tables, **ints),
+        op_spec.make_node("qkv", "attn", name="attention", **tables, attributes=attributes),
         conv("proj", "attn", "p", "w_proj"),
         helper.make_node("Add", ["p", "sr"], ["res"], name="residual"),
         helper.make_node("Relu", ["res"], ["rr"], name="res_relu"),

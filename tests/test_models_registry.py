@@ -91,7 +91,7 @@ def test_pretrained_records_are_typed_and_complete(name):
 def test_incomplete_records_are_refused():
     raw = json.loads((PRETRAINED_DIR / "axial26_tiny.json").read_text())
     del raw["num_classes"]
-    with pytest.raises(PretrainedWeightsError, match="lacks num_classes"):
+    with pytest.raises(PretrainedWeightsError, match=r"x\.json: missing key 'num_classes'"):
         PretrainedConfig.from_json(raw, source="x.json")
     raw = json.loads((PRETRAINED_DIR / "axial26_tiny.json").read_text())
     raw["added_later"] = 1  # kept, not lost, when a newer `train` writes more

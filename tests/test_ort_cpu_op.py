@@ -4,6 +4,8 @@ inside ONNX Runtime sessions (axial_deploy.ort_ops)."""
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from test_ort_ops import (
 )
 
 from axial_deploy import op_spec
+from axial_deploy.native import ParamsStruct, TablesStruct
+from axial_deploy.op_spec import OpSpecError
 from axial_deploy.ort_ops import (
     CPU_LIBRARY_ENV,
     OP_ENV,
@@ -66,36 +70,43 @@ def float32_tables(tables):
 @needs_library
 @pytest.mark.parametrize("case", NATIVE_CASES.values(), ids=NATIVE_CASES.keys())
 def test_native_op_matches_the_reference_in_float32(case):
-    tables, ints, qkv = random_case(*case)
+    tables, attributes, qkv = random_case(*case)
     qkv = qkv.astype(np.float32)
-    y = native_axial_attention(qkv, **float32_tables(tables), **ints)
+    y = native_axial_attention(qkv, **float32_tables(tables), attributes=attributes)
     assert y.dtype == np.float32
-    assert y.shape == (qkv.shape[0], ints["num_heads"] * ints["value_depth"], *qkv.shape[2:])
-    assert max_rel(y, torch_reference(qkv, tables, ints)) < FP32_TOL
+    assert y.shape == (qkv.shape[0], attributes.out_channels, *qkv.shape[2:])
+    assert max_rel(y, torch_reference(qkv, tables, attributes)) < FP32_TOL
     if qkv.size < 5000:  # the float64 loop is slow
-        assert max_rel(y, loop_reference(qkv, **float32_tables(tables), **ints)) < FP32_TOL
+        assert (
+            max_rel(y, loop_reference(qkv, **float32_tables(tables), attributes=attributes))
+            < FP32_TOL
+        )
 
 
 @needs_library
 @pytest.mark.parametrize("axis", [2, 3])
 @pytest.mark.parametrize("span", [0, 5])
 def test_native_op_float16_io_computes_in_float32(axis, span):
-    tables, ints, qkv = random_case(axis, 2, 4, 8, span, 9, (2, 9, 12), seed=2)
+    tables, attributes, qkv = random_case(axis, 2, 4, 8, span, 9, (2, 9, 12), seed=2)
     qkv16 = qkv.astype(np.float16)
-    y = native_axial_attention(qkv16, **float32_tables(tables), **ints)
+    y = native_axial_attention(qkv16, **float32_tables(tables), attributes=attributes)
     assert y.dtype == np.float16
-    assert max_rel(y, torch_reference(qkv16, tables, ints)) < FP16_TOL
+    assert max_rel(y, torch_reference(qkv16, tables, attributes)) < FP16_TOL
     # float16 in and out, float32 inside: the float32 result rounded once
-    y32 = native_axial_attention(qkv16.astype(np.float32), **float32_tables(tables), **ints)
+    y32 = native_axial_attention(
+        qkv16.astype(np.float32), **float32_tables(tables), attributes=attributes
+    )
     assert max_rel(y, y32.astype(np.float16)) < 1e-3
 
 
 @needs_library
 def test_native_op_gives_the_same_bits_on_any_thread_count():
-    tables, ints, qkv = random_case(2, 2, 8, 16, 7, 9, (2, 40, 9), seed=4)
+    tables, attributes, qkv = random_case(2, 2, 8, 16, 7, 9, (2, 40, 9), seed=4)
     qkv = qkv.astype(np.float32)
     runs = [
-        native_axial_attention(qkv, **float32_tables(tables), **ints, threads=threads)
+        native_axial_attention(
+            qkv, **float32_tables(tables), attributes=attributes, threads=threads
+        )
         for threads in (1, 2, 3, 0)
     ]
     for other in runs[1:]:
@@ -114,13 +125,13 @@ def test_global_attention_on_a_long_line_keeps_memory_per_row():
     """A 12,289-long line, global span: L x L float32 logits would take 604 MB; the row-wise
     softmax holds one row (48 KB) per thread."""
     length = 12_289
-    tables, ints, qkv = random_case(3, 1, 1, 1, 0, 3, (1, 1, length), seed=5)
+    tables, attributes, qkv = random_case(3, 1, 1, 1, 0, 3, (1, 1, length), seed=5)
     qkv = qkv.astype(np.float32)
     # Reset this process's peak RSS to its current RSS (Linux >= 4.0), so the peak measured
     # after the call is the call's own, not an earlier test's.
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    y = native_axial_attention(qkv, **float32_tables(tables), **ints)
+    y = native_axial_attention(qkv, **float32_tables(tables), attributes=attributes)
     grown_mib = (_status_kib("VmHWM") - before) / 1024
     assert grown_mib < 64, f"peak memory grew by {grown_mib:.0f} MiB"
     assert np.isfinite(y).all()
@@ -138,26 +149,46 @@ def test_global_attention_on_a_long_line_keeps_memory_per_row():
 
 @needs_library
 def test_native_op_names_bad_arguments():
-    tables, ints, qkv = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
+    tables, attributes, qkv = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
     qkv = qkv.astype(np.float32)
-    with pytest.raises(CpuOpError, match=r"bad span: must be 0 \(global\) or a positive odd"):
-        native_axial_attention(qkv, **float32_tables(tables), **{**ints, "span": 4})
+    # The attribute type refuses what the spec forbids before the library is called...
+    with pytest.raises(OpSpecError, match=r"span .* must be 0 or odd, got 4"):
+        native_axial_attention(qkv, **float32_tables(tables), **{**attributes.as_dict(), "span": 4})
+    # ...and the library, whose C ABI is public too, still refuses it on its own.
+    arrays = [np.ascontiguousarray(t) for t in float32_tables(tables).values()]
+    y = np.empty((1, attributes.out_channels, 4, 4), np.float32)
+    params = ParamsStruct(1, 4, 4, *attributes.as_tuple(), 3, 0)  # N, H, W, attributes, T, fp32
+    params.span = 4
+    lib = cpu_library()
+    status = lib.axial_attention_cpu_run(
+        ctypes.byref(params),
+        qkv.ctypes.data,
+        ctypes.byref(TablesStruct(*(a.ctypes.data for a in arrays))),
+        y.ctypes.data,
+        1,
+    )
+    reason = lib.axial_attention_cpu_status_string(status).decode()
+    assert reason.startswith("bad span: must be 0 (global) or a positive odd"), reason
     with pytest.raises(CpuOpError, match="qkv has 11 channels, expected 12"):
-        native_axial_attention(qkv[:, :11], **float32_tables(tables), **ints)
+        native_axial_attention(qkv[:, :11], **float32_tables(tables), attributes=attributes)
     with pytest.raises(CpuOpError, match=r"rel_v must be \[2, 3, 3\], got \[2, 2, 3\]"):
-        native_axial_attention(qkv, **float32_tables(tables), **{**ints, "value_depth": 3})
+        native_axial_attention(
+            qkv, **float32_tables(tables), attributes=dataclasses.replace(attributes, value_depth=3)
+        )
     with pytest.raises(CpuOpError, match="qkv must be float32 or float16"):
-        native_axial_attention(qkv.astype(np.float64), **float32_tables(tables), **ints)
+        native_axial_attention(
+            qkv.astype(np.float64), **float32_tables(tables), attributes=attributes
+        )
 
 
 @needs_library
 @needs_extensions
 @pytest.mark.parametrize("elem_type", [TensorProto.FLOAT, TensorProto.FLOAT16])
 def test_onnxruntime_sessions_run_the_native_op(monkeypatch, elem_type):
-    tables, ints, qkv = random_case(3, 2, 3, 4, 5, 7, (2, 6, 9), seed=6)
+    tables, attributes, qkv = random_case(3, 2, 3, 4, 5, 7, (2, 6, 9), seed=6)
     dtype = np.float32 if elem_type == TensorProto.FLOAT else np.float16
     qkv = qkv.astype(dtype)
-    model = one_node_model(tables, ints, qkv.shape, elem_type)
+    model = one_node_model(tables, attributes, qkv.shape, elem_type)
     monkeypatch.delenv(OP_ENV, raising=False)
     assert op_implementation() == "native"
     (native,) = create_session(model).run(None, {"qkv": qkv})
@@ -167,7 +198,7 @@ def test_onnxruntime_sessions_run_the_native_op(monkeypatch, elem_type):
     tolerance = FP32_TOL if dtype == np.float32 else FP16_TOL
     assert native.dtype == reference.dtype == dtype
     assert max_rel(native, reference) < tolerance
-    assert max_rel(native, torch_reference(qkv, tables, ints)) < tolerance
+    assert max_rel(native, torch_reference(qkv, tables, attributes)) < tolerance
 
 
 @needs_extensions
@@ -177,10 +208,10 @@ def test_without_the_library_sessions_fall_back_to_the_reference(monkeypatch, tm
     assert op_implementation() == "reference"
     with pytest.raises(CpuOpError, match="make cpu-libs"):
         cpu_library()
-    tables, ints, qkv = random_case(2, 1, 2, 3, 3, 5, (2, 5, 4), seed=7)
+    tables, attributes, qkv = random_case(2, 1, 2, 3, 3, 5, (2, 5, 4), seed=7)
     qkv = qkv.astype(np.float32)
-    (y,) = create_session(one_node_model(tables, ints, qkv.shape)).run(None, {"qkv": qkv})
-    assert max_rel(y, torch_reference(qkv, tables, ints)) < FP32_TOL
+    (y,) = create_session(one_node_model(tables, attributes, qkv.shape)).run(None, {"qkv": qkv})
+    assert max_rel(y, torch_reference(qkv, tables, attributes)) < FP32_TOL
 
 
 @needs_library
@@ -188,10 +219,12 @@ def test_without_the_library_sessions_fall_back_to_the_reference(monkeypatch, tm
 def test_sessions_return_the_native_result_bit_for_bit():
     """The output goes back to ONNX Runtime as a buffer (ort_ops._install_buffer_hook) or, on
     other onnxruntime-extensions versions, as a list: either way the same float32 bits."""
-    tables, ints, qkv = random_case(2, 2, 4, 8, 9, 9, (2, 20, 15), seed=8)
+    tables, attributes, qkv = random_case(2, 2, 4, 8, 9, 9, (2, 20, 15), seed=8)
     qkv = qkv.astype(np.float32)
-    (y,) = create_session(one_node_model(tables, ints, qkv.shape)).run(None, {"qkv": qkv})
-    np.testing.assert_array_equal(y, native_axial_attention(qkv, **float32_tables(tables), **ints))
+    (y,) = create_session(one_node_model(tables, attributes, qkv.shape)).run(None, {"qkv": qkv})
+    np.testing.assert_array_equal(
+        y, native_axial_attention(qkv, **float32_tables(tables), attributes=attributes)
+    )
 
 
 @needs_extensions
@@ -204,8 +237,8 @@ def test_other_python_ops_still_run_through_the_library_bridge():
     def negate(x):
         return -x
 
-    tables, ints, qkv = random_case(3, 1, 2, 2, 3, 3, (1, 3, 4), seed=1)
-    create_session(one_node_model(tables, ints, qkv.shape))  # installs our hook
+    tables, attributes, qkv = random_case(3, 1, 2, 2, 3, 3, (1, 3, 4), seed=1)
+    create_session(one_node_model(tables, attributes, qkv.shape))  # installs our hook
     node = helper.make_node("AxialDeployTestNegate", ["x"], ["y"], domain="ai.onnx.contrib")
     graph = helper.make_graph(
         [node],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import sys
@@ -18,6 +19,7 @@ from axial_deploy.models.axial_attention import (
     axial_attention_op,
     fold_axial_attention,
 )
+from axial_deploy.op_spec import AxialAttentionAttributes
 from axial_deploy.ort_ops import (
     MISSING_EXTENSIONS,
     REFERENCE_DOMAIN,
@@ -38,9 +40,10 @@ FP16_TOL = op_spec.TOLERANCES["float16"]
 TABLES = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
 
 
-def loop_reference(qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, *, axis, span, **depths):
+def loop_reference(qkv, rel_q, rel_k, rel_v, logit_scale, out_bias, attributes):
     """The contract's math, one query at a time in float64 (independent of the torch code)."""
-    groups, dq, dv = depths["num_heads"], depths["key_depth"], depths["value_depth"]
+    axis, span = attributes.axis, attributes.span
+    groups, dq, dv = attributes.num_heads, attributes.key_depth, attributes.value_depth
     x = qkv.astype(np.float64)
     if axis == 3:  # attend along axis 2 below
         x = x.transpose(0, 1, 3, 2)
@@ -84,15 +87,15 @@ def random_case(axis, groups, dq, dv, span, table, shape, seed=0):
         "logit_scale": 0.5 + rng.random(groups),
         "out_bias": rng.normal(size=groups * dv),
     }
-    ints = {"axis": axis, "num_heads": groups, "key_depth": dq, "value_depth": dv, "span": span}
-    qkv = rng.normal(size=(shape[0], groups * (2 * dq + dv), *shape[1:]))
-    return tables, ints, qkv
+    attributes = AxialAttentionAttributes(axis, groups, dq, dv, span)
+    qkv = rng.normal(size=(shape[0], attributes.qkv_channels, *shape[1:]))
+    return tables, attributes, qkv
 
 
-def one_node_model(tables, ints, qkv_shape, elem_type=TensorProto.FLOAT):
-    node = op_spec.make_node("qkv", "y", name="attention", **tables, **ints)
+def one_node_model(tables, attributes, qkv_shape, elem_type=TensorProto.FLOAT):
+    node = op_spec.make_node("qkv", "y", name="attention", **tables, attributes=attributes)
     _, _, h, w = qkv_shape
-    out_channels = ints["num_heads"] * ints["value_depth"]
+    out_channels = attributes.out_channels
     graph = helper.make_graph(
         [node],
         "one_node",
@@ -106,9 +109,9 @@ def one_node_model(tables, ints, qkv_shape, elem_type=TensorProto.FLOAT):
     return model
 
 
-def torch_reference(qkv, tables, ints):
+def torch_reference(qkv, tables, attributes):
     arrays = [torch.from_numpy(np.asarray(tables[n], dtype=np.float32)) for n in TABLES]
-    return axial_attention_op(torch.from_numpy(qkv), *arrays, **ints).numpy()
+    return axial_attention_op(torch.from_numpy(qkv), *arrays, attributes).numpy()
 
 
 def max_rel(actual, expected):
@@ -130,27 +133,27 @@ CASES = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 @needs_extensions
 def test_onnxruntime_matches_the_reference_and_the_loop(case):
-    tables, ints, qkv = random_case(*case)
+    tables, attributes, qkv = random_case(*case)
     qkv = qkv.astype(np.float32)
-    session = create_session(one_node_model(tables, ints, qkv.shape))
+    session = create_session(one_node_model(tables, attributes, qkv.shape))
     (y,) = session.run(None, {"qkv": qkv})
     assert y.dtype == np.float32
-    assert y.shape == (qkv.shape[0], ints["num_heads"] * ints["value_depth"], *qkv.shape[2:])
-    assert max_rel(y, torch_reference(qkv, tables, ints)) < FP32_TOL
+    assert y.shape == (qkv.shape[0], attributes.out_channels, *qkv.shape[2:])
+    assert max_rel(y, torch_reference(qkv, tables, attributes)) < FP32_TOL
     tables32 = {name: np.asarray(t, np.float32) for name, t in tables.items()}
-    assert max_rel(y, loop_reference(qkv, **tables32, **ints)) < FP32_TOL
+    assert max_rel(y, loop_reference(qkv, **tables32, attributes=attributes)) < FP32_TOL
 
 
 @needs_extensions
 def test_float16_graphs_compute_in_float32():
-    tables, ints, qkv = random_case(3, 2, 3, 2, 3, 5, (2, 4, 6), seed=1)
+    tables, attributes, qkv = random_case(3, 2, 3, 2, 3, 5, (2, 4, 6), seed=1)
     qkv = qkv.astype(np.float16)
-    model = one_node_model(tables, ints, qkv.shape, TensorProto.FLOAT16)
+    model = one_node_model(tables, attributes, qkv.shape, TensorProto.FLOAT16)
     (y,) = create_session(model).run(None, {"qkv": qkv})
     assert y.dtype == np.float16
-    assert max_rel(y, torch_reference(qkv, tables, ints)) < FP16_TOL
+    assert max_rel(y, torch_reference(qkv, tables, attributes)) < FP16_TOL
     tables32 = {name: np.asarray(t, np.float32) for name, t in tables.items()}
-    assert max_rel(y, loop_reference(qkv, **tables32, **ints)) < FP16_TOL
+    assert max_rel(y, loop_reference(qkv, **tables32, attributes=attributes)) < FP16_TOL
 
 
 @needs_extensions
@@ -163,7 +166,7 @@ def test_conv_plus_node_matches_the_folded_torch_layer():
     bias = folded.qkv.bias.detach().numpy()
     conv = helper.make_node("Conv", ["x", "w", "b"], ["qkv"], name="qkv_conv")
     tables = {name: getattr(folded, name).numpy() for name in TABLES}
-    node = op_spec.make_node("qkv", "y", name="attention", **tables, **folded.attributes())
+    node = op_spec.make_node("qkv", "y", name="attention", **tables, attributes=folded.attributes)
     graph = helper.make_graph(
         [conv, node],
         "folded",
@@ -186,10 +189,12 @@ def test_conv_plus_node_matches_the_folded_torch_layer():
 
 @needs_extensions
 def test_two_nodes_on_one_input_get_distinct_names():
-    tables, ints, qkv = random_case(2, 2, 2, 3, 3, 3, (1, 5, 4))
-    other = {**ints, "axis": 3, "span": 0}
-    first = op_spec.make_node("qkv", "y_h", **tables, **ints)  # unnamed: named by output
-    second = op_spec.make_node("qkv", "y_w", **tables, **other)
+    tables, attributes, qkv = random_case(2, 2, 2, 3, 3, 3, (1, 5, 4))
+    other = dataclasses.replace(attributes, axis=3, span=0)
+    first = op_spec.make_node(
+        "qkv", "y_h", **tables, attributes=attributes
+    )  # unnamed: named by output
+    second = op_spec.make_node("qkv", "y_w", **tables, attributes=other)
     graph = helper.make_graph(
         [first, second],
         "two",
@@ -204,14 +209,14 @@ def test_two_nodes_on_one_input_get_distinct_names():
     )
     qkv = qkv.astype(np.float32)
     y_h, y_w = create_session(model).run(None, {"qkv": qkv})
-    assert max_rel(y_h, torch_reference(qkv, tables, ints)) < FP32_TOL
+    assert max_rel(y_h, torch_reference(qkv, tables, attributes)) < FP32_TOL
     assert max_rel(y_w, torch_reference(qkv, tables, other)) < FP32_TOL
 
 
 @needs_extensions
 def test_view_is_in_memory_and_the_file_is_untouched(tmp_path):
-    tables, ints, qkv = random_case(3, 2, 3, 2, 3, 3, (2, 4, 5))
-    model = one_node_model(tables, ints, qkv.shape)
+    tables, attributes, qkv = random_case(3, 2, 3, 2, 3, 3, (2, 4, 5))
+    model = one_node_model(tables, attributes, qkv.shape)
     before = model.SerializeToString()
     view = to_onnxruntime_view(model)
     assert model.SerializeToString() == before  # the caller's model is not modified
@@ -226,7 +231,7 @@ def test_view_is_in_memory_and_the_file_is_untouched(tmp_path):
     onnx.save(model, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (y,) = create_session(path).run(None, {"qkv": qkv.astype(np.float32)})
-    assert max_rel(y, torch_reference(qkv.astype(np.float32), tables, ints)) < FP32_TOL
+    assert max_rel(y, torch_reference(qkv.astype(np.float32), tables, attributes)) < FP32_TOL
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
@@ -254,8 +259,8 @@ def test_graphs_without_the_node_run_unchanged_without_extensions(monkeypatch, t
 
 
 def test_missing_extensions_names_the_pip_command(monkeypatch):
-    tables, ints, qkv = random_case(2, 1, 1, 1, 0, 3, (1, 3, 3))
-    model = one_node_model(tables, ints, qkv.shape)
+    tables, attributes, qkv = random_case(2, 1, 1, 1, 0, 3, (1, 3, 3))
+    model = one_node_model(tables, attributes, qkv.shape)
     monkeypatch.setitem(sys.modules, "onnxruntime_extensions", None)
     with pytest.raises(ImportError, match="pip install onnxruntime-extensions") as info:
         create_session(model)
@@ -263,8 +268,8 @@ def test_missing_extensions_names_the_pip_command(monkeypatch):
 
 
 def test_inconsistent_node_is_named_before_any_run():
-    tables, ints, qkv = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
-    model = one_node_model(tables, ints, qkv.shape)
+    tables, attributes, qkv = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
+    model = one_node_model(tables, attributes, qkv.shape)
     node = model.graph.node[0]
     for attribute in node.attribute:
         if attribute.name == "rel_v":
@@ -274,7 +279,7 @@ def test_inconsistent_node_is_named_before_any_run():
 
 
 def test_qkv_with_wrong_channels_is_refused_before_any_run():
-    tables, ints, _ = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
-    model = one_node_model(tables, ints, (1, 13, 4, 4))
+    tables, attributes, _ = random_case(2, 2, 2, 2, 3, 3, (1, 4, 4))
+    model = one_node_model(tables, attributes, (1, 13, 4, 4))
     with pytest.raises(ValueError, match=r"'attention': qkv has 13 channels, but .* = 12"):
         create_session(model)

@@ -86,7 +86,7 @@ def _case(seed: int = 0) -> dict:
         "rel_v": rng.standard_normal((g, dv, t)).astype(np.float32) * 0.3,
         "logit_scale": rng.uniform(0.2, 0.6, g).astype(np.float32),
         "out_bias": rng.standard_normal(g * dv).astype(np.float32),
-        "attrs": {"axis": 3, "num_heads": g, "key_depth": dq, "value_depth": dv, "span": 5},
+        "attrs": op_spec.AxialAttentionAttributes(3, g, dq, dv, 5),
     }
 
 
@@ -98,7 +98,7 @@ def _reference(case: dict, qkv: np.ndarray) -> np.ndarray:
     names = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
     tables = [torch.from_numpy(case[n]).double() for n in names]
     with torch.no_grad():
-        y = axial_attention_op(torch.from_numpy(qkv).double(), *tables, **case["attrs"])
+        y = axial_attention_op(torch.from_numpy(qkv).double(), *tables, case["attrs"])
     return y.numpy()
 
 
@@ -146,14 +146,11 @@ def test_plugin_runs_in_tensorrt(path: str, fp16: bool) -> None:
     if path == "network":
         creator = registry.get_creator("AxialAttention", "1", "axial_deploy")
         assert creator is not None
-        fields = [trt.PluginField(k, np.array([v], np.int32), trt.PluginFieldType.INT32)
-                  for k, v in case["attrs"].items()]  # fmt: skip
-        table_length = case["rel_q"].shape[-1]
-        fields.append(
-            trt.PluginField("table_length", np.array([table_length], np.int32),
-                            trt.PluginFieldType.INT32)
-        )  # fmt: skip
-        fields += [trt.PluginField(n, case[n].ravel(), trt.PluginFieldType.FLOAT32) for n in tables]
+        # The spec's field list ("kINT32" -> trt.PluginFieldType.INT32, "kFLOAT32" -> FLOAT32).
+        fields = [
+            trt.PluginField(f.name, f.data, getattr(trt.PluginFieldType, f.field_type[1:]))
+            for f in op_spec.plugin_fields({n: case[n] for n in tables}, case["attrs"])
+        ]
         plugin = creator.create_plugin(
             "axial", trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD
         )
@@ -164,9 +161,11 @@ def test_plugin_runs_in_tensorrt(path: str, fp16: bool) -> None:
     else:
         import onnx
 
-        node = op_spec.make_node("qkv", "y", **{n: case[n] for n in tables}, **case["attrs"])
+        node = op_spec.make_node(
+            "qkv", "y", **{n: case[n] for n in tables}, attributes=case["attrs"]
+        )
         elem = onnx.TensorProto.FLOAT16 if fp16 else onnx.TensorProto.FLOAT
-        g = case["attrs"]["num_heads"] * case["attrs"]["value_depth"]
+        g = case["attrs"].out_channels
         graph = onnx.helper.make_graph(
             [node], "one_node",
             [onnx.helper.make_tensor_value_info("qkv", elem, qkv.shape)],

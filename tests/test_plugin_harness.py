@@ -28,6 +28,7 @@ import yaml
 from kernel_helpers import random_op_inputs, reference
 from trt_headers import HEADERS_ENV, include_for
 
+from axial_deploy import op_spec
 from axial_deploy.kernel import REPO_ROOT
 from axial_deploy.op_spec import SPEC_PATH, TOLERANCES
 
@@ -163,12 +164,11 @@ def pack_collections(collections: list[list | None]) -> bytes:
     return b"".join(out)
 
 
-def op_fields(attrs: dict, tables) -> list:
-    names = ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")
-    fields = [field(k, INT32, [v]) for k, v in attrs.items()]
-    fields.append(field("table_length", INT32, [tables[0].shape[-1]]))
-    fields += [field(n, FLOAT32, t.numpy()) for n, t in zip(names, tables, strict=True)]
-    return fields
+def op_fields(attrs: op_spec.AxialAttentionAttributes, tables) -> list:
+    """The spec's field list (`op_spec.plugin_fields`, what the ONNX parser hands the creator)."""
+    named = {n: t.numpy() for n, t in zip(op_spec.TABLE_ATTRIBUTES, tables, strict=True)}
+    types = {"kINT32": INT32, "kFLOAT32": FLOAT32}
+    return [field(f.name, types[f.field_type], f.data) for f in op_spec.plugin_fields(named, attrs)]
 
 
 def pack_tensor(qkv: torch.Tensor) -> bytes:
@@ -225,7 +225,7 @@ CASES = [
 def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
     n, h, w, axis, g, dq, dv, span, t = case
     qkv, tables = random_op_inputs(n, h, w, g, dq, dv, t, dtype=dtype, seed=sum(case))
-    attrs = {"axis": axis, "num_heads": g, "key_depth": dq, "value_depth": dv, "span": span}
+    attrs = op_spec.AxialAttentionAttributes(axis, g, dq, dv, span)
     (tmp_path / "fields.bin").write_bytes(pack_collections([op_fields(attrs, tables)]))
     (tmp_path / "qkv.bin").write_bytes(pack_tensor(qkv))
     out = tmp_path / "y.bin"
@@ -242,7 +242,7 @@ def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
         refusal = "refused" in step["step"]
         assert refusal or not any(m.startswith("E:") for m in step["log"]), step
     y = torch.from_numpy(np.fromfile(out, dtype="<f4")).reshape(n, g * dv, h, w)
-    expected = reference(qkv, tables, **attrs)
+    expected = reference(qkv, tables, attrs)
     assert not torch.isnan(y).any(), "output left unwritten (poisoned with NaN)"
     err = ((y.double() - expected).abs().max() / expected.abs().max()).item()
     tolerance = TOLERANCES["float32" if dtype == torch.float32 else "float16"]
@@ -252,7 +252,9 @@ def test_lifecycle_matches_reference(harness, tmp_path, case, dtype):
 def _bad_field_cases() -> list[tuple[str, object, str]]:
     """(what, collection, the field name the refusal must mention)."""
     _, tables = random_op_inputs(1, 3, 4, 2, 4, 8, 5)
-    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 3}
+    attrs = op_spec.AxialAttentionAttributes(
+        axis=3, num_heads=2, key_depth=4, value_depth=8, span=3
+    )
     good = op_fields(attrs, tables)
     names = [f[0] for f in good]
     cases: list[tuple[str, object, str]] = [("valid", good, "")]
@@ -359,3 +361,88 @@ def test_plugin_library_exports_only_its_entry_points(tmp_path):
         "axial_attention_status_string",
         "axial_attention_workspace_size",
     }
+
+
+# ---------------------------------------------------------------- fuzzing the field parser
+
+
+def _field_bytes(ftype: int) -> int:
+    """plugin_harness.cpp's fieldBytes: bytes per element of a PluginFieldType."""
+    return {1: 4, 5: 4, 2: 8, 10: 8, 0: 2, 4: 2, 9: 2}.get(ftype, 1)
+
+
+EDGE_INT32 = [0, 1, -1, 2, 3, 2**31 - 1, -(2**31), 2**16 + 1, 255]
+EDGE_FLOAT32 = [0.0, -0.0, float("nan"), float("inf"), -float("inf"), 3.4e38, 1e-45]
+
+
+def _fuzzed_collection(draw_value, good: list) -> list:
+    """`good` with one to four fields mutated the ways TensorRT could hand them over (data
+    always holds `length` elements of the declared type, as TensorRT guarantees)."""
+    from hypothesis import strategies as st
+
+    fields = list(good)
+    for _ in range(draw_value(st.integers(1, 4))):
+        index = draw_value(st.integers(0, len(fields) - 1)) if fields else 0
+        kind = draw_value(st.sampled_from(
+            ["drop", "twice", "rename", "retype", "resize", "values", "null data"]
+        ))  # fmt: skip
+        if not fields:
+            break
+        name, ftype, length, data = fields[index]
+        if kind == "drop":
+            del fields[index]
+        elif kind == "twice":
+            fields.append(fields[index])
+        elif kind == "rename":
+            new = draw_value(st.one_of(st.none(), st.text(max_size=12), st.sampled_from(
+                [f[0] for f in good])))  # fmt: skip
+            fields[index] = (new, ftype, length, data)
+        elif kind == "retype":
+            ftype = draw_value(st.sampled_from([*range(13), 99, -1]))
+            size = max(length, 0) * _field_bytes(ftype)
+            fields[index] = (name, ftype, length, (data or b"").ljust(size, b"\0")[:size])
+        elif kind == "resize":
+            length = draw_value(st.sampled_from([-(2**31), -4, -1, 0, 1, 2, length + 1, 257]))
+            size = max(length, 0) * _field_bytes(ftype)
+            fields[index] = (name, ftype, length, (data or b"").ljust(size, b"\x7f")[:size])
+        elif kind == "values" and ftype in (INT32, FLOAT32) and length > 0:
+            pool = EDGE_INT32 if ftype == INT32 else EDGE_FLOAT32
+            values = draw_value(st.lists(st.sampled_from(pool), min_size=length, max_size=length))
+            fields[index] = field(name, ftype, values)
+        elif kind == "null data":
+            fields[index] = (name, ftype, length, None)
+    return fields
+
+
+def test_fuzzed_fields_are_created_or_refused_never_a_crash(harness, tmp_path):
+    """Hypothesis mutates a valid field collection (drop, duplicate, rename, retype, resize,
+    edge values: NaN, inf, INT32_MIN/MAX); under AddressSanitizer and UBSan the plugin creates
+    or refuses each in both phases alike, logging an error for every refusal. Bounded like
+    test_fuzz_readers.py (AXIAL_DEPLOY_FUZZ=long for a long run)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    _, tables = random_op_inputs(1, 3, 4, 2, 4, 8, 5)
+    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 3}
+    good = op_fields(attrs, tables)
+    long = os.environ.get("AXIAL_DEPLOY_FUZZ") == "long"
+
+    @settings(max_examples=500 if long else 15, deadline=None, derandomize=not long,
+              database=None if not long else settings.default.database,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(st.data())
+    def check(data):
+        collections = [_fuzzed_collection(data.draw, good) for _ in range(8)]
+        path = tmp_path / "fuzz.bin"
+        path.write_bytes(pack_collections(collections))
+        results = run_harness(harness, "create", path)  # exit 0, no sanitizer report
+        assert len(results) == len(collections)
+        for result in results:
+            errors = [m for m in result["log"] if m.startswith("E:")]
+            if result["detail"] == "build=created runtime=created":
+                assert not errors, result
+            else:
+                assert result["detail"] == "build=refused runtime=refused", result
+                assert errors, result  # a refusal says why
+
+    check()

@@ -90,7 +90,7 @@ def test_html_report_has_both_charts():
 def test_cli_profile_of_an_onnx_model_writes_reports(tmp_path, capsys):
     model = conv_net(tmp_path / "net.onnx")
     prefix = tmp_path / "reports" / "net"
-    args = ["profile", str(model), "--warmup", "0", "--iterations", "25", "--batch", "2"]
+    args = ["profile", str(model), "--warmup", "0", "--iterations", "25", "--batch-size", "2"]
     assert main([*args, "--report", str(prefix)]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime, batch 2, 25 runs" in out and "p99" in out

@@ -66,7 +66,7 @@ def test_identical_models_pass(save, capsys):
     assert [row.name for row in report.rows] == ["y", "s"]
     assert all(row.max_abs == 0.0 for row in report.rows)
 
-    assert main(["verify", a, b, "--batch", "3"]) == 0
+    assert main(["verify", a, b, "--batch-size", "3"]) == 0
     out = capsys.readouterr().out
     assert "x 3x3x4x4" in out and "OK: all 2 outputs" in out
     assert out.count("PASS") == 2
@@ -115,7 +115,7 @@ def test_the_rewritten_pattern_matches_the_exported_layer(save, tmp_path):
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["x", "w", "b"], ["qkv"]),
-            op_spec.make_node("qkv", "y", name="attention", **tables, **folded.attributes()),
+            op_spec.make_node("qkv", "y", name="attention", **tables, attributes=folded.attributes),
         ],
         "rewritten",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 6, 7])],
@@ -227,11 +227,7 @@ def test_missing_extensions_is_a_clear_usage_error(save, monkeypatch, capsys):
         rel_v=rng.normal(size=(1, 1, 3)),
         logit_scale=np.ones(1),
         out_bias=np.zeros(1),
-        axis=2,
-        num_heads=1,
-        key_depth=1,
-        value_depth=1,
-        span=0,
+        attributes=op_spec.AxialAttentionAttributes(2, 1, 1, 1, 0),
     )
     graph = helper.make_graph(
         [node],

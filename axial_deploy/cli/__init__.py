@@ -66,6 +66,8 @@ def _load(module: str) -> ModuleType:
 def _help_of(module: ModuleType) -> tuple[str, str]:
     doc = (module.__doc__ or "").strip()
     summary = doc.split("\n", 1)[0].rstrip(".")
+    if summary[1:2].isupper() or summary[1:2].isdigit():  # an acronym: "FP32 graph", "ONNX"
+        return summary, doc
     return summary[:1].lower() + summary[1:], doc
 
 
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, files=module.files)
     return parser
 
 
@@ -110,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `train`
     try:
+        if getattr(args, "files", None) is not None:  # not for a command that failed to load
+            from axial_deploy.artifacts import check_distinct
+
+            check_distinct(*args.files(args))  # every written path, before any work
         return args.run(args)
     except AxialDeployError as error:
         print(f"axial-deploy {args.command}: error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import add_output, add_plugins, positive_int
+from axial_deploy.cli.args import Files, add_output, add_plugins, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "path of the engine")
     parser.add_argument(
         "--backend",
-        choices=["tensorrt", "tensorrt-rtx", "auto"],
-        default="tensorrt",
-        help="tensorrt (default; GPU, plugins), tensorrt-rtx (plugin-free graphs, CPU build) or "
-        "auto (TensorRT on a GPU, TensorRT-RTX only on GPUs of its support matrix)",
+        choices=["auto", "tensorrt", "tensorrt-rtx"],
+        default="auto",
+        help="auto (default, as deploy: TensorRT on a GPU, TensorRT-RTX on GPUs of its support "
+        "matrix or ahead of time without a GPU), tensorrt (GPU, plugins) or tensorrt-rtx "
+        "(plugin-free graphs, CPU build)",
     )
     add_plugins(
         parser,
@@ -63,15 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
-    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
-    from axial_deploy.manifest import manifest_path
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    from axial_deploy.manifest import manifest_path, pending_path
 
-    check_distinct(
-        {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache},
-        {"-o": args.output, "the manifest": manifest_path(args.output)},
-    )
+    reads = {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache}
+    written = {"-o": args.output, "the manifest": manifest_path(args.output),
+               "the pending manifest": pending_path(args.output),
+               "--timing-cache": args.timing_cache}  # fmt: skip
+    return Files(reads, written)
+
+
+def run(args: argparse.Namespace) -> int:
+    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
+
     backend = args.backend
     if backend == "auto":
         from axial_deploy.backends import choose_auto, installed_backends, local_gpus

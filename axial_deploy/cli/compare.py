@@ -3,8 +3,8 @@
 Runs the reference graph and each candidate on the same held-out inputs in ONNX Runtime and
 prints, per output, max / mean abs and max rel error, plus task agreement: top-1 agreement for
 classifiers, pixel agreement and mIoU between the argmax predictions of the semantic output
-for panoptic models. The default inputs are synthetic with seed 1, which calibration (seed 0)
-never saw.
+for panoptic models. The default inputs are synthetic, drawn with --seed + 1, so that
+calibration with the same --seed (quantize's default 0) never saw them.
 
 --layerwise REF.onnx CAND.onnx: where precision breaks, layer by layer. Every float tensor the
 candidate computes is paired with the reference tensor it stands for (same name; same node
@@ -28,8 +28,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from axial_deploy.cli.args import add_report, add_seed, positive_float, positive_int
+from axial_deploy.cli.args import Files, add_report, add_seed, positive_float, positive_int
 from axial_deploy.cli.quantize import CALIB_HELP
+
+# compare draws held-out inputs with --seed + 1: one --seed default (0) for every command, and
+# synthetic held-out inputs that calibration with the same --seed never saw.
+HELD_OUT_SEED_OFFSET = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--inputs", metavar="SRC", help=f"held-out inputs: {CALIB_HELP} (default: synthetic)"
     )
     parser.add_argument("--batches", type=positive_int, default=4, help="batches (default: 4)")
-    add_seed(parser, default=1, what="synthetic inputs")
+    add_seed(parser, what=f"synthetic inputs, drawn with seed N + {HELD_OUT_SEED_OFFSET} so that "
+             "they differ from calibration's (quantize --seed N)")  # fmt: skip
     parser.add_argument(
         "--task",
         choices=["classification", "panoptic"],
@@ -110,21 +115,26 @@ def labelled(texts: list[str]) -> dict[str, str]:
     return candidates
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    candidates = {f"candidate {k}": v for k, v in labelled(args.candidates).items()}
+    reads = {"REF.onnx": args.reference, **candidates, "--inputs": args.inputs}
+    return Files(reads, {"--report": args.report})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.quantize import accuracy_report
 
     if args.layerwise:
         return run_layerwise(args)
     candidates = labelled(args.candidates)
-    inputs = {"REF.onnx": args.reference, **{f"candidate {k}": v for k, v in candidates.items()}}
-    check_distinct(inputs, {"--report": args.report})
     report = accuracy_report(
         args.reference,
         candidates,
         inputs=args.inputs,
         batches=args.batches,
-        seed=args.seed,
+        seed=args.seed + HELD_OUT_SEED_OFFSET,
         task=args.task,
         progress=True,
     )
@@ -136,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_layerwise(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.layerwise import LayerwiseError, layerwise_compare
 
     candidates = labelled(args.candidates)
@@ -146,13 +156,12 @@ def run_layerwise(args: argparse.Namespace) -> int:
             "run it once per candidate"
         )
     ((label, candidate),) = candidates.items()
-    check_distinct({"REF.onnx": args.reference, "CAND.onnx": candidate}, {"--report": args.report})
     report = layerwise_compare(
         args.reference,
         candidate,
         inputs=args.inputs,
         batches=args.batches,
-        seed=args.seed,
+        seed=args.seed + HELD_OUT_SEED_OFFSET,
         val_range=args.val_range,
         threshold=args.threshold,
         chunk_mb=args.chunk_mb,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from axial_deploy.cli.args import add_output_folder, add_seed, non_negative_int, parse_size
+from axial_deploy.cli.args import Files, add_output_folder, add_seed, non_negative_int, parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_size,
         help="HxW of the images (default: 129x129 panoptic, 64x64 classification)",
     )
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({}, {"-o": args.output}, folders=("-o",))
 
 
 def run(args: argparse.Namespace) -> int:

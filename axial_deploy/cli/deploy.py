@@ -19,9 +19,12 @@ import argparse
 from pathlib import Path
 
 from axial_deploy.cli.args import (
+    Files,
     OldSpelling,
+    add_calib_batches,
     add_checkpoint,
     add_gate,
+    add_iterations,
     add_num_classes,
     add_output_folder,
     add_plugins,
@@ -52,9 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="INT8/FP8 calibration data: image folder, .npy/.npz, or 'synthetic' (default: "
         "the dataset's train images)",
     )
-    parser.add_argument(
-        "--calib-batches", type=positive_int, default=16, help="calibration batches (default 16)"
-    )
+    add_calib_batches(parser, "INT8 calibration batches of one image")
     parser.add_argument(
         "--data", metavar="DIR", help="evaluation dataset (default: generate OUTPUT/data)"
     )
@@ -86,11 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="engine builder (default auto: TensorRT, else TensorRT-RTX, else none)",
     )
     add_plugins(parser)
-    parser.add_argument(
-        "--iterations", type=positive_int, default=50, help="timed runs per variant (default 50)"
-    )
+    add_iterations(parser, "timed runs per variant")
     add_seed(parser, what="weights, inputs and dataset")
     add_output_folder(parser, "output folder", default="out/deploy")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    reads = {"--checkpoint": args.checkpoint, "--calib": args.calib, "--data": args.data,
+             "--plugins": args.plugins}  # fmt: skip
+    return Files(reads, {"-o": args.output}, folders=("-o",))
 
 
 def run(args: argparse.Namespace) -> int:

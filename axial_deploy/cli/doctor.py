@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_plugins
+from axial_deploy.cli.args import Files, add_plugins
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_plugins(parser, "plugin library to check")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"--plugins": args.plugins}, {})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from axial_deploy.cli.args import (
+    Files,
     add_checkpoint,
     add_gate,
     add_report,
@@ -74,9 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    from axial_deploy.evaluate import labelled_targets
+
+    reads = {f"TARGET {k}": v for k, v in labelled_targets(args.targets, args.labels).items()}
+    reads |= {"--data": args.data, "--checkpoint": args.checkpoint}
+    return Files(reads, {"--report": args.report, "--panels": args.panels}, folders=("--panels",))
+
+
 def run(args: argparse.Namespace) -> int:
 
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.evaluate import (
         comparison_table,
         evaluate_with_gate,
@@ -85,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     )
 
     targets = labelled_targets(args.targets, args.labels)
-    check_distinct({f"TARGET {k}": v for k, v in targets.items()}, {"--report": args.report})
     evaluation = evaluate_with_gate(
         targets,
         args.data,

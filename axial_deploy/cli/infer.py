@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_output
+from axial_deploy.cli.args import Files, add_output
 from axial_deploy.cli.serving_args import add_client
 
 
@@ -18,13 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "write the outputs to this .npz", required=False, metavar="FILE.npz")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"INPUT": args.input}, {"-o": args.output})
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from axial_deploy.artifacts import atomic_output, check_distinct
+    from axial_deploy.artifacts import atomic_output
     from axial_deploy.serving.client import TritonClient, describe, input_for
 
-    check_distinct({"INPUT": args.input}, {"-o": args.output})
     with TritonClient(args.url, allow_remote=args.allow_remote, timeout_s=args.timeout) as client:
         feed = input_for(args.input, client.metadata(args.name))
         outputs = client.infer(args.name, feed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_report, add_seed, positive_float, positive_int
+from axial_deploy.cli.args import Files, add_report, add_seed, positive_float, positive_int
 from axial_deploy.cli.serving_args import add_client
 
 
@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_seed(parser, what="random input")
     add_report(parser, "write the report to this JSON file", old_json=True)
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"INPUT": args.input}, {"--report": args.report})
 
 
 def run(args: argparse.Namespace) -> int:

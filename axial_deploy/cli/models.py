@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from axial_deploy.cli.args import Files
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({}, {})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import importlib.util
 import shlex
 from pathlib import Path
 
+from axial_deploy.cli.args import Files
 from axial_deploy.errors import AxialDeployError
 
 FORMATS = ("all", "path", "trtexec", "polygraphy", "triton", "preload")
@@ -75,6 +76,11 @@ def forms(path: str) -> dict[str, str]:
         # TensorRT first, so that it is in the process when the plugin is opened
         "preload": shlex.quote(f"{tensorrt_library()}:{path}"),
     }
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({}, {})
 
 
 def run(args: argparse.Namespace) -> int:

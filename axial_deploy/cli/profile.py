@@ -10,9 +10,17 @@ AxialAttention plugin's share. --report FILE.json writes the JSON and FILE.html 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from axial_deploy.cli.args import add_cuda_binding, add_report, positive_float, positive_int
+from axial_deploy.cli.args import (
+    Files,
+    add_batch_size,
+    add_cuda_binding,
+    add_iterations,
+    add_report,
+    positive_float,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,39 +29,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=float, default=1.0, metavar="S", help="warm-up seconds (default 1)"
     )
     length = parser.add_mutually_exclusive_group()
+    add_iterations(length)
     length.add_argument(
-        "--iterations", type=positive_int, metavar="N", help="timed runs (default 100)"
+        "--duration", type=positive_float, metavar="S", help="time for S seconds instead"
     )
-    length.add_argument("--duration", type=positive_float, metavar="S", help="time for S seconds")
-    parser.add_argument(
-        "--batch", type=positive_int, default=1, help="size of a dynamic batch axis"
-    )
+    add_batch_size(parser, "size of a dynamic batch axis", old_batch=True)
     parser.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
     add_cuda_binding(parser)
-    add_report(parser, "write FILE.json and FILE.html (an old PREFIX without .json: PREFIX.*)")
+    add_report(parser, "write FILE.json and FILE.html beside it")
 
 
 def report_paths(report: str) -> tuple[Path, Path]:
-    """FILE.json -> (FILE.json, FILE.html); an old-style PREFIX -> (PREFIX.json, PREFIX.html)."""
+    """FILE.json -> (FILE.json, FILE.html); an old-style PREFIX -> (PREFIX.json, PREFIX.html)
+    (`files` notes that form: it goes in the next release)."""
     path = Path(report)
     prefix = path.with_suffix("") if path.suffix == ".json" else path
     return Path(f"{prefix}.json"), Path(f"{prefix}.html")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    if args.report and Path(args.report).suffix != ".json":
+        print(
+            f"note: --report {args.report} is the old PREFIX form; give {args.report}.json (the "
+            "PREFIX form goes in the next release)",
+            file=sys.stderr,
+        )
+    json_path, html_path = report_paths(args.report) if args.report else (None, None)
+    return Files({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.profile import profile_engine
     from axial_deploy.report import write_html
     from axial_deploy.runtime import Engine
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
-    check_distinct({"ENGINE|ONNX": args.model}, {"--report": json_path, "its HTML": html_path})
     with Engine(args.model, cuda=args.cuda) as engine:
         result = profile_engine(
             engine,
-            batch=args.batch,
+            batch=args.batch_size,
             warmup_s=args.warmup,
-            iterations=args.iterations,
+            iterations=None if args.duration else args.iterations,
             duration_s=args.duration,
             cuda_graph=args.cuda_graph,
         )

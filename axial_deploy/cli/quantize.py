@@ -17,8 +17,17 @@ on DIR is within D points of FP32; a JSON record says which layers and why
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from axial_deploy.cli.args import add_output, add_report, add_seed, positive_int
+from axial_deploy.cli.args import (
+    Files,
+    add_batch_size,
+    add_calib_batches,
+    add_output,
+    add_report,
+    add_seed,
+    positive_int,
+)
 from axial_deploy.errors import CHECK_FAILED
 
 CALIB_HELP = (
@@ -30,7 +39,9 @@ CALIB_HELP = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
     add_output(parser, "path of the output .onnx")
-    parser.add_argument("--precision", required=True, choices=["fp16", "int8", "fp8"])
+    parser.add_argument(
+        "--precision", required=True, choices=["fp16", "int8", "fp8"], help="precision of the graph"
+    )
     parser.add_argument(
         "--calib", metavar="SRC", help=f"calibration inputs: {CALIB_HELP} (default: synthetic)"
     )
@@ -43,12 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "precision is nearly constant, so clipping gains little. fp16 always uses max |x| to "
         "find overflows",
     )
-    parser.add_argument(
-        "--batches", type=positive_int, default=8, help="calibration batches (default: 8)"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=1, help="batch size (default: 1)"
-    )
+    add_calib_batches(parser, "calibration batches", old_batches=True)
+    add_batch_size(parser, "images per calibration batch")
     add_seed(parser, what="synthetic calibration inputs")
     parser.add_argument(
         "--cache",
@@ -98,19 +105,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_report(parser, "write the quantization report as JSON to this path")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    # INT8 always writes TensorRT's calibration cache: --cache, else beside -o as .calib
+    cache = args.cache
+    if cache is None and args.precision == "int8":
+        cache = Path(args.output).with_suffix(".calib")
+    written = {"-o": args.output, "--report": args.report, "--cache": cache}
+    if args.max_drop is not None:  # the search's record: --budget-record, else OUT.budget.json
+        record = args.budget_record or Path(args.output).with_suffix(".budget.json")
+        written["--budget-record"] = record
+    return Files({"IN.onnx": args.model, "--calib": args.calib, "--data": args.data}, written)
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+    from axial_deploy.artifacts import write_json
     from axial_deploy.quantize import quantize_file
 
-    outputs = {"-o": args.output, "--report": args.report, "--cache": args.cache}
     if args.max_drop is not None:
-        return _run_budget(args, outputs)
+        return _run_budget(args)
     for flag in ("data", "eval_images", "budget_record"):
         if getattr(args, flag) is not None:
             from axial_deploy.budget import BudgetError
 
             raise BudgetError(f"--{flag.replace('_', '-')} goes with --max-drop D: add it")
-    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(f"quantizing {args.model} to {args.precision} ...", flush=True)
     report = quantize_file(
         args.model,
@@ -118,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         calib=args.calib,
         method=args.method,
-        batches=args.batches,
+        batches=args.calib_batches,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_path=args.cache,
@@ -134,16 +152,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_budget(args: argparse.Namespace, outputs: dict) -> int:
-    from axial_deploy.artifacts import check_distinct, write_json
+def _run_budget(args: argparse.Namespace) -> int:
+    from axial_deploy.artifacts import write_json
     from axial_deploy.budget import BudgetError, quantize_to_budget
 
     if args.data is None:
         raise BudgetError("--max-drop needs --data DIR: the dataset the task metric is measured on")
     if args.quantizer != "native":
         raise BudgetError("--max-drop needs the native quantizer (leave --quantizer out)")
-    outputs = {**outputs, "--budget-record": args.budget_record}
-    check_distinct({"IN.onnx": args.model, "--calib": args.calib}, outputs)
     print(
         f"quantizing {args.model} to {args.precision} within {args.max_drop:g} points ...",
         flush=True,
@@ -158,7 +174,7 @@ def _run_budget(args: argparse.Namespace, outputs: dict) -> int:
         eval_images=args.eval_images,
         calib=args.calib,
         method=args.method,
-        batches=args.batches,
+        batches=args.calib_batches,
         batch_size=args.batch_size,
         seed=args.seed,
         attention_precision=args.attention_precision,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_output, add_report
+from axial_deploy.cli.args import Files, add_output, add_report
 
 VERIFY_LINES = 8
 
@@ -71,11 +71,14 @@ def add_verify_lines(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"IN.onnx": args.model}, {"-o": args.output, "--report": args.report})
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
     from axial_deploy.rewrite import rewrite_file
 
-    check_distinct({"IN.onnx": args.model}, {"-o": args.output, "--report": args.report})
     print(f"rewriting {args.model} ...", flush=True)
     report = rewrite_file(
         args.model,

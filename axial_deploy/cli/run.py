@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_cuda_binding, add_output
+from axial_deploy.cli.args import Files, add_cuda_binding, add_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,20 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cuda_binding(parser)
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    written = {"-o": args.output, "--save-inputs": args.save_inputs,
+               "--save-outputs": args.save_outputs}  # fmt: skip
+    return Files({"ENGINE|ONNX": args.model, "--input": args.input}, written)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from axial_deploy.artifacts import atomic_output, check_distinct
+    from axial_deploy.artifacts import atomic_output
     from axial_deploy.inputs import InputFileError, read_input
     from axial_deploy.runtime import Engine
     from axial_deploy.task import task_of_outputs
 
-    written = {
-        "-o": args.output,
-        "--save-inputs": args.save_inputs,
-        "--save-outputs": args.save_outputs,
-    }
-    check_distinct({"ENGINE|ONNX": args.model, "--input": args.input}, written)
     with Engine(args.model, cuda=args.cuda) as engine:
         if len(engine.inputs) != 1:
             raise InputFileError(f"run feeds one input; {args.model} has {len(engine.inputs)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from axial_deploy.cli.args import (
+    Files,
     add_cuda_binding,
     add_plugins,
     non_negative_int,
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_plugins(parser, "AxialAttention plugin library (engines)")
     add_cuda_binding(parser)
     parser.add_argument("--verbose", action="store_true", help="print Triton's log")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"MODEL": args.model, "--plugins": args.plugins}, {})
 
 
 def run(args: argparse.Namespace) -> int:

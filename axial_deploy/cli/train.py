@@ -13,7 +13,14 @@ import argparse
 import shlex
 from pathlib import Path
 
-from axial_deploy.cli.args import add_output, add_seed, add_zoo_model, positive_float, positive_int
+from axial_deploy.cli.args import (
+    Files,
+    add_output,
+    add_seed,
+    add_zoo_model,
+    positive_float,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,12 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output(parser, "checkpoint path (.pt); its record goes beside it as .json")
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    written = {"-o": args.output, "its record": Path(args.output).with_suffix(".json")}
+    return Files({"--data": args.data}, written)
+
+
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.artifacts import check_distinct
     from axial_deploy.train import TrainSettings, train
 
-    record = Path(args.output).with_suffix(".json")
-    check_distinct({"--data": args.data}, {"-o": args.output, "its record": record})
     settings = TrainSettings.for_model(
         args.model,
         args.data,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_output_folder, add_plugins
+from axial_deploy.cli.args import Files, add_output_folder, add_plugins
 from axial_deploy.cli.serving_args import add_batching, add_name, add_panoptic, panoptic_settings
 
 
@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ort-op-library", help="ONNX Runtime custom-op library (ONNX models)")
     add_panoptic(parser)
     parser.add_argument("--force", action="store_true", help="replace an existing repository")
+
+
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    reads = {"MODEL": args.model, "--plugins": args.plugins,
+             "--ort-op-library": args.ort_op_library}  # fmt: skip
+    return Files(reads, {"-o": args.output}, folders=("-o",))
 
 
 def run(args: argparse.Namespace) -> int:

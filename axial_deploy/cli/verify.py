@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from axial_deploy.cli.args import add_seed, parse_shape, positive_int
+from axial_deploy.cli.args import Files, add_batch_size, add_seed, parse_shape
 
 
 def _factor(text: str) -> float:
@@ -34,11 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--atol", type=float, default=1e-6, help="absolute tolerance (default: 1e-6)"
     )
     add_seed(parser)
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=1,
-        help="size of a symbolic batch axis (default: 1); other symbolic axes need --input-shape",
+    add_batch_size(
+        parser,
+        "size of a symbolic batch axis; other symbolic axes need --input-shape",
+        old_batch=True,
     )
     parser.add_argument(
         "--input-shape",
@@ -64,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def files(args: argparse.Namespace) -> Files:
+    """Every file this command reads and writes, checked before any work (`cli.main`)."""
+    return Files({"A.onnx": args.model_a, "B.onnx": args.model_b}, {})
+
+
 def run(args: argparse.Namespace) -> int:
     from axial_deploy.verify import format_report, verify_models
 
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         rtol=args.rtol,
         atol=args.atol,
         seed=args.seed,
-        batch=args.batch,
+        batch=args.batch_size,
         input_shape=args.input_shape,
         noise_floor=args.noise_floor,
         noise_factor=args.noise_factor,

@@ -308,11 +308,26 @@ def tensor_shapes(
     return _run_for_shapes(model, names, input_shapes)
 
 
+# ONNX Runtime logs a failing node at ERROR (3) before raising: probing expects such failures
+# (a reshape with sizes baked in) and reports them through Python exceptions, so probe sessions
+# log only FATAL (4) and the user's terminal stays clean.
+QUIET_LOG_SEVERITY = 4
+
+
+def quiet_session(model: onnx.ModelProto):
+    """A CPU InferenceSession that raises on failure without printing ORT's error lines."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = QUIET_LOG_SEVERITY
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 def _run_for_shapes(
     model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]
 ) -> dict[str, tuple[int, ...]]:
-    from .pieces import quiet_session  # pieces imports this module
-
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .locate import GraphIndex
+from .locate import GraphIndex, quiet_session
 from .records import Refusal
 
 
@@ -59,23 +59,6 @@ class PieceExtractor:
         piece = onnx.helper.make_model(graph, opset_imports=self.model.opset_import)
         piece.ir_version = self.model.ir_version
         return piece
-
-
-# ONNX Runtime logs a failing node at ERROR (3) before raising: probing expects such failures
-# (a reshape with sizes baked in) and reports them through Python exceptions, so probe sessions
-# log only FATAL (4) and the user's terminal stays clean.
-QUIET_LOG_SEVERITY = 4
-
-
-def quiet_session(model: onnx.ModelProto):
-    """A CPU InferenceSession that raises on failure without printing ORT's error lines."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = QUIET_LOG_SEVERITY
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
 
 
 class SubModel:

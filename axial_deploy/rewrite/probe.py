@@ -27,14 +27,11 @@ import numpy as np
 import onnx
 
 from axial_deploy.graph import attribute
-from axial_deploy.op_spec import INT_ATTRIBUTES, TABLE_ATTRIBUTES
+from axial_deploy.op_spec import TABLE_ATTRIBUTES, AxialAttentionAttributes, OpSpecError
 
 from .locate import GraphIndex
 from .pieces import PieceExtractor, SubModel
 from .records import Refusal
-
-# The operator's int arguments (the node's table_length follows from the tables).
-_INT_ARGUMENTS = tuple(name for name in INT_ATTRIBUTES if name != "table_length")
 
 
 @dataclass
@@ -48,19 +45,11 @@ class Extracted:
     rel_v: np.ndarray
     logit_scale: np.ndarray
     out_bias: np.ndarray
-    axis: int
-    num_heads: int
-    key_depth: int
-    value_depth: int
-    span: int
+    attributes: AxialAttentionAttributes
 
     def tables(self) -> tuple[np.ndarray, ...]:
         """The operator's table inputs, in its argument order (rel_q ... out_bias)."""
         return tuple(getattr(self, name) for name in TABLE_ATTRIBUTES)
-
-    def int_attributes(self) -> dict[str, int]:
-        """The operator's int attributes, by name."""
-        return {name: getattr(self, name) for name in _INT_ARGUMENTS}
 
 
 def extract_layer(
@@ -689,6 +678,16 @@ def assemble(
     v_block = slice(2 * heads * roles.key_depth, None)
     new_weight[v_block] *= values.value_scale[:, None]
     new_bias[v_block] *= values.value_scale
+    try:
+        attributes = AxialAttentionAttributes(
+            axis=3,  # on the lines viewed as [N, C, other, L]; see layout.normalize_layout
+            num_heads=heads,
+            key_depth=roles.key_depth,
+            value_depth=roles.value_depth,
+            span=span,
+        )
+    except OpSpecError as error:  # a layer of another form: reported, never written
+        raise Refusal(f"extracted attributes break the operator's spec: {error}") from None
     return Extracted(
         weight=new_weight,
         bias=new_bias,
@@ -697,9 +696,5 @@ def assemble(
         rel_v=values.rel_v,
         logit_scale=logits.logit_scale,
         out_bias=values.out_bias,
-        axis=3,  # on the lines viewed as [N, C, other, L]; see layout.normalize_layout
-        num_heads=heads,
-        key_depth=roles.key_depth,
-        value_depth=roles.value_depth,
-        span=span,
+        attributes=attributes,
     )

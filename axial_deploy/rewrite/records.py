@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from axial_deploy.errors import AxialDeployError
+from axial_deploy.op_spec import OPERATOR_ATTRIBUTES, AxialAttentionAttributes
 
 
 class RewriteError(AxialDeployError, ValueError):
     """The input cannot be rewritten at all (not ONNX, unreadable, ...)."""
 
 
-class Refusal(Exception):
-    """A candidate layer that is not rewritten; the message is the reason reported."""
+class Refusal(AxialDeployError):
+    """A candidate layer that is not rewritten; the message is the reason reported (caught by
+    the rewrite, which leaves the layer intact: never a failure of the command)."""
 
 
 @dataclass
@@ -23,11 +26,7 @@ class LayerRecord:
     softmax: str
     rewritten: bool = False
     reason: str = ""
-    axis: int | None = None
-    num_heads: int | None = None
-    key_depth: int | None = None
-    value_depth: int | None = None
-    span: int | None = None
+    attributes: AxialAttentionAttributes | None = None  # of the operator that replaces it
     line_length: int | None = None
     table_length: int | None = None
     input: str | None = None
@@ -37,6 +36,17 @@ class LayerRecord:
     # length and do not reach their clamped ends); None: any length.
     line_limit: int | None = None
     replaced_nodes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON report lists it: the attributes flat, by name (None for a
+        layer left intact), where the attributes field stands."""
+        flat: dict[str, Any] = {}
+        for name, value in asdict(self).items():
+            if name == "attributes":
+                flat.update(value if value is not None else dict.fromkeys(OPERATOR_ATTRIBUTES))
+            else:
+                flat[name] = value
+        return flat
 
 
 @dataclass
@@ -69,7 +79,7 @@ class RewriteReport:
                 "probe_shape": list(self.probe_shape) if self.probe_shape else None,
                 "probe_shape_from": self.probe_shape_from,
                 "checks": self.checks,
-                "layers": [asdict(layer) for layer in self.layers],
+                "layers": [layer.to_dict() for layer in self.layers],
             },
             indent=2,
         )
@@ -99,9 +109,10 @@ class RewriteReport:
                 f"(limit {check['rtol']:.0e}) {verdict}"
             )
         for layer in self.rewritten:
+            attributes = layer.attributes
             lines.append(
-                f"  rewritten  axis={layer.axis} heads={layer.num_heads} "
-                f"Dq={layer.key_depth} Dv={layer.value_depth} span={layer.span} "
+                f"  rewritten  axis={attributes.axis} heads={attributes.num_heads} "
+                f"Dq={attributes.key_depth} Dv={attributes.value_depth} span={attributes.span} "
                 f"L={layer.line_length} T={layer.table_length} "
                 f"err={layer.max_rel_err:.1e} nodes={len(layer.replaced_nodes)} "
                 f"{f'lines<={layer.line_limit} ' if layer.line_limit else ''}"

@@ -12,7 +12,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from axial_deploy.op_spec import DOMAIN, OP_TYPE, axial_attention_node_attributes, opset_import
+from axial_deploy.op_spec import (
+    DOMAIN,
+    OP_TYPE,
+    AxialAttentionAttributes,
+    axial_attention_node_attributes,
+    opset_import,
+)
 
 from .layout import LINES_TO_NCHW, normalize_layout
 from .probe import Extracted
@@ -27,15 +33,10 @@ def replace_with_axial_attention(
     instead of by the nodes that computed it (left for cleanup); returns the new operator node.
 
     The layer is cut at its lines [N, other, C, L]; viewed as NCHW [N, C, other, L] the operator
-    attends along axis 3 (`layer.axis`)."""
+    attends along axis 3 (`layer.attributes.axis`)."""
     y_lines.inputs.clear()  # disconnect the old layer; cleanup removes what became dead
     weight = layer.weight[:, :, None, None].astype(np.float32)
-    attributes = layer.int_attributes()
-    channels = (
-        weight.shape[1],
-        weight.shape[0],
-        attributes["num_heads"] * attributes["value_depth"],
-    )
+    channels = (weight.shape[1], weight.shape[0], layer.attributes.out_channels)
     # NCHW shapes of the new tensors (rank 4 always; sizes where the cut's shape knows them), so
     # tools such as `polygraphy inspect model` show them instead of an empty shape.
     x, qkv, y = (
@@ -43,7 +44,7 @@ def replace_with_axial_attention(
         for name, c in zip(("input", "qkv", "output"), channels, strict=True)
     )
     tables = (table.astype(np.float32) for table in layer.tables())
-    attrs = axial_attention_node_attributes(*tables, **attributes)
+    attrs = axial_attention_node_attributes(*tables, layer.attributes)
     conv_inputs = [
         x,
         gs.Constant(f"{prefix}/qkv_weight", weight),
@@ -73,7 +74,8 @@ def replace_layers(
     model: onnx.ModelProto, accepted: list[tuple[LayerRecord, Extracted]]
 ) -> onnx.ModelProto:
     """The model with every accepted layer replaced and the layout normalized; each record is
-    marked rewritten and given the axis its node attends on the real NCHW tensor."""
+    marked rewritten and given its node's attributes (the axis it attends on the real NCHW
+    tensor)."""
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
     record_of: dict[str, LayerRecord] = {}
@@ -87,9 +89,9 @@ def replace_layers(
     graph.cleanup().toposort()
     normalize_layout(graph, OP_TYPE)
     graph.cleanup().toposort()
-    for node in graph.nodes:  # the attended axis of the real NCHW tensor, once normalized
+    for node in graph.nodes:  # the attributes on the real NCHW tensor, once normalized
         if node.op == OP_TYPE and node.name in record_of:
-            record_of[node.name].axis = int(node.attrs["axis"])
+            record_of[node.name].attributes = AxialAttentionAttributes.from_mapping(node.attrs)
     result = gs.export_onnx(graph)
     if accepted and not any(entry.domain == DOMAIN for entry in result.opset_import):
         result.opset_import.append(opset_import())

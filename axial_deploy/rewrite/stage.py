@@ -52,7 +52,11 @@ def rewrite(
     and keeps its dynamic axes; the whole rewritten graph is then checked against the original
     at `check_shapes` (default: the probe shape and about 3/4 of its height and width). Each
     layer is verified on `verify_lines` random lines (all when it has fewer)."""
+    from axial_deploy.ort_ops import check_known_ops  # imports onnxruntime
+
     start = time.perf_counter()
+    # probing runs pieces of the graph in ONNX Runtime: an op it lacks is refused up front
+    check_known_ops(model, source, RewriteError)
     index = GraphIndex(model.graph)
     already = sum(1 for node in model.graph.node if node.op_type == OP_TYPE)
     records, candidates = locate_layers(index)
@@ -173,9 +177,7 @@ def probe_candidate(
     except Refusal as refusal:
         record.reason = str(refusal)
         return None
-    record.axis, record.num_heads = layer.axis, layer.num_heads
-    record.key_depth, record.value_depth = layer.key_depth, layer.value_depth
-    record.span, record.line_length = layer.span, info["line_length"]
+    record.attributes, record.line_length = layer.attributes, info["line_length"]
     record.line_limit = info["line_limit"]
     record.table_length = layer.rel_q.shape[-1]
     record.replaced_nodes = [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from axial_deploy.numerics import max_relative_error
+
 from .layout import LINES_TO_NCHW
 from .pieces import PieceExtractor, SubModel
 from .probe import Extracted
@@ -30,7 +32,7 @@ def verify_layer(
     got = operator_output(x, layer)
     if got.shape != expected.shape:
         return float("inf")
-    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+    return max_relative_error(expected, got)
 
 
 def operator_output(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
@@ -52,7 +54,7 @@ def operator_output(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
         # float64 here; its rounding, ~1e-6, stays far below VERIFY_RTOL).
         qkv = qkv.float()
         tables = (torch.from_numpy(table).float() for table in layer.tables())
-        y = axial_attention_op(qkv, *tables, **layer.int_attributes())
+        y = axial_attention_op(qkv, *tables, layer.attributes)
         return y.double().permute(*LINES_TO_NCHW).numpy()
 
 
@@ -72,7 +74,7 @@ def _operator_output_numpy(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
     qkv = np.einsum("oc,nchw->nohw", np.asarray(layer.weight, np.float64), x)
     qkv += np.asarray(layer.bias, np.float64)[:, None, None]
     tables = (np.asarray(table, np.float64) for table in layer.tables())
-    y = axial_attention_numpy(qkv, *tables, **layer.int_attributes())
+    y = axial_attention_numpy(qkv, *tables, layer.attributes)
     return y.transpose(LINES_TO_NCHW)
 
 
@@ -92,7 +94,6 @@ def check_graph(
         if a.shape != b.shape:
             error = float("inf")
             break
-        a, b = a.astype(np.float64), b.astype(np.float64)
-        error = max(error, float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30)))
+        error = max(error, max_relative_error(a, b))
     text = "x".join(map(str, shape))
     return {"shape": text, "max_rel_err": error, "rtol": GRAPH_RTOL, "passed": error < GRAPH_RTOL}

@@ -7,23 +7,13 @@
   repository's Python-backend models.
 
 PyTriton and tritonclient are optional (`pip install 'axial-deploy[serve]'`); they are
-imported only where used, so the package imports without them.
+imported only where used (`axial_deploy.extras.require`), so the package imports without them.
 """
 
 from __future__ import annotations
 
+from axial_deploy.errors import AxialDeployError
 
-class ServeError(ValueError):
+
+class ServeError(AxialDeployError, ValueError):
     """A serving request that cannot be met as asked (says why and the fix)."""
-
-
-def require(module: str, what: str):
-    """Imports an optional serving dependency, or says how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ServeError(
-            f"{what} needs {module.split('.')[0]} ({error}): pip install 'axial-deploy[serve]'"
-        ) from error

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from axial_deploy.serving import ServeError, require
+from axial_deploy.extras import require
+from axial_deploy.serving import ServeError
 
 # numpy dtype -> Triton's wire type names (tritonclient.utils.np_to_triton_dtype, inlined so
 # that parsing needs no tritonclient)
@@ -163,7 +164,8 @@ def input_for(path: str | Path, metadata: dict) -> dict[str, np.ndarray]:
     """The feed for one request from a file: a .npy array (sent as is, a batch axis added when
     the model batches and the array lacks one) or an image (uint8 pixels for an image model,
     else preprocessed to the model's fixed height and width)."""
-    from axial_deploy.models.preprocess import ImageError
+    from axial_deploy.inputs import read_arrays
+    from axial_deploy.models.preprocess import open_image
 
     path = Path(path)
     if not path.is_file():
@@ -174,17 +176,12 @@ def input_for(path: str | Path, metadata: dict) -> dict[str, np.ndarray]:
     meta = inputs[0]
     dims = [int(d) for d in meta["shape"]]
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        array = read_arrays(path)[0]  # the one .npy reader: numeric, no pickles, size checked
         if len(dims) == array.ndim + 1:
             array = array[None]
         return {meta["name"]: array}
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise ImageError(f"cannot read image {path}: {error}") from error
+    with open_image(path) as image:  # the one image reader: size bounded, errors named
+        rgb = np.asarray(image.convert("RGB"))
     if meta["datatype"] == "UINT8":  # an image model (NAME_panoptic): raw pixels
         return {meta["name"]: rgb[None] if len(dims) == 4 else rgb}
     from axial_deploy.serving.pipeline import preprocess_image

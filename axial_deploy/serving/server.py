@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.serving import ServeError, require
+from axial_deploy.extras import require
+from axial_deploy.serving import ServeError
 from axial_deploy.serving.pipeline import PanopticSettings, PanopticStep, preprocess_image
 
 # Endpoints that need PyTriton's access token. Statistics stay open (read-only, like the

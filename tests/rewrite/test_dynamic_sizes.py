@@ -36,7 +36,9 @@ def test_dynamic_export_is_rewritten_and_equals_the_module_at_several_sizes(dyna
     assert report.probe_shape == PROBE and report.probe_shape_from == "--probe-shape"
     assert [c["shape"] for c in report.checks] == ["1x3x129x129", "1x3x97x161"]
     assert all(c["passed"] for c in report.checks), report.checks
-    assert all(layer.span == 17 and layer.line_limit is None for layer in report.rewritten)
+    assert all(
+        layer.attributes.span == 17 and layer.line_limit is None for layer in report.rewritten
+    )
     assert graph_input_dims(onnx.load(target))["images"] == ["batch", 3, "height", "width"]
 
     session = create_session(target)

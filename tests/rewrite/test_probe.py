@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from axial_deploy.op_spec import AxialAttentionAttributes
 from axial_deploy.rewrite.locate import GraphIndex, constant_values, locate_layers, tensor_shapes
 from axial_deploy.rewrite.pieces import PieceExtractor
 from axial_deploy.rewrite.probe import (
@@ -78,13 +79,9 @@ def test_extracted_layers_reproduce_the_block_and_a_wrong_one_is_refused(block):
         )
         # global tables that do not reach clamped ends: exact only up to the probed length
         assert info == {"line_length": 8, "line_limit": 8}
-        assert layer.int_attributes() == {
-            "axis": 3,
-            "num_heads": 2,
-            "key_depth": 2,
-            "value_depth": 4,
-            "span": 0,
-        }
+        assert layer.attributes == AxialAttentionAttributes(
+            axis=3, num_heads=2, key_depth=2, value_depth=4, span=0
+        )
         assert layer.weight.shape == (2 * (2 * 2 + 4), 8)
         assert [table.shape[-1] for table in layer.tables()[:3]] == [15, 15, 15]
         error = verify_layer(extractor, x, PROBE_SHAPE, y, layer, seed=3)

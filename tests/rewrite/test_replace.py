@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from axial_deploy.op_spec import opset_import, read_node_attributes
+from axial_deploy.op_spec import AxialAttentionAttributes, opset_import, read_node
 from axial_deploy.ort_ops import create_session
 from axial_deploy.rewrite.probe import Extracted
 from axial_deploy.rewrite.verify import operator_output
@@ -28,11 +28,9 @@ def random_layer(rng: np.random.Generator) -> Extracted:
         rel_v=draw(HEADS, DV, 2 * L - 1),
         logit_scale=0.5 + rng.random(HEADS),
         out_bias=draw(HEADS * DV),
-        axis=3,
-        num_heads=HEADS,
-        key_depth=DQ,
-        value_depth=DV,
-        span=0,
+        attributes=AxialAttentionAttributes(
+            axis=3, num_heads=HEADS, key_depth=DQ, value_depth=DV, span=0
+        ),
     )
 
 
@@ -52,12 +50,9 @@ def test_registered_replacement_computes_the_operator():
 
     model = gs.export_onnx(graph)
     model.opset_import.append(opset_import())
-    attributes = read_node_attributes(model.graph.node[2])
-    for read, table in zip(
-        (attributes[name] for name in ("rel_q", "rel_k", "rel_v", "logit_scale", "out_bias")),
-        layer.tables(),
-        strict=True,
-    ):
+    tables, attributes = read_node(model.graph.node[2])
+    assert attributes == layer.attributes
+    for read, table in zip(tables.values(), layer.tables(), strict=True):
         np.testing.assert_allclose(read, table.astype(np.float32))
 
     x = rng.standard_normal((N, OTHER, C, L)).astype(np.float32)
