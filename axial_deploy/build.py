@@ -7,6 +7,12 @@ legacy weakly typed flags (`fp16`, `int8` + a calibration cache) remain availabl
 TensorRT-RTX compiles ahead of time on a CPU-only machine (kernels are specialized on the GPU
 at load time) and has no plugin layer: graphs with AxialAttention nodes need full TensorRT and
 the plugin library. Beside the engine goes `<engine>.json` (see `manifest.py`).
+
+FP8 graphs (E4M3 Q/DQ from `axial-deploy quantize --precision fp8`) need FP8 tensor cores:
+compute capability 8.9 or newer (`fp8_support_problem`). A build for a GPU without them stops
+with one line before any work; TensorRT-RTX builds for the GPU given as `compute_capability`
+(its builder config's target, e.g. "8.9" or "12.0"), so FP8 engines are built on a CPU-only
+machine too.
 """
 
 from __future__ import annotations
@@ -55,6 +61,46 @@ Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 class BuildError(AxialDeployError, ValueError):
     """An engine that cannot be built from the given graph and options (says why and the fix)."""
+
+
+# FP8 (E4M3) tensor cores start at compute capability 8.9 (Ada). NVIDIA's precision tables:
+# TensorRT's support matrix lists FP8 for 8.9 and 9.0 (H100) but not for 8.7 (Jetson Orin),
+# 8.6 / 8.0 (Ampere) or 7.5 (Turing)
+# (https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-1010/support-matrix/index.html),
+# TensorRT for DRIVE OS lists FP8 for Thor
+# (https://developer.nvidia.com/docs/drive/drive-os/7.0.3/public/drive-os-tensorrt-release-notes/release-properties.html),
+# and TensorRT-RTX's for 12.0 (Blackwell RTX) and 8.9, not 8.6 or 7.5
+# (https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/support-matrix.html).
+FP8_MIN_SM = (8, 9)
+FP8_TYPES = (onnx.TensorProto.FLOAT8E4M3FN,)
+
+
+def parse_sm(sm: str) -> tuple[int, int]:
+    """'8.9' (or '89', 'sm_89', 'sm89') -> (8, 9)."""
+    text = sm.strip().lower().removeprefix("sm").lstrip("_")
+    major, dot, minor = text.partition(".")
+    if not dot and text.isdigit() and len(text) >= 2:  # '89', '120'
+        major, minor = text[:-1], text[-1]
+    if not (major.isdigit() and minor.isdigit()):
+        raise BuildError(f"compute capability {sm!r} is not MAJOR.MINOR, e.g. 8.9 or 12.0")
+    return int(major), int(minor)
+
+
+def fp8_support_problem(sm: str, gpu: str | None = None) -> str | None:
+    """None when a GPU of compute capability `sm` runs FP8 engines, else the one line saying
+    it does not (a pure function of the compute capability; `gpu` only names it)."""
+    if parse_sm(sm) >= FP8_MIN_SM:
+        return None
+    named = f"{gpu} (compute capability {sm})" if gpu else f"compute capability {sm}"
+    return (
+        f"{named} has no FP8 tensor cores (FP8 needs compute capability 8.9 or newer: Ada, "
+        "Hopper, Blackwell, Thor)"
+    )
+
+
+def uses_fp8(model: onnx.ModelProto) -> bool:
+    """Whether the graph holds FP8 Q/DQ (float8 zero points or weights)."""
+    return any(init.data_type in FP8_TYPES for init in model.graph.initializer)
 
 
 def import_backend(backend: str) -> ModuleType:
@@ -208,8 +254,8 @@ def describe_precision(model: onnx.ModelProto, fp16: bool, int8: bool) -> str:
         return "int8" if int8 else "fp16"
     ops = {node.op_type for node in model.graph.node}
     elem_types = {init.data_type for init in model.graph.initializer}
-    if "QuantizeLinear" in ops:
-        kind = "int8 q/dq"
+    if "QuantizeLinear" in ops or "DequantizeLinear" in ops:
+        kind = "fp8 q/dq" if uses_fp8(model) else "int8 q/dq"
     elif onnx.TensorProto.FLOAT16 in elem_types or ("Cast" in ops and _casts_to_fp16(model)):
         kind = "fp16"
     else:
@@ -326,6 +372,9 @@ class BuildOptions:
     int8: bool = False  # legacy, TensorRT 10 only
     calib_cache: str | os.PathLike | None = None
     progress: bool = False  # progress bars for the builder's phases
+    # TensorRT-RTX: the GPU to build for ("8.9", "12.0"; default: RTX's portable set);
+    # TensorRT always builds for the GPU it runs on
+    compute_capability: str | None = None
 
 
 def _parse(trt: ModuleType, parser, model_path: Path) -> None:
@@ -356,6 +405,7 @@ def build_engine(
     model_path, output = Path(model_path), Path(output)
     model = load_onnx(model_path, BuildError, load_external_data=False)
     nodes = axial_attention_nodes(model)
+    _check_target(model, options)
     plugin = _checked_plugin(nodes, options)
     profile = resolve_profile(model, options.shapes)
 
@@ -366,6 +416,8 @@ def build_engine(
     extra: dict = {}
     if nodes and (layer_blocks := rewritten_layer_blocks(model)):
         extra["layer_blocks"] = layer_blocks
+    if options.compute_capability is not None:
+        extra["compute_capability"] = options.compute_capability
     cache_path = _use_timing_cache(config, options, extra)
     trt_profile = builder.create_optimization_profile()
     for name, (low, opt, high) in profile.items():
@@ -415,6 +467,39 @@ def _parsed_network(trt: ModuleType, model_path: Path, options: BuildOptions, pl
     return builder, network, parser
 
 
+def _check_target(model: onnx.ModelProto, options: BuildOptions) -> None:
+    """Refuses, before any work, an FP8 graph for a GPU without FP8: the RTX target given, else
+    this machine's GPU (none: an RTX build targets its portable set, which drops GPUs without
+    FP8 by itself)."""
+    if options.compute_capability is not None and options.backend != "tensorrt-rtx":
+        raise BuildError(
+            "--compute-capability sets TensorRT-RTX's ahead-of-time target; TensorRT builds for "
+            "the GPU it runs on: drop it or use --backend tensorrt-rtx"
+        )
+    if not uses_fp8(model):
+        return
+    if options.compute_capability is not None:
+        sm, gpu = options.compute_capability, None
+    else:
+        _, gpu, sm = cuda_device_info()
+    if sm is not None and (problem := fp8_support_problem(sm, gpu)):
+        raise BuildError(f"FP8 graph: {problem}: quantize with --precision int8 or fp16")
+
+
+def _rtx_compute_capability(trt: ModuleType, sm: str):
+    """'8.9' -> trt.ComputeCapability.SM89 (TensorRT-RTX's builder-config target)."""
+    major, minor = parse_sm(sm)
+    value = getattr(trt.ComputeCapability, f"SM{major}{minor}", None)
+    if value is None:
+        known = [name[2:-1] + "." + name[-1] for name in trt.ComputeCapability.__members__
+                 if name.startswith("SM")]  # fmt: skip
+        raise BuildError(
+            f"TensorRT-RTX {trt.__version__} cannot target compute capability {sm}: use one "
+            f"of {', '.join(known)}"
+        )
+    return value
+
+
 def _checked_plugin(nodes: list[str], options: BuildOptions) -> str | os.PathLike | None:
     """The plugin library the build uses (the default one for graphs that need it), after
     refusing option combinations that cannot build."""
@@ -459,6 +544,9 @@ def _builder_config(trt: ModuleType, builder, options: BuildOptions, plugin):
         _legacy_precision(trt, config, options)
     if plugin and options.serialize_plugin:
         _serialize_plugin(trt, config, plugin)
+    if options.compute_capability is not None:  # TensorRT-RTX only (see _check_target)
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(_rtx_compute_capability(trt, options.compute_capability), 0)
     return config, monitor
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from axial_deploy.deploy_records import (  # noqa: F401 (re-exported: deploy.X keeps working)
     DEFAULT_MODEL,
+    DEFAULT_PRECISIONS,
     PRECISIONS,
     AccuracyResult,
     BackendChoice,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from axial_deploy.backends import Gpu
     from axial_deploy.evaluate import EvaluationResult
 
+QDQ_PRECISIONS = ("int8", "fp8")  # calibrated on the same images
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
 BUDGET_PRECISIONS = ("int8",)  # what --fit-budget searches (axial_deploy.budget's precisions)
@@ -84,7 +86,8 @@ def say(text: str) -> None:
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:
-    """'fp32,fp16,int8' -> ('fp32', 'fp16', 'int8'); FP32 is always included (the reference)."""
+    """'fp32,fp16,int8' -> ('fp32', 'fp16', 'int8'); FP32 is always included (the reference).
+    Any subset of PRECISIONS (fp32, fp16, int8, fp8), in that order."""
     items = [p.strip().lower() for p in text.split(",") if p.strip()]
     unknown = sorted(set(items) - set(PRECISIONS))
     if unknown or not items:
@@ -111,8 +114,12 @@ def run_pipeline(settings: DeploySettings) -> DeployReport:
     from axial_deploy.report import deploy_summary_table, write_deploy_report
 
     plan = plan_deploy(settings)
+    notes = []
+    if plan.fp8_problem:  # before any work, one line
+        say(plan.fp8_problem)
+        notes.append(plan.fp8_problem)
     settings.out.mkdir(parents=True, exist_ok=True)
-    stages, notes = _Stages(8), []
+    stages = _Stages(8)
     stages.begin("export", f"export {plan.model} ({plan.weights} weights) at {_dims(plan)}")
     data = prepare_dataset(settings, plan) if plan.meaningful else None
     model = setup_model(settings, plan, data, notes)
@@ -170,7 +177,23 @@ def plan_deploy(settings: DeploySettings) -> DeployPlan:
         meaningful=meaningful,
         input_shape=_input_shape(settings, weights),
         engines=choose_backend(settings.backend, settings.plugin_library),
+        fp8_problem=_fp8_problem(settings.precisions),
     )
+
+
+def _fp8_problem(precisions: tuple[str, ...]) -> str | None:
+    """When FP8 is asked for and this machine's GPU has no FP8: the line saying that its FP8
+    graphs are measured in ONNX Runtime but get no engine here. No GPU: None (TensorRT-RTX
+    builds for its portable set, FP8 GPUs among them)."""
+    from axial_deploy.build import cuda_device_info, fp8_support_problem
+
+    if "fp8" not in precisions:
+        return None
+    _, gpu, sm = cuda_device_info()
+    problem = fp8_support_problem(sm, gpu) if sm else None
+    if problem is None:
+        return None
+    return f"fp8: {problem}: FP8 graphs are measured in ONNX Runtime, their engines skipped"
 
 
 def _weights(settings: DeploySettings) -> tuple[str, bool]:
@@ -428,10 +451,12 @@ def precision_stage(
     from axial_deploy.verify import verify_models
 
     calib = _calibration_source(settings, data, plan.task)
-    if "int8" in settings.precisions and calib is None:
+    quantized = [p.upper() for p in settings.precisions if p in QDQ_PRECISIONS]
+    if quantized and calib is None:
+        names = "/".join(quantized)
         notes.append(
-            "INT8 calibrated on synthetic random inputs (no --calib and no train images): "
-            "pass --calib DIR with real images for meaningful INT8 ranges"
+            f"{names} calibrated on synthetic random inputs (no --calib and no train images): "
+            f"pass --calib DIR with real images for meaningful {names} ranges"
         )
     references = {"axial": rewrite.onnx, "plain": export.onnx}
     variants: list[Variant] = []
@@ -460,8 +485,9 @@ def precision_stage(
                 source,
                 target,
                 precision=precision,
-                calib=calib if precision == "int8" else None,
-                method=settings.calib_method,
+                calib=calib if precision in QDQ_PRECISIONS else None,
+                # FP8 takes its own default (max |x|): entropy models INT8's levels
+                method=settings.calib_method if precision == "int8" else None,
                 batches=settings.calib_batches,
                 seed=settings.seed,
                 progress=settings.progress,
@@ -544,8 +570,12 @@ def build_stage(
     backend = plan.engines.backend
     if backend is not None:
         for v in variants:
-            if v.graph == plan.engines.graph:
-                v.engine = _build_engine(settings, backend, v, plan.model)
+            if v.graph != plan.engines.graph:
+                continue
+            if v.precision == "fp8" and plan.fp8_problem:
+                v.engine = EngineResult(backend, error=plan.fp8_problem)
+                continue
+            v.engine = _build_engine(settings, backend, v, plan.model)
     gpu = cuda_device_info()[1]
     if any(v.engine_path for v in variants) and gpu is None:
         notes.append(

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from axial_deploy.profile import ProfileResult
 
 DEFAULT_MODEL = "axial_deeplab_tiny"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8", "fp8")  # `make demo`'s (see docs/precision.md)
 
 
 @dataclass
@@ -30,9 +31,9 @@ class DeploySettings:
     pretrained: bool | None = None
     num_classes: int | None = None
     input_hw: tuple[int, int] | None = None  # default: the weights' training size, else zoo's
-    precisions: tuple[str, ...] = PRECISIONS
-    calib: str | None = None  # default: the dataset's train images (INT8 only)
-    calib_method: str = "entropy"
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    calib: str | None = None  # default: the dataset's train images (INT8 and FP8)
+    calib_method: str = "entropy"  # INT8's; FP8 uses its default (max |x|, see quantize)
     calib_batches: int = 16
     data: str | None = None  # default: generate the model's synthetic dataset under OUT/data
     eval_images: int = 100
@@ -73,6 +74,8 @@ class DeployPlan:
     meaningful: bool  # whether task accuracy can mean anything (trained weights)
     input_shape: tuple[int, int, int, int]
     engines: BackendChoice
+    # FP8 asked for on a GPU without FP8: the one line saying so (FP8 engines are skipped)
+    fp8_problem: str | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:

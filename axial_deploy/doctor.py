@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from axial_deploy.backends import Gpu, installed_backends, local_gpus, runnable_backends
-from axial_deploy.build import cuda_device_info
+from axial_deploy.build import cuda_device_info, fp8_support_problem
 from axial_deploy.native import (
     CALIBRATION,
     CPU_OP,
@@ -143,6 +143,16 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
             "build engines ahead of time with --backend tensorrt-rtx",
         )
     )
+    if sm is not None:  # FP8 engines: said in one line, before the libraries
+        problem = fp8_support_problem(sm, gpu)
+        checks.append(
+            Check(
+                "FP8",
+                problem is None,
+                problem or f"{gpu} (SM {sm}) runs FP8 engines",
+                "deploy this GPU with --precision int8 or fp16",
+            )
+        )
     checks += backend_checks(local_gpus(), installed_backends())
     checks.append(_kernel_library())
     checks.append(_plugin_library(plugin_library))

@@ -1,16 +1,25 @@
-"""The precision stage: FP32 graph -> strongly typed FP16 graph or explicit-INT8 (Q/DQ) graph.
+"""The precision stage: FP32 graph -> strongly typed FP16 graph or explicit INT8 / FP8 (Q/DQ)
+graph.
 
-    quantize_file(IN.onnx, OUT.onnx, precision="fp16" | "int8", calib=SRC, method=...)
+    quantize_file(IN.onnx, OUT.onnx, precision="fp16" | "int8" | "fp8", calib=SRC, method=...)
 
 1. reads calibration batches (`calibration.sources`: images with the model's preprocessing,
    .npy/.npz tensors, or synthetic inputs for smoke runs);
 2. measures every activation's range on the FP32 graph in ONNX Runtime (`calibration.ranges`;
    AxialAttention nodes run through the reference op);
-3. writes the FP16 graph (`calibration.fp16`) or the Q/DQ graph (`calibration.qdq`), atomically;
+3. writes the FP16 graph (`calibration.fp16`) or the Q/DQ graph (`calibration.qdq`, INT8 or
+   FP8 E4M3; FP8 first lifts the graph to opset 19, the first with float8 Q/DQ), atomically;
 4. for INT8 also writes TensorRT's calibration cache (`calibration.cache`) from the same ranges,
    for the legacy implicit-INT8 build of the FP32 graph on TensorRT 10 (JetPack 6).
 
-`accuracy_report` then compares FP32 with its FP16 / INT8 versions on held-out inputs.
+Activation thresholds per precision (`FORMAT_METHODS`): INT8 defaults to entropy (its 127
+uniform steps make clipping rare outliers pay); FP8 to minmax (max |x|), with percentile as the
+alternative. E4M3's steps grow with the value (3 mantissa bits: about 6% relative step from
+2^-6 to 448), so a smaller threshold buys little resolution for the bulk of the values while
+clipping costs the outliers all of theirs; the entropy method's KL divergence is measured
+against 128 uniform levels, INT8's grid, not FP8's, so it is refused for FP8.
+
+`accuracy_report` then compares FP32 with its FP16 / INT8 / FP8 versions on held-out inputs.
 NVIDIA ModelOpt, when installed, is an alternative INT8 quantizer (`quantizer="modelopt"`).
 """
 
@@ -30,14 +39,22 @@ import onnx
 from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.calibration.cache import METHOD_ALGORITHM, scales_from_amax, write_cache
 from axial_deploy.calibration.fp16 import check_strongly_typed, convert_to_fp16
-from axial_deploy.calibration.qdq import ATTENTION_PRECISIONS, QuantizationError, quantize_int8
+from axial_deploy.calibration.qdq import (
+    ATTENTION_PRECISIONS,
+    QuantizationError,
+    quantize_int8,
+    upgrade_opset,
+)
 from axial_deploy.calibration.ranges import METHODS, collect_ranges
 from axial_deploy.calibration.sources import open_source
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.numerics import OutputError, match_outputs
 from axial_deploy.task import task_of
 
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = ("fp16", "int8", "fp8")
+QDQ_PRECISIONS = ("int8", "fp8")  # written as Q/DQ graphs (calibration.qdq formats)
+# Calibration methods per Q/DQ precision, the default first (why: see the module doc).
+FORMAT_METHODS = {"int8": ("entropy", "percentile", "minmax"), "fp8": ("minmax", "percentile")}
 QUANTIZERS = ("native", "modelopt")
 MODELOPT_MISSING = (
     "--quantizer modelopt needs NVIDIA ModelOpt: pip install 'nvidia-modelopt[onnx]' "
@@ -64,6 +81,8 @@ class QuantizeReport:
     fp16_nodes: int = 0
     kept_fp32: dict[str, str] = field(default_factory=dict)
     casts: int = 0
+    opset: int = 0  # default-domain opset of the written graph (FP8 lifts it to 19)
+    # int8_*: the Q/DQ counts, for FP8 graphs too (the names predate FP8)
     int8_nodes: int = 0
     int8_weights: int = 0
     int8_activations: int = 0
@@ -90,8 +109,9 @@ class QuantizeReport:
             )
             lines += [f"    kept FP32: {node}: {why}" for node, why in self.kept_fp32.items()]
         else:
+            kind = self.precision.upper()
             lines.append(
-                f"  {self.int8_nodes} Conv/Gemm/MatMul with INT8 inputs, {self.int8_weights} "
+                f"  {self.int8_nodes} Conv/Gemm/MatMul with {kind} inputs, {self.int8_weights} "
                 f"per-channel weights, {self.int8_activations} quantized activations "
                 f"({self.residual_adds} residual Add inputs); AxialAttention in "
                 f"{self.attention_precision or 'the quantizer default'}"
@@ -189,7 +209,7 @@ def calibrate(
     *,
     precision: str,
     calib: str | None = None,
-    method: str = "entropy",
+    method: str | None = None,
     batches: int = 8,
     batch_size: int = 1,
     seed: int = 0,
@@ -197,10 +217,16 @@ def calibrate(
     progress: bool = False,
 ) -> Calibration:
     """Checks the FP32 graph at `model_path` and measures its activation ranges (step 1-2 of
-    the module doc) with the native quantizer."""
-    _check_choices(precision, method, quantizer, "fp16")
+    the module doc) with the native quantizer; FP8 first lifts the graph to opset 19, so the
+    ranges name the lifted graph's tensors. `method` defaults per precision."""
+    method = _check_choices(precision, method, quantizer, "fp16")
     model = _load(model_path)
     _check_fp32(model, model_path)
+    if precision == "fp8":
+        try:  # float8 Q/DQ needs opset 19
+            model = upgrade_opset(model, "fp8")
+        except QuantizationError as error:
+            raise QuantizeError(f"{model_path}: {error}") from error
     source, batch_list, _ = _calibration_batches(
         model, model_path, calib, batches, batch_size, seed
     )
@@ -209,7 +235,7 @@ def calibrate(
         output=str(output_path),
         precision=precision,
         quantizer=quantizer,
-        method=method if precision == "int8" else "minmax",
+        method=method,
         calibration=source.description,
         batches=len(batch_list),
         batch_size=batch_size,
@@ -226,16 +252,16 @@ def quantized_graph(
     keep_io_fp32: bool = True,
     attention_precision: str = "fp16",
 ) -> onnx.ModelProto:
-    """The FP16 or Q/DQ graph of a calibrated FP32 graph (step 3); `keep_nodes` (INT8: node
-    names) get no Q/DQ and compute in FP32. Fills the calibration's report with the counts."""
+    """The FP16 or Q/DQ graph of a calibrated FP32 graph (step 3); `keep_nodes` (INT8 / FP8:
+    node names) get no Q/DQ and compute in FP32. Fills the calibration's report with the counts."""
     report = calibration.report
     keep = sorted(set(keep_nodes))
     if report.precision == "fp16":
         if keep:
-            raise QuantizeError("keep_nodes applies to Q/DQ precisions (int8), not fp16")
+            raise QuantizeError("keep_nodes applies to Q/DQ precisions (int8, fp8), not fp16")
         return _to_fp16(calibration.model, calibration.ranges, keep_io_fp32, report)
     try:
-        result = _to_int8(calibration.model, calibration.ranges, attention_precision, report, keep)
+        result = _to_qdq(calibration.model, calibration.ranges, attention_precision, report, keep)
     except QuantizationError as error:
         raise QuantizeError(str(error)) from error
     report.kept_nodes = keep
@@ -258,7 +284,7 @@ def quantize_file(
     *,
     precision: str,
     calib: str | None = None,
-    method: str = "entropy",
+    method: str | None = None,
     batches: int = 8,
     batch_size: int = 1,
     seed: int = 0,
@@ -269,12 +295,18 @@ def quantize_file(
     keep_nodes: Iterable[str] = (),
     progress: bool = False,
 ) -> QuantizeReport:
-    """Write the FP16 or INT8 version of the FP32 graph at `model_path` to `output_path`
+    """Write the FP16, INT8 or FP8 version of the FP32 graph at `model_path` to `output_path`
     (atomically) and, for INT8 or when `cache_path` is given, TensorRT's calibration cache
-    (default: OUT with suffix .calib). `keep_nodes` (INT8): node names left unquantized (no
-    Q/DQ around them), e.g. what `axial_deploy.budget` chose. See the module doc."""
+    (default: OUT with suffix .calib). `method` defaults per precision (see the module doc).
+    `keep_nodes` (INT8 / FP8): node names left unquantized (no Q/DQ around them), e.g. what
+    `axial_deploy.budget` chose. See the module doc."""
     start = time.perf_counter()
-    _check_choices(precision, method, quantizer, attention_precision)
+    method = _check_choices(precision, method, quantizer, attention_precision)
+    if precision == "fp8" and cache_path is not None:
+        raise QuantizeError(
+            "--cache writes TensorRT's INT8 calibration cache; an FP8 graph carries its scales "
+            "in its Q/DQ nodes: drop --cache"
+        )
     if quantizer == "modelopt":
         if list(keep_nodes):
             raise QuantizeError("keep_nodes needs the native quantizer (--quantizer native)")
@@ -305,6 +337,7 @@ def quantize_file(
         )
     write_graph(result, output_path, precision)
     report.ops = dict(collections.Counter(node.op_type for node in result.graph.node))
+    report.opset = next((e.version for e in result.opset_import if e.domain in ("", "ai.onnx")), 0)
 
     if ranges is not None and (precision == "int8" or cache_path is not None):
         cache_path = Path(cache_path) if cache_path else Path(output_path).with_suffix(".calib")
@@ -320,15 +353,31 @@ def write_calibration_cache(ranges: dict, cache_path: str | os.PathLike, report)
     report.cache, report.cache_tensors = str(cache_path), len(scales)
 
 
-def _check_choices(precision: str, method: str, quantizer: str, attention_precision: str) -> None:
+def _check_choices(
+    precision: str, method: str | None, quantizer: str, attention_precision: str
+) -> str:
+    """Refuses unknown choices; returns the calibration method (default per precision; FP16
+    finds overflows with plain min/max whatever is asked)."""
     if precision not in PRECISIONS:
         raise QuantizeError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    if precision == "fp16":
+        method = "minmax"  # FP16 only needs to know what would overflow
+    methods = FORMAT_METHODS.get(precision, METHODS)
+    if method is None:
+        method = methods[0]
+    if method not in methods:
+        raise QuantizeError(
+            f"--method {method} does not fit {precision}: its KL divergence is measured against "
+            f"INT8's 128 uniform levels, not FP8's floating-point grid; use --method "
+            f"{' or '.join(methods)} (default {methods[0]})"
+        )
     if quantizer not in QUANTIZERS:
         raise QuantizeError(f"quantizer must be one of {QUANTIZERS}, got {quantizer!r}")
     if attention_precision not in ATTENTION_PRECISIONS:
         raise QuantizeError(f"attention precision must be one of {ATTENTION_PRECISIONS}")
+    return method
 
 
 def _to_fp16(model, ranges, keep_io_fp32: bool, report: QuantizeReport) -> onnx.ModelProto:
@@ -341,11 +390,15 @@ def _to_fp16(model, ranges, keep_io_fp32: bool, report: QuantizeReport) -> onnx.
     return converted.model
 
 
-def _to_int8(
+def _to_qdq(
     model, ranges, attention_precision: str, report: QuantizeReport, keep: list[str] = ()
 ) -> onnx.ModelProto:
     quantized = quantize_int8(
-        model, ranges, attention_precision=attention_precision, skip_nodes=keep
+        model,
+        ranges,
+        attention_precision=attention_precision,
+        skip_nodes=keep,
+        format=report.precision,
     )
     report.int8_nodes = len(quantized.quantized_nodes)
     report.int8_weights = quantized.weights

@@ -218,7 +218,8 @@ def render_deploy_html(report: DeployReport) -> str:
         table_html(*deploy_rows(report)),
         "<p>variant: precision of the rewritten graph (AxialAttention nodes, what TensorRT "
         "builds with the plugin); '-plain': the same precision of the plain export (what "
-        "TensorRT-RTX builds). CPU latency: ONNX Runtime on "
+        "TensorRT-RTX builds). FP8 (E4M3) engines need a GPU of compute capability 8.9 or "
+        "newer (Ada, Hopper, Blackwell, Thor). CPU latency: ONNX Runtime on "
         f"{html.escape(str(env.cpu))} ({env.cpu_count} cores), a reference only; "
         "rewritten graphs run the AxialAttention reference op there (plain ONNX ops, unfused), "
         "so their CPU time says nothing about the plugin. Engine columns: TensorRT / "

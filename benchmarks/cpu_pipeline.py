@@ -13,7 +13,10 @@ Usage:  python benchmarks/cpu_pipeline.py [--out out/bench_cpu] [--images 16] [-
    save) against ONNX Runtime's `quantize_static` (MinMax and Entropy, QDQ) on the same batches,
    and NVIDIA ModelOpt's ONNX PTQ when `--modelopt-python` names an interpreter that has it.
    `--before` adds the calibration code of commit b834c85 (read from git: the per-candidate
-   entropy loop, numpy histograms), so before and after come from one run.
+   entropy loop, numpy histograms), so before and after come from one run. FP8 (E4M3) rows:
+   ours (opset lift to 19 + ranges + Q/DQ graph + save; minmax and percentile, FP8's methods)
+   against `quantize_static` with QFLOAT8E4M3FN activations and weights, whose float8 path
+   accepts only its Distribution calibration method. `--calibration-only` stops after these.
 2. ONNX Runtime latency (median of `--runs`, plain and rewritten runs interleaved) of the
    rewritten graph, whose AxialAttention nodes run the native CPU op, against the plain export:
    axial_deeplab_tiny (trained) and axial_deeplab_s at `--s-size` (random weights), ORT defaults
@@ -103,11 +106,25 @@ def _ours(ranges_module, model: onnx.ModelProto, batches, method: str, folder: P
     return _seconds(work)
 
 
+def _ours_fp8(model: onnx.ModelProto, batches, method: str, folder: Path) -> float:
+    from axial_deploy.calibration.qdq import quantize_int8, upgrade_opset
+    from axial_deploy.calibration.ranges import collect_ranges
+
+    def work() -> None:
+        lifted = upgrade_opset(model, "fp8")
+        ranges = collect_ranges(lifted, batches, method=method)
+        quantized = quantize_int8(lifted, ranges, format="fp8")
+        onnx.save(quantized.model, str(folder / f"ours_fp8_{method}.onnx"))
+
+    return _seconds(work)
+
+
 def _ort_peer(path: Path, batches, method: str, folder: Path) -> tuple[float | None, str]:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
+        QuantType,
         quantize_static,
     )
 
@@ -119,8 +136,20 @@ def _ort_peer(path: Path, batches, method: str, folder: Path) -> tuple[float | N
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
-    target = folder / f"ort_{method}.onnx"
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "fp8 distribution": CalibrationMethod.Distribution,  # its only float8 method
+    }
+    # float8: E4M3 activations and weights (ORT lifts the model to opset 19 itself), on the op
+    # types our placement quantizes: on every op, ONNX Runtime 1.32 fails (a tensor without
+    # avg/std in its distribution calibrator)
+    types = {
+        "activation_type": QuantType.QFLOAT8E4M3FN,
+        "weight_type": QuantType.QFLOAT8E4M3FN,
+        "op_types_to_quantize": ["Conv", "Gemm", "MatMul", "Add"],
+    }
+    target = folder / f"ort_{method.replace(' ', '_')}.onnx"
     try:
         seconds = _seconds(
             lambda: quantize_static(
@@ -130,6 +159,7 @@ def _ort_peer(path: Path, batches, method: str, folder: Path) -> tuple[float | N
                 quant_format=QuantFormat.QDQ,
                 calibrate_method=calibrate[method],
                 per_channel=True,
+                **(types if method.startswith("fp8") else {}),
             )
         )
     except Exception as error:  # the peer's own failure is a result worth printing
@@ -201,17 +231,26 @@ def calibration_rows(args, out: Path) -> list[Row]:
         for method, label in (("max", "minmax"), ("entropy", "entropy")):
             seconds, note = _modelopt(args.modelopt_python, plain, batches, method, folder)
             timings.append(("NVIDIA ModelOpt ONNX PTQ", label, seconds, note))
-    for tool, method, seconds, note in timings:
-        ratio = f"{seconds / peer:.2f}x" if seconds is not None and peer else "-"
-        rows.append(
-            (
-                f"INT8 calibration, tiny 129x129, {len(batches)} images",
-                f"{tool}, {method}",
-                "-" if seconds is None else f"{seconds:.2f} s",
-                ratio + " of ORT minmax",
-                note,
+        fp8_peer, fp8_note = _ort_peer(plain, batches, "fp8 distribution", folder)
+        fp8_timings = [("ONNX Runtime quantize_static", "distribution", fp8_peer, fp8_note)]
+        for method in ("minmax", "percentile"):
+            seconds = _ours_fp8(model, batches, method, folder)
+            fp8_timings.append(("axial-deploy", method, seconds, ""))
+    for kind, reference, label, group in (
+        ("INT8", peer, "ORT minmax", timings),
+        ("FP8", fp8_peer, "ORT FP8", fp8_timings),
+    ):
+        for tool, method, seconds, note in group:
+            ratio = f"{seconds / reference:.2f}x" if seconds is not None and reference else "-"
+            rows.append(
+                (
+                    f"{kind} calibration, tiny 129x129, {len(batches)} images",
+                    f"{tool}, {method}",
+                    "-" if seconds is None else f"{seconds:.2f} s",
+                    f"{ratio} of {label}",
+                    note,
+                )
             )
-        )
     return rows
 
 
@@ -501,6 +540,9 @@ def main() -> None:
     parser.add_argument("--s-size", default="513x1025", help="HxW of axial_deeplab_s")
     parser.add_argument("--skip-s", action="store_true", help="skip axial_deeplab_s")
     parser.add_argument("--skip-calibration", action="store_true")
+    parser.add_argument(
+        "--calibration-only", action="store_true", help="only the INT8 / FP8 calibration rows"
+    )
     parser.add_argument("--before", action="store_true", help="add the pre-change code")
     parser.add_argument("--modelopt-python", help="python with nvidia-modelopt[onnx]")
     parser.add_argument("--skip-export", action="store_true", help="skip the export rows")
@@ -521,7 +563,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    rows: list[Row] = l_layer_rows()  # first: the process's peak memory is still its own
+    if args.calibration_only:
+        rows: list[Row] = calibration_rows(args, out)
+        _print_table(rows, load_before)
+        return
+    rows = l_layer_rows()  # first: the process's peak memory is still its own
     if not args.skip_calibration:
         rows += calibration_rows(args, out)
     plain, axial, _ = prepare_tiny(out, args.images)
@@ -536,6 +582,10 @@ def main() -> None:
     if not args.skip_export:
         rows += export_rows(args, out)
     rows += rewrite_rows(args, out)
+    _print_table(rows, load_before)
+
+
+def _print_table(rows: list[Row], load_before: tuple[float, float, float]) -> None:
     load_after = os.getloadavg()
     header = ("measurement", "what", "time", "ratio", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

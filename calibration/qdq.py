@@ -1,12 +1,14 @@
-"""Explicit INT8: QuantizeLinear / DequantizeLinear pairs placed where TensorRT fuses them.
+"""Explicit INT8 / FP8: QuantizeLinear / DequantizeLinear pairs placed where TensorRT fuses them.
 
 TensorRT builds Q/DQ graphs as strongly typed networks and fuses a DQ feeding a Conv / Gemm /
-MatMul, and a Q after it, into an INT8 kernel. Following its placement recommendations:
+MatMul, and a Q after it, into an INT8 (or FP8) kernel. Following its placement
+recommendations, the same for both formats (`format="int8"` or `"fp8"`, see `QDQ_FORMATS`):
 
-- every activation input of Conv, Gemm and MatMul gets a Q/DQ pair (per-tensor scale amax/127,
-  zero point 0: symmetric INT8); a tensor read by several such ops gets one shared pair;
+- every activation input of Conv, Gemm and MatMul gets a Q/DQ pair (per-tensor scale
+  amax / 127, zero point INT8 0: symmetric INT8; FP8: amax / 448, zero point FLOAT8E4M3FN 0);
+  a tensor read by several such ops gets one shared pair;
 - weights are per output channel (Conv: axis 0; Gemm: axis 0 with transB, else 1; MatMul: 1)
-  and stored pre-quantized: an INT8 initializer feeding a DequantizeLinear. TensorRT accepts
+  and stored pre-quantized: an INT8 (FP8) initializer feeding a DequantizeLinear. TensorRT accepts
   this and FP32 weights + Q/DQ alike (it quantizes FP32 weights with the Q scale at build
   time); INT8 initializers make the file 4x smaller and fix the rounding in the artifact;
 - no bias is quantized (TensorRT folds it in high precision), and no Conv output either;
@@ -22,7 +24,17 @@ MatMul, and a Q after it, into an INT8 kernel. Following its placement recommend
   plugin runs with FP16 I/O; "fp32" leaves it as is.
 
 Everything else runs in FP32, as the FP32 graph said: a strongly typed network needs no flag.
-The result still runs in ONNX Runtime (QuantizeLinear/DequantizeLinear are standard ops).
+The result still runs in ONNX Runtime (QuantizeLinear/DequantizeLinear are standard ops; ONNX
+Runtime runs their FLOAT8E4M3FN form on the CPU).
+
+FP8 (E4M3FN: 4 exponent bits, 3 mantissa bits, largest finite value 448, no infinities) is
+TensorRT's FP8 type: "quantized values are represented in signed INT8, FP8E4M3 ... quantization
+uses the reciprocal scale, followed by clamping and rounding (for integers) or casting (for
+FP8)" (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/work-quantized-types.html).
+An FP8 QuantizeLinear needs ONNX opset 19 (the first with float8 types): `upgrade_opset` lifts
+the opset-17 exports to it. The placement rules are the ones NVIDIA ModelOpt's ONNX FP8 mode
+uses (Conv, Gemm, MatMul and residual Add;
+https://nvidia.github.io/TensorRT-Model-Optimizer/reference/generated/modelopt.onnx.quantization.fp8.html).
 """
 
 from __future__ import annotations
@@ -31,9 +43,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, numpy_helper, version_converter
 
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import (
@@ -55,6 +68,36 @@ MIN_OPSET = 13  # per-channel DequantizeLinear (axis attribute)
 ATTENTION_PRECISIONS = ("fp16", "fp32")
 
 
+@dataclass(frozen=True)
+class QdqFormat:
+    """What one quantized type needs: its ONNX type, the largest value it represents (a scale
+    is amax / max_value), and the lowest opset whose QuantizeLinear has it."""
+
+    name: str
+    onnx_type: int
+    max_value: float
+    min_opset: int
+
+    def encode(self, scaled: np.ndarray) -> np.ndarray:
+        """Values already divided by their scale -> the stored type (INT8: rounded and clipped
+        to +-127, symmetric; FP8: clipped to +-448, then rounded to nearest E4M3)."""
+        clipped = np.clip(scaled, -self.max_value, self.max_value)
+        if self.onnx_type == TensorProto.INT8:
+            return np.round(clipped).astype(np.int8)
+        return clipped.astype(ml_dtypes.float8_e4m3fn)
+
+    def zeros(self, count: int | None = None) -> np.ndarray:
+        """The zero point (symmetric: 0), a scalar or one per channel."""
+        return self.encode(np.zeros(() if count is None else count, np.float32))
+
+
+QDQ_FORMATS = {
+    "int8": QdqFormat("int8", TensorProto.INT8, 127.0, MIN_OPSET),
+    # opset 19: the first whose QuantizeLinear / DequantizeLinear take float8 types
+    "fp8": QdqFormat("fp8", TensorProto.FLOAT8E4M3FN, 448.0, 19),
+}
+
+
 class QuantizationError(AxialDeployError, ValueError):
     """A graph or a set of ranges that cannot be quantized as asked."""
 
@@ -62,7 +105,7 @@ class QuantizationError(AxialDeployError, ValueError):
 @dataclass
 class QdqResult:
     model: onnx.ModelProto
-    quantized_nodes: list[str] = field(default_factory=list)  # Conv/Gemm/MatMul with INT8 inputs
+    quantized_nodes: list[str] = field(default_factory=list)  # Conv/Gemm/MatMul, quantized inputs
     activation_scales: dict[str, float] = field(default_factory=dict)  # tensor -> scale
     weights: int = 0
     residual_adds: int = 0
@@ -84,25 +127,50 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), 0)
 
 
+def upgrade_opset(model: onnx.ModelProto, format: str) -> onnx.ModelProto:
+    """`model` with its default-domain opset lifted to what `format`'s Q/DQ needs (ONNX's
+    version converter; custom domains such as AxialAttention's are left as they are), or
+    `model` itself when it already imports that opset or newer."""
+    needed = QDQ_FORMATS[format].min_opset
+    if _opset(model) >= needed:
+        return model
+    try:
+        upgraded = version_converter.convert_version(model, needed)
+        onnx.checker.check_model(upgraded)
+    except Exception as error:  # the converter raises assorted errors on ops it cannot adapt
+        raise QuantizationError(
+            f"{format.upper()} Q/DQ needs opset >= {needed} and ONNX's version converter could "
+            f"not lift this opset-{_opset(model)} graph ({error}): re-export it with "
+            f"--opset {needed}"
+        ) from error
+    return upgraded
+
+
 def quantize_int8(
     model: onnx.ModelProto,
     ranges: Mapping[str, TensorRange],
     *,
     attention_precision: str = "fp16",
     skip_nodes: Iterable[str] = (),
+    format: str = "int8",
 ) -> QdqResult:
-    """An explicit-INT8 copy of the FP32 `model` with Q/DQ placed by the rules of the module doc;
-    `ranges` are the calibrated activation ranges (amax set); `skip_nodes` (node names, as
-    `graph.label` gives them) stay in float. A name that is no node of the graph is an error."""
+    """An explicit-INT8 (or, with `format="fp8"`, FP8 E4M3) copy of the FP32 `model` with Q/DQ
+    placed by the rules of the module doc; `ranges` are the calibrated activation ranges (amax
+    set); `skip_nodes` (node names, as `graph.label` gives them) stay in float. A name that is
+    no node of the graph is an error. FP8 needs an opset-19 model (`upgrade_opset`)."""
+    if format not in QDQ_FORMATS:
+        raise QuantizationError(f"format must be one of {tuple(QDQ_FORMATS)}, got {format!r}")
+    qdq = QDQ_FORMATS[format]
     if attention_precision not in ATTENTION_PRECISIONS:
         raise QuantizationError(
             f"attention precision must be one of {ATTENTION_PRECISIONS}, "
             f"got {attention_precision!r}"
         )
-    if _opset(model) < MIN_OPSET:
+    if _opset(model) < qdq.min_opset:
         raise QuantizationError(
-            f"explicit INT8 needs default-domain opset >= {MIN_OPSET} (per-channel "
-            f"DequantizeLinear); this model imports {_opset(model)}: re-export it"
+            f"explicit {format.upper()} needs default-domain opset >= {qdq.min_opset} "
+            f"({'per-channel DequantizeLinear' if format == 'int8' else 'float8 Q/DQ'}); this "
+            f"model imports {_opset(model)}: re-export it"
         )
     skip = set(skip_nodes)
     unknown = skip - {label(node) for node in model.graph.node}
@@ -111,7 +179,7 @@ def quantize_int8(
             f"nodes to keep unquantized are not in the graph: {sorted(unknown)[:5]} (use the "
             "node names of this graph, as `compare --layerwise` prints them)"
         )
-    placement = _Placement(model, ranges, skip)
+    placement = _Placement(model, ranges, skip, qdq)
     activation_uses, weight_uses = placement.weighted_op_uses()
     activation_uses += placement.residual_add_uses()
     placement.insert_activation_pairs(activation_uses)
@@ -127,13 +195,17 @@ class _Placement:
     nodes inserted before (and after) each original node, spliced in by `finish`."""
 
     def __init__(
-        self, model: onnx.ModelProto, ranges: Mapping[str, TensorRange], skip: set[str]
+        self,
+        model: onnx.ModelProto,
+        ranges: Mapping[str, TensorRange],
+        skip: set[str],
+        qdq: QdqFormat = QDQ_FORMATS["int8"],
     ) -> None:
         quantized = onnx.ModelProto()
         quantized.CopyFrom(model)
         constants_to_initializers(quantized)
         self.graph = graph = quantized.graph
-        self.ranges, self.skip = ranges, skip
+        self.ranges, self.skip, self.qdq = ranges, skip, qdq
         self.initializers = {init.name: init for init in graph.initializer}
         self.result = QdqResult(quantized)
         self.taken = used_names(graph)
@@ -216,16 +288,18 @@ class _Placement:
             node.input[position] = dequantized[name]
 
     def _activation_pair(self, name: str, before: int) -> str:
-        """QuantizeLinear -> DequantizeLinear of `name` (per-tensor scale, zero point 0)
-        inserted before node `before`; returns the dequantized tensor."""
+        """QuantizeLinear -> DequantizeLinear of `name` (per-tensor scale amax / the format's
+        largest value, zero point 0) inserted before node `before`; returns the dequantized
+        tensor."""
         unique = self.unique
-        scale = float(self.ranges[name].scale)
+        # for INT8 exactly TensorRange.scale (the calibration cache's scale)
+        scale = max(float(self.ranges[name].amax), 1e-8) / self.qdq.max_value
         self.result.activation_scales[name] = scale
         scale_name, zero_name = unique(f"{name}/scale"), unique(f"{name}/zero_point")
         self.graph.initializer.extend(
             [
                 numpy_helper.from_array(np.array(scale, np.float32), scale_name),
-                numpy_helper.from_array(np.array(0, np.int8), zero_name),
+                numpy_helper.from_array(self.qdq.zeros(), zero_name),
             ]
         )
         q_out, dq_out = unique(f"{name}/quantized"), unique(f"{name}/dequantized")
@@ -245,7 +319,7 @@ class _Placement:
         return dq_out
 
     def insert_weight_dequantizers(self, uses: list[tuple[onnx.NodeProto, int, int]]) -> None:
-        """3. Weights: INT8 initializer -> per-channel DequantizeLinear (one per weight)."""
+        """3. Weights: INT8 (FP8) initializer -> per-channel DequantizeLinear (one per weight)."""
         weight_outputs: dict[str, str] = {}
         for node, position, axis in uses:
             name = node.input[position]
@@ -257,17 +331,17 @@ class _Placement:
     def _weight_dequantizer(self, name: str, axis: int, user: onnx.NodeProto) -> str:
         unique = self.unique
         weight = numpy_helper.to_array(self.initializers[name]).astype(np.float32)
-        scales = weight_scales(weight, axis)
+        scales = weight_scales(weight, axis, self.qdq.max_value)
         shape = [1] * weight.ndim
         shape[axis] = -1
-        values = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
-        int8_name, scale_name = unique(f"{name}_int8"), unique(f"{name}/scale")
+        values = self.qdq.encode(weight / scales.reshape(shape))
+        int8_name, scale_name = unique(f"{name}_{self.qdq.name}"), unique(f"{name}/scale")
         zero_name, dq_out = unique(f"{name}/zero_point"), unique(f"{name}/dequantized")
         self.graph.initializer.extend(
             [
                 numpy_helper.from_array(values, int8_name),
                 numpy_helper.from_array(scales, scale_name),
-                numpy_helper.from_array(np.zeros(len(scales), np.int8), zero_name),
+                numpy_helper.from_array(self.qdq.zeros(len(scales)), zero_name),
             ]
         )
         self.inserted_before[self.node_index[id(user)]].append(

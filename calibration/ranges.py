@@ -427,9 +427,10 @@ def _initializer_names(model: onnx.ModelProto) -> set[str]:
     return {init.name for init in model.graph.initializer}
 
 
-def weight_scales(weight: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Per-channel symmetric INT8 scales of a weight: max |w| over all axes but `axis`, / 127.
-    An all-zero channel gets scale 1 (any scale represents zeros exactly)."""
+def weight_scales(weight: np.ndarray, axis: int = 0, max_value: float = 127.0) -> np.ndarray:
+    """Per-channel symmetric scales of a weight: max |w| over all axes but `axis`, divided by
+    the quantized type's largest value (INT8 127, FP8 E4M3 448). An all-zero channel gets
+    scale 1 (any scale represents zeros exactly)."""
     moved = np.moveaxis(np.abs(weight.astype(np.float32)), axis, 0)
     amax = moved.reshape(moved.shape[0], -1).max(axis=1)
-    return np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    return np.where(amax > 0, amax / max_value, 1.0).astype(np.float32)

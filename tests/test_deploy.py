@@ -25,8 +25,9 @@ HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 def test_parse_precisions_keeps_fp32_as_the_reference():
     assert parse_precisions("int8") == ("fp32", "int8")
     assert parse_precisions("FP16, fp32") == ("fp32", "fp16")
-    with pytest.raises(DeployError, match="fp32,fp16,int8"):
-        parse_precisions("fp8")
+    assert parse_precisions("fp8,int8") == ("fp32", "int8", "fp8")
+    with pytest.raises(DeployError, match="fp32,fp16,int8,fp8"):
+        parse_precisions("bf16")
 
 
 def test_backend_choice():
@@ -81,7 +82,8 @@ def test_deploy_trained_panoptic_model_end_to_end(tmp_path):
     assert report["rewrite"]["rewritten"] == 8 and not report["rewrite"]["left_intact"]
     assert report["verify"]["passed"] and report["verify"]["max_rel"] < 1e-4
     variants = {v["label"]: v for v in report["variants"]}
-    assert set(variants) == {f"{p}{g}" for p in ("fp32", "fp16", "int8") for g in ("", "-plain")}
+    precisions = ("fp32", "fp16", "int8", "fp8")
+    assert set(variants) == {f"{p}{g}" for p in precisions for g in ("", "-plain")}
 
     # Task accuracy: the exported FP32 graphs score what PyTorch scores on the same images,
     # and FP16 stays within the gate; every variant has a PQ and a latency series.

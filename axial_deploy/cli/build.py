@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--int8", action="store_true", help="TensorRT 10 only, legacy INT8 (needs --calib-cache)"
     )
     parser.add_argument("--calib-cache", metavar="FILE", help="INT8 calibration cache (legacy)")
+    parser.add_argument(
+        "--compute-capability",
+        metavar="X.Y",
+        help="tensorrt-rtx: the GPU to build for ahead of time, e.g. 8.9 (Ada) or 12.0 "
+        "(Blackwell RTX); needed for FP8 graphs on a machine without such a GPU (default: "
+        "TensorRT-RTX's portable set)",
+    )
 
 
 def files(args: argparse.Namespace) -> Files:
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         int8=args.int8,
         calib_cache=args.calib_cache,
         progress=True,
+        compute_capability=args.compute_capability,
     )
     print(f"building {args.model} with {backend} ...", flush=True)
     manifest = build_engine(args.model, args.output, options)

@@ -1,4 +1,4 @@
-"""Accuracy of FP16 / INT8 graphs against the FP32 graph in ONNX Runtime.
+"""Accuracy of FP16 / INT8 / FP8 graphs against the FP32 graph in ONNX Runtime.
 
 Runs the reference graph and each candidate on the same held-out inputs in ONNX Runtime and
 prints, per output, max / mean abs and max rel error, plus task agreement: top-1 agreement for
@@ -8,7 +8,7 @@ calibration with the same --seed (quantize's default 0) never saw them.
 
 --layerwise REF.onnx CAND.onnx: where precision breaks, layer by layer. Every float tensor the
 candidate computes is paired with the reference tensor it stands for (same name; same node
-name; or a Cast / QuantizeLinear->DequantizeLinear wrapping it, as our FP16 and INT8 graphs
+name; or a Cast / QuantizeLinear->DequantizeLinear wrapping it, as our FP16, INT8, FP8 graphs
 write them), both graphs get those tensors marked as outputs (as `polygraphy run --onnx-outputs
 mark all`), run in ONNX Runtime (graph optimizations off: they move Q/DQ nodes around unmarked
 tensors) on the same seeded inputs, and are compared with Polygraphy's comparator. Per tensor:

@@ -1,6 +1,6 @@
 """The whole pipeline in one command, ending in one HTML + JSON report.
 
-export -> rewrite -> verify -> precision (FP32/FP16/INT8 of the rewritten and the plain graph)
+export -> rewrite -> verify -> precision (FP32/FP16/INT8/FP8 of the rewritten and the plain graph)
 -> task accuracy per variant with the accuracy gate and prediction panels -> engine build
 (TensorRT with the plugin where installed, else TensorRT-RTX on the plain graphs, else skipped
 with the reason) -> latency profile -> OUTPUT/report.html and OUTPUT/report.json. Without
@@ -34,7 +34,7 @@ from axial_deploy.cli.args import (
     parse_size,
     positive_int,
 )
-from axial_deploy.deploy import BACKEND_CHOICES, DEFAULT_MODEL
+from axial_deploy.deploy import BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,15 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_num_classes(parser, "classes of --checkpoint's head (default: the dataset's)")
     parser.add_argument(
         "--precision",
-        default="fp32,fp16,int8",
+        default=",".join(DEFAULT_PRECISIONS),
         metavar="LIST",
-        help="comma-separated precisions (default fp32,fp16,int8; fp32 is always the reference)",
+        help="comma-separated precisions among fp32,fp16,int8,fp8 (default "
+        f"{','.join(DEFAULT_PRECISIONS)}; fp32 is always the reference; FP8 engines need "
+        "compute capability 8.9+)",
     )
     parser.add_argument(
         "--calib",
         metavar="SRC",
-        help="INT8 calibration data: image folder, .npy/.npz, or 'synthetic' (default: the "
-        "dataset's train images)",
+        help="INT8/FP8 calibration data: image folder, .npy/.npz, or 'synthetic' (default: "
+        "the dataset's train images)",
     )
     add_calib_batches(parser, "INT8 calibration batches of one image")
     parser.add_argument(

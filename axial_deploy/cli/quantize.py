@@ -1,11 +1,12 @@
-"""FP32 graph -> strongly typed FP16 graph or explicit INT8 (Q/DQ) graph.
+"""FP32 graph -> strongly typed FP16 graph or explicit INT8 / FP8 (Q/DQ) graph.
 
 Measures activation ranges of the FP32 graph in ONNX Runtime on calibration inputs, then
 writes a strongly typed FP16 graph (ops that overflow FP16 or are precision-sensitive stay FP32
-behind Casts) or an INT8 graph with QuantizeLinear/DequantizeLinear where TensorRT fuses them
-(Conv/Gemm/MatMul inputs, per-channel symmetric weights, residual Adds; AxialAttention stays
-FP16/FP32). For INT8 it also writes TensorRT's calibration cache (text, TensorRT 10 implicit
-INT8) from the same ranges. Check the result with `axial-deploy compare`.
+behind Casts) or an INT8 / FP8 (E4M3, opset 19) graph with QuantizeLinear/DequantizeLinear where
+TensorRT fuses them (Conv/Gemm/MatMul inputs, per-channel symmetric weights, residual Adds;
+AxialAttention stays FP16/FP32). For INT8 it also writes TensorRT's calibration cache (text,
+TensorRT 10 implicit INT8) from the same ranges. FP8 engines need a GPU of compute capability
+8.9 or newer (Ada, Hopper, Blackwell, Thor). Check the result with `axial-deploy compare`.
 
 With --max-drop D and --data DIR, INT8 keeps its most error-prone layers (ranked by the
 error each adds on its own) in FP32, the fewest a search finds, until the task metric (PQ / top-1)
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="IN.onnx", help="FP32 graph (rewritten or not)")
     add_output(parser, "path of the output .onnx")
     parser.add_argument(
-        "--precision", required=True, choices=["fp16", "int8"], help="precision of the graph"
+        "--precision", required=True, choices=["fp16", "int8", "fp8"], help="precision of the graph"
     )
     parser.add_argument(
         "--calib", metavar="SRC", help=f"calibration inputs: {CALIB_HELP} (default: synthetic)"
@@ -47,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         choices=["entropy", "percentile", "minmax"],
-        default="entropy",
-        help="INT8 activation thresholds: KL-divergence (entropy, default), 99.99th "
-        "percentile, or max |x| (fp16 always uses max |x| to find overflows)",
+        help="activation thresholds. int8: KL-divergence (entropy, default), 99.99th "
+        "percentile, or max |x| (minmax). fp8: minmax (default) or percentile; not entropy, "
+        "whose KL is measured against INT8's 128 uniform levels, while FP8's relative "
+        "precision is nearly constant, so clipping gains little. fp16 always uses max |x| to "
+        "find overflows",
     )
     add_calib_batches(parser, "calibration batches", old_batches=True)
     add_batch_size(parser, "images per calibration batch")
@@ -68,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--attention-precision",
         choices=["fp16", "fp32"],
         default="fp16",
-        help="int8: I/O type of the AxialAttention nodes (default: fp16)",
+        help="int8/fp8: I/O type of the AxialAttention nodes (default: fp16)",
     )
     parser.add_argument(
         "--quantizer",
