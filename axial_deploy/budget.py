@@ -6,12 +6,12 @@ metric to stay within `max_drop` points of FP32.
 
 1. Calibrate once (`quantize.calibrate`); every candidate graph is made from the same ranges
    by a *graph maker*: a callable from the set of node names kept unquantized to the Q/DQ
-   graph (`quantize.quantized_graph`, so any Q/DQ precision it makes, INT8 today, works).
+   graph (`quantize.quantized_graph`, so any Q/DQ precision it makes, INT8 and FP8, works).
 2. The plain graph (nothing kept) is scored on the task (PQ for panoptic, top-1 for
    classifiers: `evaluate.evaluate` on the given split), beside FP32. Within the budget: done.
 3. Else its quantized layers (the Conv / Gemm / MatMul nodes reading a DequantizeLinear) are
    ranked by the error each adds on its own: `local_graph` adds to the FP32 graph a copy of
-   each layer fed by its own Q/DQ pairs of the FP32 tensors (and its INT8 weights), and the
+   each layer fed by its own Q/DQ pairs of the FP32 tensors (and its quantized weights), and the
    layer-wise comparison's runner (`layerwise.run_chunk`: ONNX Runtime, Polygraphy's SNR) gives
    each copy's relative RMS error against the FP32 output, on calibration inputs. (The
    layer-wise report's in-graph "jump" ranks badly here: one broken early layer makes every
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from axial_deploy.layerwise import TensorMatch
 
 # Precisions whose graphs `quantize.quantized_graph` makes with nodes kept unquantized.
-BUDGET_PRECISIONS = ("int8",)
+BUDGET_PRECISIONS = ("int8", "fp8")  # the Q/DQ precisions (calibration/qdq.py formats)
 KEPT_PRECISION = "fp32"  # what a kept layer computes in (module doc)
 
 GraphMaker = Callable[[frozenset[str]], onnx.ModelProto]

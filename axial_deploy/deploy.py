@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 QDQ_PRECISIONS = ("int8", "fp8")  # calibrated on the same images
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "none")
 GRAPHS = ("axial", "plain")  # rewritten graph, plain export
-BUDGET_PRECISIONS = ("int8",)  # what --fit-budget searches (axial_deploy.budget's precisions)
 CALIBRATION_IMAGES = 16  # train-split images generated for INT8 calibration
 EXPORT_RTOL = 1e-3  # ONNX Runtime vs PyTorch, max relative error the export stage accepts
 
@@ -164,6 +163,8 @@ def plan_deploy(settings: DeploySettings) -> DeployPlan:
         raise DeployError("--eval-images and --iterations must be >= 1")
     if settings.max_drop < 0:
         raise DeployError(f"--max-drop must be >= 0, got {settings.max_drop}")
+    from axial_deploy.budget import BUDGET_PRECISIONS  # lazily: it imports onnx
+
     if settings.fit_budget and not set(BUDGET_PRECISIONS) & set(settings.precisions):
         raise DeployError(
             f"--fit-budget searches {', '.join(BUDGET_PRECISIONS)} variants: add one to --precision"
@@ -447,6 +448,7 @@ def precision_stage(
     rewrite: RewriteStage,
     notes: list[str],
 ) -> list[Variant]:
+    from axial_deploy.budget import BUDGET_PRECISIONS
     from axial_deploy.quantize import quantize_file
     from axial_deploy.verify import verify_models
 
@@ -475,7 +477,7 @@ def precision_stage(
                 notes.append(
                     f"{variant.label}: --fit-budget kept {len(budget['kept'])} layer(s) in FP32, "
                     f"drop {budget['drop']:+.2f} (plain {budget['plain_drop']:+.2f}), "
-                    f"{budget['share_macs_quantized']:.0%} of multiply-adds in INT8"
+                    f"{budget['share_macs_quantized']:.0%} of multiply-adds in {precision.upper()}"
                     + ("" if budget["met"] else ": budget NOT met with every layer kept")
                     + f"; record {budget['record']}"
                 )

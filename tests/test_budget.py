@@ -145,7 +145,7 @@ CLASSES, PIXELS, IMAGES = 4, 16, 24
 OUTLIER = 1000.0
 
 
-def range_sensitive_classifier(seed: int = 0) -> onnx.ModelProto:
+def range_sensitive_classifier(seed: int = 0, outlier: float = OUTLIER) -> onnx.ModelProto:
     """images -> conv1 -> relu -> conv2 -> relu -> conv3 -> relu -> GAP -> fc: channel 0 of
     conv1 scaled by OUTLIER, conv2's weights on that channel divided by it (the same function
     in FP32; a per-tensor INT8 scale for conv2's input that zeroes the other channels)."""
@@ -156,9 +156,9 @@ def range_sensitive_classifier(seed: int = 0) -> onnx.ModelProto:
 
     w1, w2, w3 = w(8, 3), w(8, 8), w(8, 8)
     b1 = rng.normal(0, 0.1, 8).astype(np.float32)
-    w1[0] *= OUTLIER
-    b1[0] *= OUTLIER
-    w2[:, 0] /= OUTLIER
+    w1[0] *= outlier
+    b1[0] *= outlier
+    w2[:, 0] /= outlier
     fc = rng.normal(0, 1, (CLASSES, 8)).astype(np.float32)
 
     def conv(name: str, x: str, y: str, ws: list[str]) -> onnx.NodeProto:
@@ -188,16 +188,14 @@ def range_sensitive_classifier(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-@pytest.fixture(scope="module")
-def sensitive_case(tmp_path_factory) -> dict[str, Path]:
+def make_case(folder: Path, outlier: float) -> dict[str, Path]:
     """The graph, calibration images, and a val split labelled with FP32's own predictions
-    (FP32 top-1 is 100 %: the drop is exactly the share of images INT8 gets wrong)."""
+    (FP32 top-1 is 100 %: the drop is exactly the share of images the Q/DQ graph gets wrong)."""
     from axial_deploy.models.preprocess import preprocess_for
     from axial_deploy.ort_ops import create_session
 
-    folder = tmp_path_factory.mktemp("budget")
     model_path = folder / "sensitive.onnx"
-    onnx.save(range_sensitive_classifier(), str(model_path))
+    onnx.save(range_sensitive_classifier(outlier=outlier), str(model_path))
     session = create_session(str(model_path))
     preprocess = preprocess_for("classification", (PIXELS, PIXELS))
     rng = np.random.default_rng(1)
@@ -218,6 +216,11 @@ def sensitive_case(tmp_path_factory) -> dict[str, Path]:
     for label in range(CLASSES):  # every class a folder, so logits and classes agree
         (folder / "data" / "val" / f"class{label}").mkdir(parents=True, exist_ok=True)
     return {"folder": folder, "model": model_path, "calib": calib, "data": folder / "data"}
+
+
+@pytest.fixture(scope="module")
+def sensitive_case(tmp_path_factory) -> dict[str, Path]:
+    return make_case(tmp_path_factory.mktemp("budget"), OUTLIER)
 
 
 def test_budget_search_keeps_the_range_sensitive_layer(sensitive_case):
@@ -244,6 +247,30 @@ def test_budget_search_keeps_the_range_sensitive_layer(sensitive_case):
     assert record["drop"] == pytest.approx(report.drop)
     assert record["evaluations"] == 2 and record["met"] is True
     assert Path(out).with_suffix(".calib").is_file()
+
+
+def test_budget_search_in_fp8(tmp_path):
+    """FP8 through the same search. E4M3 spans a wide range (down to 2**-9 of its 448 maximum),
+    so INT8's outlier (1e3) and even 1e5 cost it no top-1 here; at 1e7 the other channels
+    fall below FP8's smallest subnormal at conv2's per-tensor scale and flush to zero. The
+    search keeps conv2 and leaves the rest in FP8."""
+    case = make_case(tmp_path, outlier=1e7)
+    out = tmp_path / "sensitive.fp8.onnx"
+    report = quantize_to_budget(
+        case["model"], out, precision="fp8", max_drop=1.0, data=case["data"],
+        calib=str(case["calib"]), method="minmax", batches=4, rank_batches=2,
+    )  # fmt: skip
+    assert report.plain_drop > 10  # plain FP8 misses the budget
+    assert report.met and report.drop <= 1.0
+    assert report.ranking[0].node == "conv2"
+    assert [layer.node for layer in report.kept] == ["conv2"]
+    written = onnx.load(str(out))
+    fed = _dq_fed(written)
+    assert fed["conv2"] == 0 and fed["conv1"] == fed["conv3"] == fed["fc"] == 2
+    float8 = {TensorProto.FLOAT8E4M3FN}
+    zero_points = [t for t in written.graph.initializer if t.data_type in float8]
+    assert zero_points, "an FP8 graph carries FLOAT8E4M3FN zero points"
+    assert not out.with_suffix(".calib").exists()  # no FP8 calibration cache exists
 
 
 def test_quantize_cli_max_drop(sensitive_case, capsys):

@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="native",
         help="native (default, needs nothing extra) or NVIDIA ModelOpt (int8; must be installed)",
     )
-    budget = parser.add_argument_group("accuracy budget (int8)")
+    budget = parser.add_argument_group("accuracy budget (int8, fp8)")
     budget.add_argument(
         "--max-drop",
         type=float,
