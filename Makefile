@@ -37,7 +37,7 @@ plugins:
 
 # One command for a lent GPU machine (python 3.10-3.12, numpy, torch, nvcc; no make, pip,
 # TensorRT or CMake needed: this target only spells `python3 benchmarks/gpu_check.py OUT`):
-# builds the kernel for the local GPU, runs tests/test_kernel_gpu.py and benchmarks/kernel.py
+# builds the kernel for the local GPU, runs tests/op/test_kernel_gpu.py and benchmarks/kernel.py
 # within a time budget (--budget, 360 s), writes $(OUT)/gpu_check.jsonl/.json/.md as it goes.
 # DRY_RUN=1 stops before the first CUDA call (runs anywhere).
 # On a machine without pytest/PyYAML, first run `make gpu-check-deps` here and carry
@@ -50,7 +50,7 @@ gpu-check:
 gpu-check-deps:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --prepare-deps
 
-# The CPU libraries: the native AxialAttention op that ONNX Runtime runs (axial_deploy/ort_ops.py)
+# The CPU libraries: the native AxialAttention op that ONNX Runtime runs (axial_deploy/op/ort.py)
 # and the calibration histograms (calibration/ranges.py), build/lib/libaxial_attention_cpu.so and
 # build/lib/libaxial_calibration.so. CMake >= 3.25 and a C++17 compiler, no CUDA. `make test`
 # builds them first; without CMake it says so and the tests that need them skip with that reason

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # onnx loads in load_onnx: `axial-deploy --help` imports this
 
 from axial_deploy.errors import AxialDeployError
 
+# The largest batch and image side any option or record takes (flags, dataset records).
+MAX_BATCH, MAX_SIDE = 256, 8192
+
 
 class OutputPathError(AxialDeployError, ValueError):
     """An output path that cannot be written, or that would overwrite an input."""

@@ -47,10 +47,10 @@ import onnx
 from axial_deploy.calibration.qdq import WEIGHTED_OPS
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import label
-from axial_deploy.op_spec import OP_TYPE
+from axial_deploy.op.spec import OP_TYPE
 
 if TYPE_CHECKING:
-    from axial_deploy.layerwise import TensorMatch
+    from axial_deploy.checks.layerwise import TensorMatch
 
 # Precisions whose graphs `quantize.quantized_graph` makes with nodes kept unquantized.
 BUDGET_PRECISIONS = ("int8", "fp8")  # the Q/DQ precisions (calibration/qdq.py formats)
@@ -172,7 +172,7 @@ def local_graph(
     and the matches pairing each copy's output with the FP32 output it stands for. Compared by
     the layer-wise runner, each pair gives the error the layer adds on exact inputs: no error
     from upstream layers, which in a chain of quantized layers swamps a late layer's own."""
-    from axial_deploy.layerwise import TensorMatch
+    from axial_deploy.checks.layerwise import TensorMatch
 
     local = onnx.ModelProto()
     local.CopyFrom(reference)
@@ -238,7 +238,7 @@ def local_errors(
     """Layer name -> relative RMS error of its output when it alone is quantized on exact
     (FP32) inputs (`local_graph`), run and measured by the layer-wise comparison's runner
     (Polygraphy SNR, RMS over the feeds), in chunks that fit its memory budget."""
-    from axial_deploy.layerwise import (
+    from axial_deploy.checks.layerwise import (
         DEFAULT_CHUNK_MB,
         _rms,
         _tensor_bytes,
@@ -291,7 +291,7 @@ def node_macs(node: onnx.NodeProto, shapes: Mapping[str, Sequence[int]]) -> int:
         a = shapes[node.input[0]]
         return out * int(a[0] if trans_a else a[1])
     if node.op_type == OP_TYPE:
-        from axial_deploy.op_spec import read_node_attributes
+        from axial_deploy.op.spec import read_node_attributes
 
         attrs = read_node_attributes(node)
         n, _, h, w = shapes[node.input[0]]
@@ -305,8 +305,8 @@ def layer_macs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[s
     """Node name -> multiply-adds on `feed` (one batch) for every Conv / Gemm / MatMul /
     AxialAttention node of the FP32 `model`: one ONNX Runtime run with their tensors marked
     as outputs gives the shapes (ONNX shape inference stops at the custom op)."""
-    from axial_deploy.layerwise import _mark
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.checks.layerwise import _mark
+    from axial_deploy.op.ort import create_session
 
     counted = [n for n in model.graph.node if n.op_type in (*WEIGHTED_OPS, OP_TYPE)]
     if not counted:
@@ -437,7 +437,7 @@ def task_metric(
 ) -> tuple[Callable[[str | os.PathLike], float], str]:
     """(path -> primary metric in points, its name): `evaluate.evaluate` of a graph on the
     split, the same post-processing for every graph."""
-    from axial_deploy.evaluate import dataset_task, evaluate
+    from axial_deploy.evaluation.evaluate import dataset_task, evaluate
 
     task = dataset_task(data, split)
 
@@ -518,7 +518,7 @@ def quantize_to_budget(
         plain_metric = metric(plain_path)
         say(f"budget: FP32 {name} {reference:.2f}, plain {precision} {plain_metric:.2f}")
 
-        from axial_deploy.layerwise import make_feeds
+        from axial_deploy.checks.layerwise import make_feeds
 
         feeds, inputs = make_feeds(calibration.model, calib, batches=rank_batches, seed=seed)
         macs = layer_macs(calibration.model, feeds[0])
@@ -576,11 +576,11 @@ def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def _images(data, split: str, limit: int | None) -> int:
     """Images the metric was computed on (the split's, capped at `limit`)."""
-    from axial_deploy.evaluate import classification_samples, dataset_task
+    from axial_deploy.evaluation.evaluate import classification_samples, dataset_task
 
     try:
         if dataset_task(data, split) == "panoptic":
-            from axial_deploy.coco_panoptic import load_split, split_paths
+            from axial_deploy.datasets.coco_panoptic import load_split, split_paths
 
             count = len(load_split(*split_paths(data, split)[:2]).annotations)
         else:

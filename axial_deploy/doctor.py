@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from axial_deploy.backends import Gpu, installed_backends, local_gpus, runnable_backends
-from axial_deploy.build import cuda_device_info, fp8_support_problem
+from axial_deploy.engine.backends import Gpu, installed_backends, local_gpus, runnable_backends
+from axial_deploy.engine.build import cuda_device_info, fp8_support_problem
+from axial_deploy.engine.platform_checks import Check  # the doctor line, defined below doctor
 from axial_deploy.native import (
     CALIBRATION,
     CPU_OP,
@@ -16,7 +17,6 @@ from axial_deploy.native import (
     load,
     locate,
 )
-from axial_deploy.platform_checks import Check  # the doctor line, defined below doctor
 
 
 def _module(name: str, label: str, fix: str, required: bool = False) -> Check:
@@ -55,11 +55,11 @@ def _plugin_library(given: str | Path | None) -> Check:
 
 
 def _kernel_library() -> Check:
-    """The C ABI library as `axial_deploy.kernel` loads it: $AXIAL_DEPLOY_KERNEL_LIB or
+    """The C ABI library as `axial_deploy.op.kernel` loads it: $AXIAL_DEPLOY_KERNEL_LIB or
     build/lib, with its ABI version checked."""
     fix = "make plugins (needs CMake >= 3.25 and nvcc)"
     try:
-        from axial_deploy.kernel import library_path, load_library
+        from axial_deploy.op.kernel import library_path, load_library
 
         load_library()
     except (ImportError, ValueError) as error:  # KernelLibraryError is a ValueError
@@ -158,7 +158,7 @@ def run_checks(plugin_library: str | Path | None = None) -> list[Check]:
     checks.append(_plugin_library(plugin_library))
     checks += [_found(library) for library in (CPU_OP, CALIBRATION)]
     # version mismatches (numpy/torch, cuda-python/driver, JetPack): lines only where one is seen
-    from axial_deploy.platform_checks import platform_checks, probe
+    from axial_deploy.engine.platform_checks import platform_checks, probe
 
     checks += platform_checks(probe())
     return checks

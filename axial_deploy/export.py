@@ -299,7 +299,7 @@ def check_parity(
     come from Polygraphy's data loader (shape i: seed + i, uniform in [-2, 2])."""
     import numpy as np
 
-    from axial_deploy.comparison import seeded_feed
+    from axial_deploy.checks.comparison import seeded_feed
 
     for index, shape in enumerate(shapes):
         feed = seeded_feed({"input": (np.float32, tuple(shape))}, seed + index)
@@ -315,8 +315,8 @@ def compare_with_onnxruntime(
     import numpy as np
     import onnxruntime as ort
 
-    from axial_deploy.comparison import errors, onnxrt_runner, run, torch_runner
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.checks.comparison import errors, onnxrt_runner, run, torch_runner
+    from axial_deploy.op.ort import create_session
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # a failing run raises with the message it would also log

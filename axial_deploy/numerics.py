@@ -1,7 +1,7 @@
 """The error record that export, verify, quantize's accuracy report and the rewrite's per-layer
 check all report, the one relative-error rule (`relative_error`, `max_relative_error`), and how
 two models' outputs are paired. The comparison itself runs on Polygraphy
-(`axial_deploy.comparison`, which imports this module, never the other way).
+(`axial_deploy.checks.comparison`, which imports this module, never the other way).
 
 Conventions: `max_rel` is max |actual - reference| / max |reference| (the scale of the whole
 output, so near-zero elements do not blow it up). NaN or Inf on either side is never parity:

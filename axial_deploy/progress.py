@@ -1,4 +1,5 @@
-"""Progress bars that suit where the output goes: the one helper every long loop uses.
+"""What long work prints: progress bars that suit where the output goes (the one helper every
+long loop uses) and plain-text tables (`text_table`, for the report, layerwise and benchmarks).
 
 On a terminal, `progress_bar` is a tqdm bar. When stderr is not a terminal (CI logs,
 `make demo > log`), tqdm would write a carriage-return frame per update into the file; there
@@ -101,3 +102,14 @@ class LineProgress:
         seconds = time.perf_counter() - self.started
         line = f"{self.desc}: {count} {self.unit} in {seconds:.1f} s"
         print(line + (f" ({self.postfix})" if self.postfix else ""), file=sys.stderr, flush=True)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell: the first left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        rest = zip(row[1:], widths[1:], strict=True)
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)

@@ -499,8 +499,8 @@ def accuracy_report(
     abs error and max rel error; per task: top-1 agreement (classification) or pixel agreement
     and mIoU between the argmax predictions of the `semantic` output (panoptic /
     segmentation)."""
-    from axial_deploy.comparison import onnxrt_runner, run
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.checks.comparison import onnxrt_runner, run
+    from axial_deploy.op.ort import create_session
     from axial_deploy.progress import progress_bar
 
     reference = _load(reference_path, "reference")
@@ -529,7 +529,7 @@ def accuracy_report(
 
 def _candidate_accuracy(path: str, task: str, pairs, ref_outputs, outputs) -> CandidateAccuracy:
     """Errors merged over the batches (Polygraphy's comparator) and the task agreement."""
-    from axial_deploy.comparison import errors
+    from axial_deploy.checks.comparison import errors
 
     names = [name for name, _ in pairs]
     # The output whose argmax over axis 1 is the prediction: logits, or semantic scores.

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from axial_deploy.artifacts import atomic_output, write_json
-from axial_deploy.coco_panoptic import load_split, read_segment_png, split_paths
+from axial_deploy.datasets.coco_panoptic import load_split, read_segment_png, split_paths
 from axial_deploy.errors import AxialDeployError
 from axial_deploy.models.metrics import ConfusionMatrix, PanopticQuality, TopKAccuracy
 from axial_deploy.models.postprocess import (
@@ -275,7 +275,7 @@ def load_image_folder(
     root: str | Path, split: str, size: tuple[int, int], limit: int | None = None
 ) -> ClassificationData:
     """DIR/split/CLASS/*.png, read as `axial-deploy evaluate` reads it (one class order)."""
-    from axial_deploy.evaluate import classification_samples
+    from axial_deploy.evaluation.evaluate import classification_samples
 
     class_names, samples = classification_samples(root, split)
     samples = samples[:limit] if limit is not None else samples
@@ -354,8 +354,8 @@ def save_compact(model: nn.Module, path: str | Path) -> None:
 def train(settings: TrainSettings, output: str | Path, command: str = "") -> dict:
     """Trains `settings.model` on `settings.data`, saves CKPT (fp16) and CKPT.json; returns
     the record (metrics measured on the saved fp16 weights, reloaded)."""
+    from axial_deploy.datasets.synthetic import read_dataset_record
     from axial_deploy.models import create_model, model_task
-    from axial_deploy.synthetic import read_dataset_record
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)

@@ -78,10 +78,10 @@ def _old_ranges_module() -> types.ModuleType:
 
 def prepare_tiny(out: Path, images: int) -> tuple[Path, Path, list[np.ndarray]]:
     from axial_deploy.calibration.sources import open_source
+    from axial_deploy.datasets.synthetic import generate_panoptic
     from axial_deploy.export import export_onnx
     from axial_deploy.models import create_model
     from axial_deploy.rewrite import rewrite_file
-    from axial_deploy.synthetic import generate_panoptic
 
     plain, axial = out / "axial_deeplab_tiny.onnx", out / "axial_deeplab_tiny.axial.onnx"
     if not axial.is_file():
@@ -257,7 +257,7 @@ def calibration_rows(args, out: Path) -> list[Row]:
 def _sessions(plain: Path, axial: Path, reference: bool):
     import onnxruntime as ort
 
-    from axial_deploy.ort_ops import OP_ENV, create_session
+    from axial_deploy.op.ort import OP_ENV, create_session
 
     def no_spin() -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -313,8 +313,8 @@ def l_layer_rows() -> list[Row]:
     inputs: time and how much the process's peak memory grew (its output alone is 67 MB)."""
     import resource
 
-    from axial_deploy.op_spec import AxialAttentionAttributes
-    from axial_deploy.ort_ops import native_axial_attention
+    from axial_deploy.op.ort import native_axial_attention
+    from axial_deploy.op.spec import AxialAttentionAttributes
 
     rng = np.random.default_rng(0)
     groups, dq, dv, table = 8, 8, 16, 129
@@ -556,7 +556,7 @@ def main() -> None:
         help="time the rewrite of this ONNX graph (repeatable; e.g. the S and L exports)",
     )
     args = parser.parse_args()
-    from axial_deploy.ort_ops import op_implementation
+    from axial_deploy.op.ort import op_implementation
 
     if op_implementation() != "native":
         parser.error("the native CPU op is not built: run `make cpu-libs` first")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from axial_deploy.checks.verify import verify_models
 from axial_deploy.export import export_onnx
 from axial_deploy.models import create_model
 from axial_deploy.rewrite import rewrite_file
-from axial_deploy.verify import verify_models
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ CMake, no internet), from a copy of this repository:
   1. environment: versions of Python, numpy, torch and nvcc, and the GPU (nvidia-smi)
   2. build: the kernel's C ABI library for this GPU's architecture with nvcc (the flags of
      CMakeLists.txt: -O3, static cudart with its symbols hidden), into build/gpu-check/
-  3. load: the library through axial_deploy.kernel (ABI version, host-side argument check)
-  4. tests: tests/test_kernel_gpu.py (many random shapes, both axes, global and local spans,
+  3. load: the library through axial_deploy.op.kernel (ABI version, host-side argument check)
+  4. tests: tests/op/test_kernel_gpu.py (many random shapes, both axes, global and local spans,
      fp32/fp16, NaN-poisoned outputs) against the reference op, through pytest
   5. benchmark: benchmarks/kernel.py (kernel vs eager vs torch.compile at every attention stage
      of Axial-DeepLab-S at 1025x2049)
@@ -275,7 +275,7 @@ def python_env(library: Path, package_root: Path) -> tuple[dict, list[str]]:
 def check_library(env: dict, out: Path, timeout: float) -> str:
     code = (
         "from axial_deploy import kernel\n"
-        "from axial_deploy.op_spec import AxialAttentionAttributes\n"
+        "from axial_deploy.op.spec import AxialAttentionAttributes\n"
         "lib = kernel.load_library()\n"
         "attributes = AxialAttentionAttributes(axis=3, num_heads=8, key_depth=4, value_depth=8, "
         "span=65)\n"
@@ -288,7 +288,7 @@ def check_library(env: dict, out: Path, timeout: float) -> str:
 
 def pytest_command(out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "pytest", str(REPO / "tests" / "test_kernel_gpu.py"),
+        sys.executable, "-m", "pytest", str(REPO / "tests" / "op" / "test_kernel_gpu.py"),
         f"--rootdir={REPO}", "-c", str(REPO / "pyproject.toml"), "-p", "no:cacheprovider",
         "-q", *extra,
     ]  # fmt: skip

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from axial_deploy.op_spec import AxialAttentionAttributes
+from axial_deploy.op.spec import AxialAttentionAttributes
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    from axial_deploy import kernel, kernel_op
     from axial_deploy.models.axial_attention import axial_attention_op
+    from axial_deploy.op import kernel
+    from axial_deploy.op import torch_op as kernel_op
 
     try:
         kernel.load_library()

@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from axial_deploy.models import prepare_model
-    from axial_deploy.ort_ops import create_session, op_implementation
+    from axial_deploy.op.ort import create_session, op_implementation
 
     plain, axial = args.out / "l.onnx", args.out / "l.axial.onnx"
     seed = str(args.seed)

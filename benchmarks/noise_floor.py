@@ -27,11 +27,11 @@ from rewrite.test_gated_and_chaotic import (
     export,
 )
 
-from axial_deploy import noise_floor
-from axial_deploy.comparison import seeded_feed
-from axial_deploy.ort_ops import create_session
+from axial_deploy.checks import noise_floor
+from axial_deploy.checks.comparison import seeded_feed
+from axial_deploy.checks.verify import format_report, verify_models
+from axial_deploy.op.ort import create_session
 from axial_deploy.rewrite import rewrite_file
-from axial_deploy.verify import format_report, verify_models
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from axial_deploy.budget import BudgetReport, quantize_to_budget
-from axial_deploy.report import text_table
+from axial_deploy.progress import text_table
 
 MODEL = "axial_deeplab_tiny"
 # (first Conv, second Conv): the second reads the first's ReLU output and nothing else does.
@@ -47,7 +47,7 @@ SCALE = 1000.0
 
 def prepare(out: Path, eval_images: int) -> tuple[Path, Path, Path]:
     """(rewritten FP32 graph, dataset, calibration images), made by deploy's own stages."""
-    from axial_deploy.deploy import (
+    from axial_deploy.pipeline.deploy import (
         DeploySettings,
         export_stage,
         plan_deploy,

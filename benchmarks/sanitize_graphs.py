@@ -1,4 +1,4 @@
-"""Does Polygraphy's constant folding (axial_deploy.sanitize) make the rewrite or the build
+"""Does Polygraphy's constant folding (axial_deploy.checks.sanitize) make the rewrite or the build
 simpler or faster? One table per run.
 
 Usage:  python benchmarks/sanitize_graphs.py MODEL.onnx [MODEL.onnx ...] [--out DIR] [--runs 2]
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import onnx
 
-from axial_deploy.build import BuildOptions, build_engine
+from axial_deploy.checks.sanitize import sanitize_file
+from axial_deploy.engine.build import BuildOptions, build_engine
 from axial_deploy.rewrite import rewrite_file
-from axial_deploy.sanitize import sanitize_file
 
 
 def timed(call: Callable[[], object], runs: int) -> tuple[float, float]:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from axial_deploy.artifacts import atomic_output
+from axial_deploy.engine.tensorrt_api import require_tensorrt10
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.tensorrt_api import require_tensorrt10
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = 100300  # TensorRT 10.3: JetPack 6.1 / 6.2

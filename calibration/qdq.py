@@ -58,7 +58,7 @@ from axial_deploy.graph import (
     unique_name,
     used_names,
 )
-from axial_deploy.op_spec import OP_TYPE
+from axial_deploy.op.spec import OP_TYPE
 
 from .fp16 import constants_to_initializers
 from .ranges import TensorRange, weight_scales

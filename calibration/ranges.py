@@ -370,7 +370,7 @@ def tensor_chunks(
 
 def _collect_chunk(model, names, input_name, batches, method, percentile, progress, label):
     """collect_ranges for one group of tensors (one ONNX Runtime session)."""
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.op.ort import create_session
     from axial_deploy.progress import progress_bar
 
     session = create_session(_probe_model(model, names))

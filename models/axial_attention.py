@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from axial_deploy.op_spec import GLOBAL_SPAN, AxialAttentionAttributes
+from axial_deploy.op.spec import GLOBAL_SPAN, AxialAttentionAttributes
 
 
 class QKVTransform(nn.Conv1d):

@@ -219,7 +219,7 @@ def axial_deeplab_tiny(num_classes: int = 7, **kwargs) -> AxialDeepLab:
     """A small Axial-DeepLab with the full architecture (Inception stem, axial-attention
     stages with local span 17, output stride 16, dual decoder, semantic / center / offset
     heads) at width 0.25, one block per stage, 4 heads and narrow decoders: trains on a CPU in
-    minutes on the synthetic dataset (`axial_deploy.synthetic`, 7 classes, 129 x 129)."""
+    minutes on the synthetic dataset (`axial_deploy.datasets.synthetic`, 7 classes, 129 x 129)."""
     settings = {
         "semantic_channels": 64,
         "instance_channels": 32,

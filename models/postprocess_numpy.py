@@ -4,7 +4,7 @@ The same six steps as `PanopticPostProcessor` (models/postprocess.py, the refere
 arrays, for inference only: argmax semantics; centers by threshold, max-pool NMS and top-k;
 each thing pixel to the nearest valid center of its predicted center; majority-vote class per
 instance; stuff below the area limit becomes void; ids `class * label_divisor + instance`.
-tests/test_postprocess_numpy.py checks it against the torch form on random maps.
+tests/models/test_postprocess_numpy.py checks it against the torch form on random maps.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from axial_deploy import op_spec
+from axial_deploy.op import spec as op_spec
 
 
 def conv_net(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from axial_deploy.kernel import LIBRARY_ENV, LIBRARY_NAME, REPO_ROOT
+from axial_deploy.op.kernel import LIBRARY_ENV, LIBRARY_NAME, REPO_ROOT
 
 # nvcc 13.0 accepts all of them (`nvcc --list-gpu-arch`); the last also gets PTX.
 DEFAULT_ARCHS = ("75", "80", "86", "87", "89", "90", "100", "110", "120")

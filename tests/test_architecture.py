@@ -85,7 +85,7 @@ def _warns_deprecation(function: ast.FunctionDef | None) -> bool:
 # A lazy alias kept for one release after a name moved up a layer: the only imports allowed
 # to point back up, each inside the module's __getattr__ (which warns DeprecationWarning).
 DEPRECATED_ALIASES = {
-    ("axial_deploy.kernel", "axial_deploy.kernel_op"): "kernel.axial_attention, moved to "
+    ("axial_deploy.op.kernel", "axial_deploy.op.torch_op"): "kernel.axial_attention, moved to "
     "kernel_op (the torch op builds on the ctypes layer); remove after the next release",
 }
 
@@ -142,10 +142,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_scan_sees_the_package():
-    assert {"axial_deploy.deploy", "axial_deploy.rewrite.locate", "axial_deploy.models.registry",
-            "axial_deploy.calibration.ranges"} <= set(MODULES)  # fmt: skip
+    expected = {"axial_deploy.pipeline.deploy", "axial_deploy.rewrite.locate"}
+    expected |= {"axial_deploy.models.registry", "axial_deploy.calibration.ranges"}
+    assert expected <= set(MODULES)
     graph = import_graph()
-    assert "axial_deploy.deploy_records" in graph["axial_deploy.report"]
+    assert "axial_deploy.pipeline.records" in graph["axial_deploy.pipeline.report"]
     assert "axial_deploy.rewrite.records" in graph["axial_deploy.rewrite.locate"]  # relative
 
 
@@ -162,9 +163,10 @@ def test_no_import_cycles():
 
 def test_deprecated_alias_warns_and_still_works():
     pytest.importorskip("torch", reason="kernel_op is the torch op")
-    from axial_deploy import kernel, kernel_op
+    from axial_deploy.op import kernel
+    from axial_deploy.op import torch_op as kernel_op
 
-    with pytest.warns(DeprecationWarning, match="axial_deploy.kernel_op"):
+    with pytest.warns(DeprecationWarning, match="axial_deploy.op.torch_op"):
         alias = kernel.axial_attention
     assert alias is kernel_op.axial_attention
 
@@ -302,7 +304,7 @@ def _definitions(kind: type, name: str) -> list[str]:
     ("kind", "name", "home"),
     [
         (ast.FunctionDef, "require", "axial_deploy.extras"),
-        (ast.ClassDef, "Environment", "axial_deploy.manifest"),
+        (ast.ClassDef, "Environment", "axial_deploy.engine.manifest"),
         (ast.FunctionDef, "relative_error", "axial_deploy.numerics"),
         (ast.FunctionDef, "resolve_trace_size", "axial_deploy.export"),
     ],

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from checks.test_layerwise import SIDE, attention_block
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from test_layerwise import SIDE, attention_block
 
 from axial_deploy.budget import (
     BudgetError,
@@ -192,7 +192,7 @@ def make_case(folder: Path, outlier: float) -> dict[str, Path]:
     """The graph, calibration images, and a val split labelled with FP32's own predictions
     (FP32 top-1 is 100 %: the drop is exactly the share of images the Q/DQ graph gets wrong)."""
     from axial_deploy.models.preprocess import preprocess_for
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.op.ort import create_session
 
     model_path = folder / "sensitive.onnx"
     onnx.save(range_sensitive_classifier(outlier=outlier), str(model_path))
@@ -300,7 +300,7 @@ def test_quantize_cli_budget_errors(sensitive_case, capsys):
 
 
 def test_deploy_fit_budget_needs_an_int8_variant(tmp_path):
-    from axial_deploy.deploy import DeployError, DeploySettings, deploy
+    from axial_deploy.pipeline.deploy import DeployError, DeploySettings, deploy
 
     with pytest.raises(DeployError, match="--fit-budget searches int8"):
         deploy(DeploySettings(out=tmp_path / "out", precisions=("fp32", "fp16"), fit_budget=True))
@@ -332,7 +332,7 @@ def test_rtx_builds_the_mixed_precision_graph(sensitive_case, tmp_path):
     pytest.importorskip(
         "tensorrt_rtx", reason="TensorRT-RTX not installed: pip install 'axial-deploy[rtx]'"
     )
-    from axial_deploy.build import BuildOptions, build_engine
+    from axial_deploy.engine.build import BuildOptions, build_engine
 
     case = sensitive_case
     out = tmp_path / "mixed.int8.onnx"

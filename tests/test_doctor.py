@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from axial_deploy.backends import local_gpus
 from axial_deploy.cli import main
 from axial_deploy.doctor import run_checks
+from axial_deploy.engine.backends import local_gpus
 
 
 def test_doctor_reports_each_item(capsys, tmp_path):
     missing = tmp_path / "libnone.so"
     checks = {c.name: c for c in run_checks(missing)}
     gpus = local_gpus()
-    # the platform lines appear only on a Jetson or with a mismatch (tests/test_platform_checks.py)
+    # the platform lines appear only on a Jetson or with a mismatch
+    # (tests/engine/test_platform_checks.py)
     platform_lines = {"JetPack", "numpy / torch", "cuda-python / driver"}
     assert set(checks) - platform_lines == {
         "torch",

@@ -26,8 +26,12 @@ from onnx import TensorProto, numpy_helper
 from test_quantize import rewritten
 from torch import nn
 
-from axial_deploy import build as build_module
-from axial_deploy.build import (
+from axial_deploy.calibration.fp16 import check_strongly_typed
+from axial_deploy.calibration.ranges import float_tensor_types
+from axial_deploy.checks.layerwise import layerwise_compare
+from axial_deploy.cli import main
+from axial_deploy.engine import build as build_module
+from axial_deploy.engine.build import (
     BuildError,
     BuildOptions,
     build_engine,
@@ -35,12 +39,8 @@ from axial_deploy.build import (
     fp8_support_problem,
     parse_sm,
 )
-from axial_deploy.calibration.fp16 import check_strongly_typed
-from axial_deploy.calibration.ranges import float_tensor_types
-from axial_deploy.cli import main
 from axial_deploy.export import export_onnx
-from axial_deploy.layerwise import layerwise_compare
-from axial_deploy.ort_ops import create_session
+from axial_deploy.op.ort import create_session
 from axial_deploy.quantize import QuantizeError, quantize_file
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -298,7 +298,7 @@ def test_tensorrt_rtx_builds_the_plain_fp8_graph_for_ada(axial26s, tmp_path):
 def test_build_deploy_and_doctor_say_when_the_gpu_has_no_fp8(axial26s, tmp_path, monkeypatch):
     """No GPU here: the one thing replaced is what cuda-python would report on a Jetson Orin."""
     from axial_deploy import doctor
-    from axial_deploy.deploy import DeploySettings, plan_deploy
+    from axial_deploy.pipeline.deploy import DeploySettings, plan_deploy
 
     orin = ("12.6", "Orin", "8.7")
     monkeypatch.setattr(build_module, "cuda_device_info", lambda: orin)
@@ -321,7 +321,7 @@ def test_tensorrt_builds_the_rewritten_fp8_graph_with_the_plugin(axial26s, tmp_p
     """Full TensorRT on an FP8 GPU: the rewritten FP8 graph (AxialAttention plugin with FP16
     I/O between a DQ and a Q), strongly typed, as on TensorRT 10 and 11."""
     pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt) and a GPU")
-    from axial_deploy.build import cuda_device_info
+    from axial_deploy.engine.build import cuda_device_info
     from axial_deploy.native import PLUGIN, locate
 
     _, gpu, sm = cuda_device_info()

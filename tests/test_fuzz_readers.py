@@ -119,7 +119,12 @@ def _seed(name: str) -> bytes:
 @FUZZ
 @given(data=mutated_json(_seed("manifest.json")))
 def test_manifest_reader(tmp_path_factory, data):
-    from axial_deploy.manifest import Environment, check_manifest, manifest_path, read_manifest
+    from axial_deploy.engine.manifest import (
+        Environment,
+        check_manifest,
+        manifest_path,
+        read_manifest,
+    )
 
     folder = tmp_path_factory.mktemp("manifest")
     engine = folder / "m.engine"
@@ -138,7 +143,7 @@ def test_manifest_reader(tmp_path_factory, data):
 @FUZZ
 @given(data=mutated_json(_seed("dataset.json")))
 def test_dataset_record_reader(tmp_path_factory, data):
-    from axial_deploy.synthetic import read_dataset_record
+    from axial_deploy.datasets.synthetic import read_dataset_record
 
     folder = tmp_path_factory.mktemp("dataset")
     (folder / "dataset.json").write_bytes(data)
@@ -153,7 +158,7 @@ def test_dataset_record_reader(tmp_path_factory, data):
 @FUZZ
 @given(data=mutated_json(_seed("panoptic_val.json")))
 def test_coco_panoptic_reader(tmp_path_factory, data):
-    from axial_deploy.coco_panoptic import load_split
+    from axial_deploy.datasets.coco_panoptic import load_split
 
     folder = tmp_path_factory.mktemp("coco")
     (folder / "panoptic_val.json").write_bytes(data)
@@ -201,7 +206,7 @@ def test_npy_reader(tmp_path_factory, data):
 @FUZZ
 @given(data=st.one_of(mutated_bytes(_seed("image.png")), mutated_bytes(_seed("segments.png"))))
 def test_image_reader(tmp_path_factory, data):
-    from axial_deploy.coco_panoptic import read_segment_png
+    from axial_deploy.datasets.coco_panoptic import read_segment_png
     from axial_deploy.models.preprocess import preprocess_for
 
     path = tmp_path_factory.mktemp("image") / "x.png"
@@ -222,7 +227,7 @@ def test_image_reader(tmp_path_factory, data):
 @given(data=mutated_bytes(_seed("model.onnx")))
 def test_onnx_reader(tmp_path_factory, data):
     from axial_deploy.artifacts import load_onnx
-    from axial_deploy.ort_ops import check_known_ops
+    from axial_deploy.op.ort import check_known_ops
     from axial_deploy.rewrite.records import RewriteError
 
     folder = tmp_path_factory.mktemp("onnx")
@@ -239,9 +244,9 @@ def test_onnx_reader(tmp_path_factory, data):
 def test_the_corpus_reads_cleanly():
     """The seeds themselves are valid: each reader above reads its unmutated seed."""
     from axial_deploy.artifacts import load_onnx, read_json
-    from axial_deploy.coco_panoptic import load_split
+    from axial_deploy.datasets.coco_panoptic import load_split
+    from axial_deploy.engine.manifest import Manifest
     from axial_deploy.inputs import read_arrays
-    from axial_deploy.manifest import Manifest
     from models.registry import read_record
 
     assert Manifest.from_dict(read_json(CORPUS / "manifest.json")).sm == "9.0"

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axial_deploy.artifacts import OutputPathError, atomic_output, load_onnx
 from axial_deploy.cli import main
-from axial_deploy.manifest import (
+from axial_deploy.engine.manifest import (
     Manifest,
     ManifestError,
     TensorInfo,
@@ -209,14 +209,14 @@ def test_a_killed_writer_leaves_its_temporaries_for_the_next_run_to_remove(tmp_p
 
 GENERATE = """
 import sys
-from axial_deploy.synthetic import generate_panoptic
+from axial_deploy.datasets.synthetic import generate_panoptic
 generate_panoptic(sys.argv[1], seed=int(sys.argv[2]), train=int(sys.argv[3]), val=0,
                   size=(32, 32), progress=False)
 """
 
 
 def test_killed_dataset_generation_leaves_the_old_dataset_whole(tmp_path):
-    from axial_deploy.synthetic import generate_panoptic
+    from axial_deploy.datasets.synthetic import generate_panoptic
 
     out = tmp_path / "data"
     generate_panoptic(out, seed=0, train=2, val=0, size=(32, 32), progress=False)
@@ -238,7 +238,7 @@ def test_killed_dataset_generation_leaves_the_old_dataset_whole(tmp_path):
 def test_a_second_dataset_writer_is_refused_while_the_first_is_active(tmp_path):
     import fcntl
 
-    from axial_deploy.synthetic import DatasetError, generate_panoptic
+    from axial_deploy.datasets.synthetic import DatasetError, generate_panoptic
 
     out = tmp_path / "data"
     with open(tmp_path / ".data.lock", "w") as lock:
@@ -261,7 +261,7 @@ def test_outputs_that_collide_are_refused_before_any_work(tmp_path):
 def test_ctrl_c_during_a_build_cancels_it_instead_of_failing_it():
     from types import SimpleNamespace
 
-    from axial_deploy.build import _cancel_on_interrupt
+    from axial_deploy.engine.build import _cancel_on_interrupt
 
     monitor = SimpleNamespace(interrupted=False)
     # whatever handled SIGINT before (Python's default, or SIG_IGN in a background job) returns

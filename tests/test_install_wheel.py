@@ -117,7 +117,7 @@ def test_installed_package_has_no_torch_and_reads_only_itself(venv, work):
     python = venv / "python"
     assert _run([python, "-c", "import torch"], cwd=work, check=False).returncode != 0
     probe = (
-        "import json, axial_deploy, axial_deploy.op_spec as s, axial_deploy.models as m;"
+        "import json, axial_deploy, axial_deploy.op.spec as s, axial_deploy.models as m;"
         "print(json.dumps([axial_deploy.__file__, m.__file__, str(s.SPEC_PATH), s.OP_TYPE]))"
     )
     package, models, spec, op_type = json.loads(_run([python, "-c", probe], cwd=work).stdout)

@@ -23,7 +23,7 @@ def extensions():
 
 
 def test_the_installed_extensions_bridge_is_accepted(extensions):
-    from axial_deploy.ort_ops import BUFFER_HOOK_VERSIONS, _extensions_bridge
+    from axial_deploy.op.ort import BUFFER_HOOK_VERSIONS, _extensions_bridge
 
     if not extensions.__version__.startswith(BUFFER_HOOK_VERSIONS):
         pytest.skip(f"onnxruntime-extensions {extensions.__version__} is not a checked version")
@@ -33,7 +33,7 @@ def test_the_installed_extensions_bridge_is_accepted(extensions):
 
 
 def test_an_unknown_extensions_version_is_refused_by_name(extensions, monkeypatch):
-    from axial_deploy.ort_ops import ExtensionsBridgeError, _extensions_bridge
+    from axial_deploy.op.ort import ExtensionsBridgeError, _extensions_bridge
 
     monkeypatch.setattr(extensions, "__version__", "9.1.0")
     with pytest.raises(ExtensionsBridgeError, match=r"onnxruntime-extensions 9\.1\.0 is not a "):
@@ -51,7 +51,7 @@ def test_an_unknown_extensions_version_is_refused_by_name(extensions, monkeypatc
 def test_a_moved_extensions_internal_is_refused_by_name(
     extensions, monkeypatch, owner, attribute, named
 ):
-    from axial_deploy.ort_ops import BUFFER_HOOK_VERSIONS, ExtensionsBridgeError, _extensions_bridge
+    from axial_deploy.op.ort import BUFFER_HOOK_VERSIONS, ExtensionsBridgeError, _extensions_bridge
 
     monkeypatch.setattr(extensions, "__version__", BUFFER_HOOK_VERSIONS[0] + "0")
     monkeypatch.delattr(f"{owner}.{attribute}")
@@ -61,7 +61,7 @@ def test_a_moved_extensions_internal_is_refused_by_name(
 
 
 def test_without_the_bridge_the_hook_warns_and_is_not_installed(extensions, monkeypatch):
-    from axial_deploy.ort_ops import _install_buffer_hook
+    from axial_deploy.op.ort import _install_buffer_hook
 
     monkeypatch.setattr(extensions, "__version__", "9.1.0")
     with pytest.warns(RuntimeWarning, match="same results, slower"):
@@ -74,7 +74,7 @@ def test_polygraphy_cuda_runtime_through_the_public_handle():
     pytest.importorskip("polygraphy", reason="needs polygraphy")
     from polygraphy import cuda as pg_cuda
 
-    from axial_deploy.runtime import cuda_error_name, polygraphy_cudart
+    from axial_deploy.engine.runtime import cuda_error_name, polygraphy_cudart
 
     try:
         lib = polygraphy_cudart()
@@ -91,7 +91,7 @@ def test_a_polygraphy_wrapper_without_its_handle_is_refused(monkeypatch):
     polygraphy = pytest.importorskip("polygraphy", reason="needs polygraphy")
     from polygraphy import cuda as pg_cuda
 
-    from axial_deploy.runtime import EngineError, polygraphy_cudart
+    from axial_deploy.engine.runtime import EngineError, polygraphy_cudart
 
     class MovedWrapper:  # what a Polygraphy whose wrapper dropped `handle` would give
         pass

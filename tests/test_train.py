@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from axial_deploy.cli import main
-from axial_deploy.evaluate import evaluate
+from axial_deploy.datasets.synthetic import generate_classification, generate_panoptic
+from axial_deploy.evaluation.evaluate import evaluate
 from axial_deploy.models import (
     PretrainedConfig,
     PretrainedWeightsError,
@@ -19,7 +20,6 @@ from axial_deploy.models import (
     pretrained_record,
 )
 from axial_deploy.models.postprocess import PanopticConfig
-from axial_deploy.synthetic import generate_classification, generate_panoptic
 from axial_deploy.train import (
     ClassificationData,
     evaluate_classification,

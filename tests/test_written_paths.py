@@ -17,7 +17,7 @@ from onnx import helper
 from test_hostile_input import conv_model
 
 from axial_deploy.cli import COMMANDS, _load, build_parser, main
-from axial_deploy.manifest import (
+from axial_deploy.engine.manifest import (
     COMPLETE,
     NEW_PAIR,
     OLD_PAIR,
@@ -209,7 +209,7 @@ def test_evaluate_names_the_undecodable_json(tmp_path, capsys):
 
 WRITER = """
 import os, sys
-from axial_deploy.manifest import Manifest, TensorInfo, write_engine
+from axial_deploy.engine.manifest import Manifest, TensorInfo, write_engine
 import hashlib
 step, when, engine, payload = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
 real, count = os.replace, 0

@@ -25,12 +25,14 @@ import argparse
 import sys
 from typing import NamedTuple
 
-# One default per flag name (tests/test_cli_docs.py checks every command against them).
+from axial_deploy.artifacts import MAX_BATCH, MAX_SIDE
+
+# One default per flag name (tests/cli/test_cli_docs.py checks every command against them).
 DEFAULT_ITERATIONS = 100
 DEFAULT_CALIB_BATCHES = 16
 
 # Flag names that differ between commands in meaning (value kind, choices) or default, each with
-# the reason; tests/test_cli_docs.py fails on any other difference, and docs/cli.md prints these.
+# the reason; tests/cli/test_cli_docs.py fails on any other difference; docs/cli.md prints them.
 FLAG_EXCEPTIONS: dict[str, str] = {
     "--panels": "deploy's `--panels N` is the old spelling of `--panel-count` (goes in the next "
     "release); `evaluate --panels DIR` is the folder the panels are written to",
@@ -53,7 +55,6 @@ FLAG_EXCEPTIONS: dict[str, str] = {
 
 # Largest batch and height/width a shape option takes: far above any deployment (Axial-DeepLab
 # runs at 1025x2049), far below sizes that would exhaust memory before any check runs.
-MAX_BATCH, MAX_SIDE = 256, 8192
 
 
 class Files(NamedTuple):

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def files(args: argparse.Namespace) -> Files:
     """Every file this command reads and writes, checked before any work (`cli.main`)."""
-    from axial_deploy.manifest import manifest_path, pending_path
+    from axial_deploy.engine.manifest import manifest_path, pending_path
 
     reads = {"MODEL.onnx": args.model, "--plugins": args.plugins, "--calib-cache": args.calib_cache}
     written = {"-o": args.output, "the manifest": manifest_path(args.output),
@@ -76,12 +76,12 @@ def files(args: argparse.Namespace) -> Files:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.build import BuildOptions, build_engine, parse_shape_spec
+    from axial_deploy.engine.build import BuildOptions, build_engine, parse_shape_spec
 
     backend = args.backend
     if backend == "auto":
-        from axial_deploy.backends import choose_auto, installed_backends, local_gpus
-        from axial_deploy.build import BuildError
+        from axial_deploy.engine.backends import choose_auto, installed_backends, local_gpus
+        from axial_deploy.engine.build import BuildError
 
         chosen, why = choose_auto(local_gpus(), installed_backends())
         if chosen is None:

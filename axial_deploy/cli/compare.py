@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_layerwise(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import write_json
-    from axial_deploy.layerwise import LayerwiseError, layerwise_compare
+    from axial_deploy.checks.layerwise import LayerwiseError, layerwise_compare
 
     candidates = labelled(args.candidates)
     if len(candidates) != 1:

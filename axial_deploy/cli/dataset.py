@@ -42,7 +42,7 @@ def files(args: argparse.Namespace) -> Files:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.synthetic import generate_classification, generate_panoptic
+    from axial_deploy.datasets.synthetic import generate_classification, generate_panoptic
 
     generate = generate_panoptic if args.kind == "panoptic" else generate_classification
     options = {

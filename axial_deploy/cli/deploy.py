@@ -34,7 +34,7 @@ from axial_deploy.cli.args import (
     parse_size,
     positive_int,
 )
-from axial_deploy.deploy import BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_PRECISIONS
+from axial_deploy.pipeline.deploy import BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +100,7 @@ def files(args: argparse.Namespace) -> Files:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.deploy import DeploySettings, parse_precisions, run_pipeline
+    from axial_deploy.pipeline.deploy import DeploySettings, parse_precisions, run_pipeline
 
     settings = DeploySettings(
         model=args.model,

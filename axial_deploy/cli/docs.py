@@ -3,7 +3,7 @@
     python -m axial_deploy.cli.docs -o docs/cli.md     # write it
     python -m axial_deploy.cli.docs --check docs/cli.md  # exit 1 when it is out of date
 
-`flag_table()` is also what tests/test_cli_docs.py reads to check that a flag name carries one
+`flag_table()` is also what tests/cli/test_cli_docs.py reads to check that a flag name carries one
 meaning and one default in every command, except the names `args.FLAG_EXCEPTIONS` explains.
 Not a command: `axial-deploy` does not list it.
 """
@@ -166,7 +166,7 @@ def render(flags: list[Flag] | None = None) -> str:
         "# Command-line reference",
         "",
         "Generated from the parsers by `python -m axial_deploy.cli.docs -o docs/cli.md`; do not",
-        "edit (tests/test_cli_docs.py fails when it differs from the parsers). `axial-deploy",
+        "edit (tests/cli/test_cli_docs.py fails when it differs from the parsers). `axial-deploy",
         "COMMAND --help` prints the same with the command's description.",
         "",
         "| command | what it does |",

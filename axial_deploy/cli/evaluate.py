@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def files(args: argparse.Namespace) -> Files:
     """Every file this command reads and writes, checked before any work (`cli.main`)."""
-    from axial_deploy.evaluate import labelled_targets
+    from axial_deploy.evaluation.evaluate import labelled_targets
 
     reads = {f"TARGET {k}": v for k, v in labelled_targets(args.targets, args.labels).items()}
     reads |= {"--data": args.data, "--checkpoint": args.checkpoint}
@@ -87,7 +87,7 @@ def files(args: argparse.Namespace) -> Files:
 def run(args: argparse.Namespace) -> int:
 
     from axial_deploy.artifacts import write_json
-    from axial_deploy.evaluate import (
+    from axial_deploy.evaluation.evaluate import (
         comparison_table,
         evaluate_with_gate,
         labelled_targets,

@@ -63,7 +63,7 @@ def tensorrt_library() -> str:
 
 def forms(path: str) -> dict[str, str]:
     """The option each tool takes to load the plugin library at `path` (each one a loading
-    path of tests/test_plugin_loading.py)."""
+    path of tests/plugins/test_plugin_loading.py)."""
     quoted = shlex.quote(path)
     return {
         "path": path,

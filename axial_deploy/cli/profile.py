@@ -61,9 +61,9 @@ def files(args: argparse.Namespace) -> Files:
 
 def run(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import write_json
-    from axial_deploy.profile import profile_engine
-    from axial_deploy.report import write_html
-    from axial_deploy.runtime import Engine
+    from axial_deploy.engine.profile import profile_engine
+    from axial_deploy.engine.runtime import Engine
+    from axial_deploy.pipeline.report import write_html
 
     json_path, html_path = report_paths(args.report) if args.report else (None, None)
     with Engine(args.model, cuda=args.cuda) as engine:

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from axial_deploy.artifacts import atomic_output
+    from axial_deploy.engine.runtime import Engine
     from axial_deploy.inputs import InputFileError, read_input
-    from axial_deploy.runtime import Engine
     from axial_deploy.task import task_of_outputs
 
     with Engine(args.model, cuda=args.cuda) as engine:

@@ -69,7 +69,7 @@ def files(args: argparse.Namespace) -> Files:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axial_deploy.verify import format_report, verify_models
+    from axial_deploy.checks.verify import format_report, verify_models
 
     report = verify_models(
         args.model_a,

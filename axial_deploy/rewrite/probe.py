@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from axial_deploy.graph import attribute
-from axial_deploy.op_spec import TABLE_ATTRIBUTES, AxialAttentionAttributes, OpSpecError
+from axial_deploy.op.spec import TABLE_ATTRIBUTES, AxialAttentionAttributes, OpSpecError
 
 from .locate import GraphIndex
 from .pieces import PieceExtractor, SubModel

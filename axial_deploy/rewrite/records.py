@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from axial_deploy.errors import AxialDeployError
-from axial_deploy.op_spec import OPERATOR_ATTRIBUTES, AxialAttentionAttributes
+from axial_deploy.op.spec import OPERATOR_ATTRIBUTES, AxialAttentionAttributes
 
 
 class RewriteError(AxialDeployError, ValueError):

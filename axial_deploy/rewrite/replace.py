@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from axial_deploy.op_spec import (
+from axial_deploy.op.spec import (
     DOMAIN,
     OP_TYPE,
     AxialAttentionAttributes,

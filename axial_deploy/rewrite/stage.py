@@ -13,7 +13,7 @@ import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
 from axial_deploy.graph import graph_input_dims, is_static, label
-from axial_deploy.op_spec import OP_TYPE
+from axial_deploy.op.spec import OP_TYPE
 
 from .locate import (
     Candidate,
@@ -52,7 +52,7 @@ def rewrite(
     and keeps its dynamic axes; the whole rewritten graph is then checked against the original
     at `check_shapes` (default: the probe shape and about 3/4 of its height and width). Each
     layer is verified on `verify_lines` random lines (all when it has fewer)."""
-    from axial_deploy.ort_ops import check_known_ops  # imports onnxruntime
+    from axial_deploy.op.ort import check_known_ops  # imports onnxruntime
 
     start = time.perf_counter()
     # probing runs pieces of the graph in ONNX Runtime: an op it lacks is refused up front

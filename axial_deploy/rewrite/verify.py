@@ -68,7 +68,7 @@ def check_reproduces(error: float) -> None:
 
 
 def _operator_output_numpy(x_lines: np.ndarray, layer: Extracted) -> np.ndarray:
-    from axial_deploy.op_reference import axial_attention_numpy
+    from axial_deploy.op.reference import axial_attention_numpy
 
     x = x_lines.astype(np.float64).transpose(LINES_TO_NCHW)
     qkv = np.einsum("oc,nchw->nohw", np.asarray(layer.weight, np.float64), x)
@@ -83,7 +83,7 @@ def check_graph(
 ) -> dict:
     """The rewritten graph against the original (both in ONNX Runtime, AxialAttention by the
     reference op) on one random input of `shape`: max rel err over the outputs."""
-    from axial_deploy.ort_ops import create_session
+    from axial_deploy.op.ort import create_session
 
     sessions = [create_session(model) for model in (original, rewritten)]
     name = sessions[0].get_inputs()[0].name

@@ -86,8 +86,8 @@ class PanopticStep:
 
     def _processor(self, num_classes: int, hw: tuple[int, int]):
         # PyTorch's post-processor where torch is installed, else its numpy form (equal maps,
-        # tests/test_postprocess_numpy.py): the Triton image then needs no torch.
-        from axial_deploy.evaluate import _panoptic_postprocessor
+        # tests/models/test_postprocess_numpy.py): the Triton image then needs no torch.
+        from axial_deploy.evaluation.evaluate import _panoptic_postprocessor
         from axial_deploy.models.panoptic_config import scaled_config
 
         key = (num_classes, *hw)
@@ -102,7 +102,7 @@ class PanopticStep:
     def __call__(
         self, semantic: np.ndarray, center: np.ndarray, offset: np.ndarray, sizes: np.ndarray
     ) -> list[tuple[np.ndarray, list[dict]]]:
-        from axial_deploy.evaluate import panoptic_to_coco, resize_nearest
+        from axial_deploy.evaluation.evaluate import panoptic_to_coco, resize_nearest
 
         num_classes, hw = semantic.shape[1], tuple(semantic.shape[2:])
         post = self._processor(num_classes, hw)

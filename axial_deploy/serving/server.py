@@ -202,7 +202,7 @@ def _model_config(settings: ServeSettings, batching: bool):
 
 def _engines(path: Path, settings: ServeSettings) -> list:
     """One Engine per Triton instance (a TensorRT context and stream are not shared)."""
-    from axial_deploy.runtime import Engine
+    from axial_deploy.engine.runtime import Engine
 
     count = settings.instances
     return [Engine(path, cuda=settings.cuda, plugins=settings.plugins) for _ in range(count)]

@@ -45,7 +45,7 @@ from axial_deploy.serving.pipeline import PanopticSettings
 #   None rather than guess, and `triton-repo` then asks the user to read it there.
 # A release is listed here from the first one with TensorRT 10 up to NEWEST_RELEASE, the newest
 # release with a published release-notes page when the table was last extended;
-# tests/test_triton_repo.py checks that no month in between is missing.
+# tests/serving/test_triton_repo.py checks that no month in between is missing.
 RELEASE_NOTES = (
     "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-{yy}-{mm}.html"
 )
@@ -482,7 +482,7 @@ def _sha256(path: Path) -> str:
 def _engine_network(path: Path, options: RepoOptions) -> _Network:
     from dataclasses import asdict
 
-    from axial_deploy.manifest import read_manifest, version_fits
+    from axial_deploy.engine.manifest import read_manifest, version_fits
 
     manifest = read_manifest(path)
     if manifest.backend != "tensorrt":
@@ -545,7 +545,7 @@ def _engine_network(path: Path, options: RepoOptions) -> _Network:
 
 def _onnx_network(path: Path, options: RepoOptions) -> _Network:
     from axial_deploy.artifacts import check_external_data, load_onnx
-    from axial_deploy.build import axial_attention_nodes
+    from axial_deploy.engine.build import axial_attention_nodes
 
     model = load_onnx(path, ServeError, load_external_data=False)
     external_data = check_external_data(model, path, ServeError)

@@ -1,6 +1,7 @@
 """Writes tests/data/entropy_thresholds.npz: histograms and the entropy thresholds that the
 per-candidate loop of calibration/ranges.py at commit b834c85 (before the vectorized search)
-computes for them. tests/test_calibration.py pins the current search to these thresholds.
+computes for them. tests/calibration/test_calibration.py pins the current search to these
+thresholds.
 
     python tests/data/make_entropy_fixture.py HISTOGRAMS.pkl
 

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from axial_deploy.manifest import Manifest, TensorInfo, write_engine
-from axial_deploy.synthetic import generate_panoptic
+from axial_deploy.datasets.synthetic import generate_panoptic
+from axial_deploy.engine.manifest import Manifest, TensorInfo, write_engine
 from models.registry import PRETRAINED_DIR
 
 OUT = Path(__file__).parent / "fuzz"

@@ -11,7 +11,7 @@ import torch
 from axial_deploy.export import export_onnx
 from axial_deploy.graph import graph_input_dims
 from axial_deploy.models import prepare_model
-from axial_deploy.ort_ops import create_session
+from axial_deploy.op.ort import create_session
 from axial_deploy.rewrite import RewriteError, rewrite_file
 
 PROBE = (1, 3, 129, 129)  # stride-16 lines of 9: the tiny model's span-17 window seen whole

@@ -11,12 +11,12 @@ import onnx
 import pytest
 import torch
 
-from axial_deploy import noise_floor
+from axial_deploy.checks import noise_floor
+from axial_deploy.checks.verify import format_report, verify_models
 from axial_deploy.cli import main
 from axial_deploy.models.axial_attention import AxialAttention
-from axial_deploy.ort_ops import create_session
+from axial_deploy.op.ort import create_session
 from axial_deploy.rewrite import rewrite_file
-from axial_deploy.verify import format_report, verify_models
 
 from .user_layers import GatedAxialAttention, Stack, sharpen_attention
 from helpers import randomize_state

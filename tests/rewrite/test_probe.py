@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from axial_deploy.op_spec import AxialAttentionAttributes
+from axial_deploy.op.spec import AxialAttentionAttributes
 from axial_deploy.rewrite.locate import GraphIndex, constant_values, locate_layers, tensor_shapes
 from axial_deploy.rewrite.pieces import PieceExtractor
 from axial_deploy.rewrite.probe import (

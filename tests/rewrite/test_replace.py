@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from axial_deploy.op_spec import AxialAttentionAttributes, opset_import, read_node
-from axial_deploy.ort_ops import create_session
+from axial_deploy.op.ort import create_session
+from axial_deploy.op.spec import AxialAttentionAttributes, opset_import, read_node
 from axial_deploy.rewrite.probe import Extracted
 from axial_deploy.rewrite.verify import operator_output
 

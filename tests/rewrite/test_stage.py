@@ -14,12 +14,12 @@ import onnx_graphsurgeon as gs
 import pytest
 import torch
 
+from axial_deploy.checks.verify import verify_models
 from axial_deploy.cli import main
 from axial_deploy.export import export_onnx
 from axial_deploy.models import create_model
 from axial_deploy.models.axial_attention import AxialAttention
 from axial_deploy.rewrite import RewriteError, load_model, rewrite, rewrite_file
-from axial_deploy.verify import verify_models
 
 from helpers import calibrate_batchnorm
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from axial_deploy.cli import main
 from axial_deploy.graph import attribute
-from axial_deploy.ort_ops import create_session
+from axial_deploy.op.ort import create_session
 from axial_deploy.rewrite import RewriteError, rewrite_file
 
 from .user_layers import LinearAxialAttention, LineAttention, Stack, export

@@ -1,0 +1,1 @@
+"""axial_deploy.evaluation."""
