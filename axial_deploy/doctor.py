@@ -6,7 +6,8 @@ import importlib
 from pathlib import Path
 
 from axial_deploy.engine.backends import Gpu, installed_backends, local_gpus, runnable_backends
-from axial_deploy.engine.build import cuda_device_info, fp8_support_problem
+from axial_deploy.engine.build import fp8_support_problem
+from axial_deploy.engine.environment import cuda_device_info
 from axial_deploy.engine.platform_checks import Check  # the doctor line, defined below doctor
 from axial_deploy.native import (
     CALIBRATION,

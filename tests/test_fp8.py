@@ -298,10 +298,12 @@ def test_tensorrt_rtx_builds_the_plain_fp8_graph_for_ada(axial26s, tmp_path):
 def test_build_deploy_and_doctor_say_when_the_gpu_has_no_fp8(axial26s, tmp_path, monkeypatch):
     """No GPU here: the one thing replaced is what cuda-python would report on a Jetson Orin."""
     from axial_deploy import doctor
+    from axial_deploy.engine import environment
     from axial_deploy.pipeline.deploy import DeploySettings, plan_deploy
 
     orin = ("12.6", "Orin", "8.7")
     monkeypatch.setattr(build_module, "cuda_device_info", lambda: orin)
+    monkeypatch.setattr(environment, "cuda_device_info", lambda: orin)  # deploy's probe
     monkeypatch.setattr(doctor, "cuda_device_info", lambda: orin)
     with pytest.raises(BuildError, match=r"Orin \(compute capability 8\.7\) has no FP8"):
         build_engine(
@@ -321,7 +323,7 @@ def test_tensorrt_builds_the_rewritten_fp8_graph_with_the_plugin(axial26s, tmp_p
     """Full TensorRT on an FP8 GPU: the rewritten FP8 graph (AxialAttention plugin with FP16
     I/O between a DQ and a Q), strongly typed, as on TensorRT 10 and 11."""
     pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt) and a GPU")
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
     from axial_deploy.native import PLUGIN, locate
 
     _, gpu, sm = cuda_device_info()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from axial_deploy.engine.build import BACKENDS, BuildError, import_backend
+from axial_deploy.engine.environment import BACKENDS, BuildError, import_backend
 
 RTX_SUPPORT_MATRIX = (
     "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/"

@@ -31,15 +31,20 @@ from types import ModuleType
 import onnx
 
 from axial_deploy.artifacts import atomic_output, load_onnx
+from axial_deploy.engine.environment import (  # noqa: F401 (BuildError, BACKENDS: build.X works)
+    BACKENDS,
+    BuildError,
+    cuda_device_info,
+    import_backend,
+    running_environment,
+)
 from axial_deploy.engine.manifest import (
-    Environment,
     Manifest,
     TensorInfo,
     sha256_file,
     write_engine,
 )
 from axial_deploy.engine.tensorrt_api import require_tensorrt10
-from axial_deploy.errors import AxialDeployError
 from axial_deploy.graph import (
     SymbolicDimensionError,
     graph_input_dims,
@@ -50,17 +55,12 @@ from axial_deploy.graph import (
 from axial_deploy.native import PLUGIN, NativeLibraryError, locate, register_plugin_library
 from axial_deploy.op.spec import OP_TYPE
 
-BACKENDS = ("tensorrt", "tensorrt-rtx")
 # A symbolic batch axis without --shapes: build for 1..DEFAULT_MAX_BATCH, tuned at 1.
 DEFAULT_MAX_BATCH = 8
 
 LEGACY_FIX = "quantize the graph with `axial-deploy quantize` and build it strongly typed"
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-
-
-class BuildError(AxialDeployError, ValueError):
-    """An engine that cannot be built from the given graph and options (says why and the fix)."""
 
 
 # FP8 (E4M3) tensor cores start at compute capability 8.9 (Ada). NVIDIA's precision tables:
@@ -101,26 +101,6 @@ def fp8_support_problem(sm: str, gpu: str | None = None) -> str | None:
 def uses_fp8(model: onnx.ModelProto) -> bool:
     """Whether the graph holds FP8 Q/DQ (float8 zero points or weights)."""
     return any(init.data_type in FP8_TYPES for init in model.graph.initializer)
-
-
-def import_backend(backend: str) -> ModuleType:
-    """The TensorRT Python module of `backend`, or a BuildError naming the pip package."""
-    if backend not in BACKENDS:
-        raise BuildError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    try:
-        if backend == "tensorrt":
-            import tensorrt as trt
-        else:
-            import tensorrt_rtx as trt
-    except ImportError as error:
-        fix = (
-            "pip install tensorrt (needs an NVIDIA GPU driver), or build with "
-            "--backend tensorrt-rtx for plugin-free graphs"
-            if backend == "tensorrt"
-            else "pip install 'axial-deploy[rtx]' (tensorrt-rtx-cu13)"
-        )
-        raise BuildError(f"{backend} is not installed ({error}): {fix}") from error
-    return trt
 
 
 def hosts_plugins(trt: ModuleType) -> bool:
@@ -270,48 +250,6 @@ def _casts_to_fp16(model: onnx.ModelProto) -> bool:
                 if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT16:
                     return True
     return False
-
-
-def running_environment(
-    backend: str, trt: ModuleType | None = None, plugin_library: str | os.PathLike | None = None
-) -> Environment:
-    """This machine's TensorRT version, CUDA runtime, GPU and plugin library, as far as known."""
-    if trt is None:
-        try:
-            trt = import_backend(backend)
-        except BuildError:
-            trt = None
-    cuda_version, gpu_name, sm = cuda_device_info()
-    plugin = Path(plugin_library) if plugin_library else locate(PLUGIN).path
-    return Environment(
-        backend=backend,
-        tensorrt_version=getattr(trt, "__version__", None),
-        cuda_version=cuda_version,
-        gpu_name=gpu_name,
-        sm=sm,
-        plugin_sha256=sha256_file(plugin) if plugin and plugin.is_file() else None,
-    )
-
-
-def cuda_device_info() -> tuple[str | None, str | None, str | None]:
-    """(CUDA runtime version, GPU 0 name, 'major.minor') through cuda-python; None where unknown."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        return None, None, None
-    try:
-        err, version = cudart.cudaRuntimeGetVersion()
-        cuda = f"{version // 1000}.{version % 1000 // 10}" if err == 0 else None
-        err, count = cudart.cudaGetDeviceCount()
-        if err != 0 or count == 0:
-            return cuda, None, None
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if err != 0:
-            return cuda, None, None
-        name = props.name.decode(errors="replace").rstrip("\0")
-        return cuda, name, f"{props.major}.{props.minor}"
-    except Exception:  # a missing driver surfaces as assorted runtime errors
-        return None, None, None
 
 
 def make_progress_monitor(trt: ModuleType, show: bool = True):

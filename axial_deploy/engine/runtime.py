@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from axial_deploy.engine.build import (
+from axial_deploy.engine.build import refuse_plugin_graph
+from axial_deploy.engine.environment import (
     BuildError,
     cuda_device_info,
     import_backend,
-    refuse_plugin_graph,
     running_environment,
 )
 from axial_deploy.engine.manifest import allows_engine_host_code, check_manifest, read_manifest

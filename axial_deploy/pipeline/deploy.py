@@ -186,7 +186,8 @@ def _fp8_problem(precisions: tuple[str, ...]) -> str | None:
     """When FP8 is asked for and this machine's GPU has no FP8: the line saying that its FP8
     graphs are measured in ONNX Runtime but get no engine here. No GPU: None (TensorRT-RTX
     builds for its portable set, FP8 GPUs among them)."""
-    from axial_deploy.engine.build import cuda_device_info, fp8_support_problem
+    from axial_deploy.engine.build import fp8_support_problem
+    from axial_deploy.engine.environment import cuda_device_info
 
     if "fp8" not in precisions:
         return None
@@ -238,9 +239,11 @@ def choose_backend(
     (TensorRT on a GPU; TensorRT-RTX only on GPUs of its support matrix, or ahead of time
     without a GPU); TensorRT builds the rewritten graph when the plugin library exists, else
     the plain one; TensorRT-RTX the plain one. A backend asked for by name must be installed
-    (`build.import_backend`'s error says how). `gpus` / `installed`: this machine's when None."""
+    (`environment.import_backend`'s error says how). `gpus` / `installed`: this
+    machine's when None."""
     from axial_deploy.engine.backends import choose_auto, installed_backends, local_gpus
-    from axial_deploy.engine.build import BuildError, hosts_plugins, import_backend
+    from axial_deploy.engine.build import hosts_plugins
+    from axial_deploy.engine.environment import BuildError, import_backend
     from axial_deploy.native import PLUGIN, locate
 
     if requested not in BACKEND_CHOICES:
@@ -567,7 +570,7 @@ def build_stage(
 ) -> str | None:
     """Builds an engine per variant of the chosen graph; returns this machine's GPU (None:
     none, so the engines are built but not run here)."""
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
 
     backend = plan.engines.backend
     if backend is not None:

@@ -105,7 +105,7 @@ def test_engine_without_a_gpu_says_so(tmp_path):
     """Every binding refuses with one line naming the problem; the Polygraphy binding gets
     this far on any machine with the CUDA runtime library (here: the toolkit's libcudart)."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
 
     if cuda_device_info()[1] is not None:
         pytest.skip("a GPU is present: the engine runs (test_engine_on_a_gpu_...)")
@@ -129,7 +129,7 @@ def test_polygraphy_cuda_errors_are_named():
     """Polygraphy's CUDA wrapper raises 'CUDA Error: N' (a number and a link); the binding
     re-raises it naming the call and the CUDA runtime's name for N. Real calls: on a machine
     with the CUDA runtime but no GPU, Polygraphy's own cudaStreamCreate fails."""
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
     from axial_deploy.engine.runtime import (
         cuda_error_name,
         polygraphy_cuda_errors,
@@ -244,7 +244,7 @@ def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module, cuda, cu
     CUDA-graph replay, per-layer profiles, and close() releasing every handle it made."""
     pytest.importorskip(module, reason=f"{backend} not installed")
     pytest.importorskip(cuda_module, reason=f"{cuda} not installed")
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
 
     if cuda_device_info()[1] is None:
         pytest.skip("no CUDA GPU")
@@ -299,7 +299,7 @@ def test_cuda_binding_round_trip_events_and_graph_replay(cuda, cuda_module):
     host values; close() releases every handle."""
     pytest.importorskip(cuda_module, reason=f"{cuda} not installed")
     from axial_deploy.engine import runtime
-    from axial_deploy.engine.build import cuda_device_info
+    from axial_deploy.engine.environment import cuda_device_info
 
     if cuda_device_info()[1] is None:
         pytest.skip("no CUDA GPU")
