@@ -3,7 +3,8 @@ adapter that checks what it uses and says so when it moved (docs/architecture.md
 
 - onnxruntime-extensions' Python-op bridge (`ort_ops._extensions_bridge`): the buffer hook that
   hands AxialAttentionReference's output back without a Python list;
-- Polygraphy's CUDA wrapper (`runtime.polygraphy_cudart`): the CUDA runtime library it loaded.
+- Polygraphy's CUDA wrapper (`polygraphy_binding.polygraphy_cudart`): the CUDA runtime library
+  it loaded.
 
 The installed versions pass through the real adapters; an unknown version or a missing internal
 (simulated on the real module with monkeypatch) is refused with a message naming it."""
@@ -74,7 +75,7 @@ def test_polygraphy_cuda_runtime_through_the_public_handle():
     pytest.importorskip("polygraphy", reason="needs polygraphy")
     from polygraphy import cuda as pg_cuda
 
-    from axial_deploy.engine.runtime import cuda_error_name, polygraphy_cudart
+    from axial_deploy.engine.cuda.polygraphy_binding import cuda_error_name, polygraphy_cudart
 
     try:
         lib = polygraphy_cudart()
@@ -91,7 +92,7 @@ def test_a_polygraphy_wrapper_without_its_handle_is_refused(monkeypatch):
     polygraphy = pytest.importorskip("polygraphy", reason="needs polygraphy")
     from polygraphy import cuda as pg_cuda
 
-    from axial_deploy.engine.runtime import EngineError, polygraphy_cudart
+    from axial_deploy.engine.cuda.polygraphy_binding import EngineError, polygraphy_cudart
 
     class MovedWrapper:  # what a Polygraphy whose wrapper dropped `handle` would give
         pass

@@ -192,7 +192,11 @@ def add_plugins(parser: argparse.ArgumentParser, what: str = "AxialAttention plu
 def add_cuda_binding(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--cuda",
-        choices=["cuda-python", "pycuda", "polygraphy"],  # runtime.CUDA_LIBRARIES (imports numpy)
+        choices=[
+            "cuda-python",
+            "pycuda",
+            "polygraphy",
+        ],  # engine.cuda.CUDA_LIBRARIES (imports numpy)
         default="cuda-python",
         help="CUDA binding of the TensorRT runtime: cuda-python (default), pycuda, or "
         "polygraphy (Polygraphy's ctypes wrapper over the CUDA runtime: nothing more to install)",

@@ -129,12 +129,12 @@ def test_polygraphy_cuda_errors_are_named():
     """Polygraphy's CUDA wrapper raises 'CUDA Error: N' (a number and a link); the binding
     re-raises it naming the call and the CUDA runtime's name for N. Real calls: on a machine
     with the CUDA runtime but no GPU, Polygraphy's own cudaStreamCreate fails."""
-    from axial_deploy.engine.environment import cuda_device_info
-    from axial_deploy.engine.runtime import (
+    from axial_deploy.engine.cuda.polygraphy_binding import (
         cuda_error_name,
         polygraphy_cuda_errors,
         polygraphy_cudart,
     )
+    from axial_deploy.engine.environment import cuda_device_info
 
     if cuda_device_info()[1] is not None:
         pytest.skip("a GPU is present: Polygraphy's calls succeed")
@@ -209,7 +209,7 @@ def test_onnx_engine_closes(tmp_path):
 
 
 def test_release_all_frees_newest_first_and_reports_the_first_failure():
-    from axial_deploy.engine.runtime import _release_all
+    from axial_deploy.engine.cuda.common import release_all
 
     released = []
 
@@ -220,9 +220,9 @@ def test_release_all_frees_newest_first_and_reports_the_first_failure():
 
     owned = [("device", 1), ("bad", 2), ("host", 3), ("bad", 4), ("stream", 5)]
     with pytest.raises(EngineError, match="cannot free 4"):
-        _release_all(owned, release)
+        release_all(owned, release)
     assert released == [5, 4, 3, 2, 1] and owned == []  # all released despite the failures
-    _release_all(owned, release)  # nothing left: a second close does nothing
+    release_all(owned, release)  # nothing left: a second close does nothing
     assert released == [5, 4, 3, 2, 1]
 
 
@@ -285,9 +285,9 @@ def test_engine_on_a_gpu_matches_onnxruntime(tmp_path, backend, module, cuda, cu
 
 
 BINDING_CLASSES = {
-    "cuda-python": "_CudaPython",
-    "pycuda": "_PyCuda",
-    "polygraphy": "_PolygraphyCuda",
+    "cuda-python": "CudaPythonBinding",
+    "pycuda": "PyCudaBinding",
+    "polygraphy": "PolygraphyBinding",
 }
 
 
@@ -298,12 +298,13 @@ def test_cuda_binding_round_trip_events_and_graph_replay(cuda, cuda_module):
     copies there and back, event timing, and a captured graph of the copies replayed with new
     host values; close() releases every handle."""
     pytest.importorskip(cuda_module, reason=f"{cuda} not installed")
-    from axial_deploy.engine import runtime
     from axial_deploy.engine.environment import cuda_device_info
 
     if cuda_device_info()[1] is None:
         pytest.skip("no CUDA GPU")
-    binding = getattr(runtime, BINDING_CLASSES[cuda])()
+    from axial_deploy.engine import cuda as bindings
+
+    binding = getattr(bindings, BINDING_CLASSES[cuda])()
     n = 1 << 16
     stream, start, end = binding.stream(), binding.event(), binding.event()
     device = binding.malloc(n * 4)
@@ -370,7 +371,7 @@ def test_cuda_flag_offers_every_binding_the_runtime_has():
     import argparse
 
     from axial_deploy.cli.args import add_cuda_binding
-    from axial_deploy.engine.runtime import CUDA_LIBRARIES
+    from axial_deploy.engine.cuda import CUDA_LIBRARIES
 
     parser = argparse.ArgumentParser()
     add_cuda_binding(parser)
