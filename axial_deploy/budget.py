@@ -1,8 +1,9 @@
 """Quantization to an accuracy budget: the fewest layers kept at high precision for the task
 metric to stay within `max_drop` points of FP32.
 
-    report = quantize_to_budget("m.onnx", "m.int8.onnx", precision="int8", max_drop=0.5,
-                                data="data/synth", calib="data/synth/images/train")
+    settings = BudgetSettings(precision="int8", max_drop=0.5, data="data/synth",
+                              calib="data/synth/images/train")
+    report = quantize_to_budget("m.onnx", "m.int8.onnx", settings)
 
 1. Calibrate once (`quantize.calibrate`); every candidate graph is made from the same ranges
    by a *graph maker*: a callable from the set of node names kept unquantized to the Q/DQ
@@ -449,57 +450,117 @@ def task_metric(
     return metric, "PQ" if task == "panoptic" else "top1"
 
 
+@dataclass
+class BudgetSettings:
+    """What a budget search quantizes to and measures with: the precision and the budget, the
+    task data the metric is measured on (`data` / `split`, the first `eval_images`), the
+    calibration (`calib`, `method`, `batches` of `batch_size`, `seed`) and the ranking's
+    `rank_batches` of calibration inputs."""
+
+    precision: str
+    max_drop: float
+    data: str | os.PathLike
+    split: str = "val"
+    eval_images: int | None = None
+    calib: str | None = None
+    method: str = "entropy"
+    batches: int = 8
+    batch_size: int = 1
+    seed: int = 0
+    attention_precision: str = "fp16"
+    rank_batches: int = 4
+    postprocess: Any = None  # the panoptic post-processing config of the task metric
+    progress: bool = False
+
+    def check(self) -> None:
+        if self.precision not in BUDGET_PRECISIONS:
+            raise BudgetError(
+                f"--max-drop searches Q/DQ precisions {BUDGET_PRECISIONS}, not "
+                f"{self.precision!r} (an fp16 graph keeps its sensitive ops in FP32 by itself)"
+            )
+        if not self.max_drop >= 0:
+            raise BudgetError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+
+
+@dataclass
+class _Searched:
+    """What the search found, for the record: the metrics, the ranking and the search."""
+
+    name: str
+    reference: float
+    plain: float
+    metrics: dict[int, float]
+    layers: list
+    ranking: list[RankedLayer]
+    macs: dict[str, int]
+    inputs: str
+    search: Any
+
+
 def quantize_to_budget(
     model_path: str | os.PathLike,
     output_path: str | os.PathLike,
+    settings: BudgetSettings,
     *,
-    precision: str,
-    max_drop: float,
-    data: str | os.PathLike,
-    split: str = "val",
-    eval_images: int | None = None,
-    calib: str | None = None,
-    method: str = "entropy",
-    batches: int = 8,
-    batch_size: int = 1,
-    seed: int = 0,
-    attention_precision: str = "fp16",
-    rank_batches: int = 4,
     record_path: str | os.PathLike | None = None,
     cache_path: str | os.PathLike | None = None,
-    postprocess=None,
     metric: Callable[[str | os.PathLike], float] | None = None,
     metric_name: str = "metric",
-    progress: bool = False,
 ) -> BudgetReport:
-    """Quantize the FP32 graph at `model_path` to `precision`, keeping its most error-prone
-    layers unquantized until the task metric on `data`/`split` (first `eval_images`) is
-    within `max_drop` points of FP32 (module doc). Writes OUT (atomically), its calibration
-    cache (INT8) and the record (default: OUT with suffix .budget.json). `metric` replaces
-    the task evaluation (path -> points, named `metric_name`: tests, caches)."""
+    """Quantize the FP32 graph at `model_path` to `settings.precision`, keeping its most
+    error-prone layers unquantized until the task metric on the settings' data is within
+    `max_drop` points of FP32 (module doc). Writes OUT (atomically), its calibration cache
+    (INT8) and the record (default: OUT with suffix .budget.json). `metric` replaces the task
+    evaluation (path -> points, named `metric_name`: tests, caches)."""
     from axial_deploy.artifacts import write_json
-    from axial_deploy.quantize import calibrate, write_calibration_cache, write_graph
+    from axial_deploy.quantize import calibrate
 
     start = time.perf_counter()
-    if precision not in BUDGET_PRECISIONS:
-        raise BudgetError(
-            f"--max-drop searches Q/DQ precisions {BUDGET_PRECISIONS}, not {precision!r} (an "
-            "fp16 graph keeps its sensitive ops in FP32 by itself)"
-        )
-    if not max_drop >= 0:
-        raise BudgetError(f"--max-drop must be >= 0 points, got {max_drop}")
-    say = print if progress else (lambda *_: None)
+    settings.check()
     name = metric_name
     if metric is None:
-        metric, name = task_metric(data, split=split, limit=eval_images, postprocess=postprocess)
+        metric, name = task_metric(
+            settings.data, split=settings.split, limit=settings.eval_images,
+            postprocess=settings.postprocess,
+        )  # fmt: skip
     record_path = (
         Path(record_path) if record_path else Path(output_path).with_suffix(".budget.json")
     )
     calibration = calibrate(
-        model_path, output_path, precision=precision, calib=calib, method=method,
-        batches=batches, batch_size=batch_size, seed=seed, progress=progress,
+        model_path, output_path, precision=settings.precision, calib=settings.calib,
+        method=settings.method, batches=settings.batches, batch_size=settings.batch_size,
+        seed=settings.seed, progress=settings.progress,
     )  # fmt: skip
-    make = graph_maker(calibration, attention_precision)
+    make = graph_maker(calibration, settings.attention_precision)
+    found = _rank_and_search(model_path, calibration, make, settings, metric, name)
+    kept = found.ranking[: found.search.kept]
+    quantize_report = _write_graph(calibration, make, kept, output_path, settings, cache_path)
+    quantize_report.seconds = time.perf_counter() - start
+    plain_macs = sum(found.macs.get(label(n), 0) for n in found.layers)
+    report = BudgetReport(
+        source=str(model_path), output=str(output_path), record=str(record_path),
+        precision=settings.precision, kept_precision=KEPT_PRECISION,
+        max_drop=settings.max_drop, metric=found.name, data=str(settings.data),
+        split=settings.split, images=_images(settings.data, settings.split, settings.eval_images),
+        reference=found.reference, plain=found.plain, achieved=found.metrics[found.search.kept],
+        met=found.search.met, layers=len(found.layers), kept=kept, ranking=found.ranking,
+        steps=found.search.steps, macs_total=sum(found.macs.values()),
+        macs_quantized_plain=plain_macs,
+        macs_quantized=plain_macs - sum(layer.macs for layer in kept),
+        ranking_inputs=found.inputs, seconds=time.perf_counter() - start,
+        quantize=quantize_report.to_json(),
+    )  # fmt: skip
+    write_json(record_path, report.to_json())
+    return report
+
+
+def _rank_and_search(model_path, calibration, make, settings: BudgetSettings, metric, name):
+    """Scores FP32 and the plain Q/DQ graph; when the plain graph misses the budget, ranks its
+    quantized layers by the error each adds and searches the fewest to keep."""
+    from axial_deploy.checks.layerwise import make_feeds
+
+    say = print if settings.progress else (lambda *_: None)
+    precision, max_drop = settings.precision, settings.max_drop
     plain = make(frozenset())
     layers = quantized_layers(plain)
     ops = {label(n): n.op_type for n in layers}
@@ -511,16 +572,13 @@ def quantize_to_budget(
             onnx.save(model, str(path))
             return metric(path)
 
-        say(f"budget: evaluating FP32 and plain {precision} on {data} ({split}) ...")
+        say(f"budget: evaluating FP32 and plain {precision} on {settings.data} ...")
         reference = metric(model_path)
-        plain_path = folder / "plain.onnx"
-        onnx.save(plain, str(plain_path))
-        plain_metric = metric(plain_path)
+        plain_metric = score(plain, "plain")
         say(f"budget: FP32 {name} {reference:.2f}, plain {precision} {plain_metric:.2f}")
-
-        from axial_deploy.checks.layerwise import make_feeds
-
-        feeds, inputs = make_feeds(calibration.model, calib, batches=rank_batches, seed=seed)
+        feeds, inputs = make_feeds(
+            calibration.model, settings.calib, batches=settings.rank_batches, seed=settings.seed
+        )
         macs = layer_macs(calibration.model, feeds[0])
         ranking: list[RankedLayer] = []
         metrics: dict[int, float] = {0: plain_metric}
@@ -542,30 +600,23 @@ def quantize_to_budget(
                 f"{step.drop:+.2f} ({verdict} {max_drop:g})")  # fmt: skip
 
         search = search_prefix(len(ranking), drop_at, max_drop, on_step=show)
-    kept = ranking[: search.kept]
+    return _Searched(name, reference, plain_metric, metrics, layers, ranking, macs, inputs, search)
+
+
+def _write_graph(calibration, make, kept, output_path, settings: BudgetSettings, cache_path):
+    """Writes the graph with `kept` unquantized (atomically) and, for INT8, TensorRT's
+    calibration cache; returns the quantize report filled for it."""
+    from axial_deploy.quantize import write_calibration_cache, write_graph
+
     calibration.report.output = str(output_path)
     final = make(frozenset(layer.node for layer in kept))
-    write_graph(final, output_path, precision)
+    write_graph(final, output_path, settings.precision)
     quantize_report = calibration.report
     quantize_report.ops = _op_counts(final)
-    if precision == "int8":
+    if settings.precision == "int8":
         cache = Path(cache_path) if cache_path else Path(output_path).with_suffix(".calib")
         write_calibration_cache(calibration.ranges, cache, quantize_report)
-    quantize_report.seconds = time.perf_counter() - start
-    plain_macs = sum(macs.get(label(n), 0) for n in layers)
-    report = BudgetReport(
-        source=str(model_path), output=str(output_path), record=str(record_path),
-        precision=precision, kept_precision=KEPT_PRECISION, max_drop=max_drop, metric=name,
-        data=str(data), split=split, images=_images(data, split, eval_images),
-        reference=reference, plain=plain_metric, achieved=metrics[search.kept],
-        met=search.met, layers=len(layers), kept=kept, ranking=ranking, steps=search.steps,
-        macs_total=sum(macs.values()), macs_quantized_plain=plain_macs,
-        macs_quantized=plain_macs - sum(layer.macs for layer in kept),
-        ranking_inputs=inputs, seconds=time.perf_counter() - start,
-        quantize=quantize_report.to_json(),
-    )  # fmt: skip
-    write_json(record_path, report.to_json())
-    return report
+    return quantize_report
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

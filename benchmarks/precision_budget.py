@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from axial_deploy.budget import BudgetReport, quantize_to_budget
+from axial_deploy.budget import BudgetReport, BudgetSettings, quantize_to_budget
 from axial_deploy.progress import text_table
 
 MODEL = "axial_deeplab_tiny"
@@ -118,18 +118,17 @@ def cached_pq(data: Path, eval_images: int):
 def run(case: str, graph: Path, data: Path, calib: Path, budget: float, out: Path, pq,
         eval_images: int) -> BudgetReport:  # fmt: skip
     tag = f"{budget:g}".replace(".", "p")
-    report = quantize_to_budget(
-        graph,
-        out / f"{case}.int8.budget{tag}.onnx",
+    settings = BudgetSettings(
         precision="int8",
         max_drop=budget,
         data=data,
         eval_images=eval_images,  # what `pq` evaluates; recorded
         calib=str(calib),
         batches=16,  # deploy's default calibration
-        metric=pq,
-        metric_name="PQ",
         progress=True,
+    )
+    report = quantize_to_budget(
+        graph, out / f"{case}.int8.budget{tag}.onnx", settings, metric=pq, metric_name="PQ"
     )
     print(report.summary(), flush=True)
     return report

@@ -28,6 +28,7 @@ from PIL import Image
 
 from axial_deploy.budget import (
     BudgetError,
+    BudgetSettings,
     attended_pairs,
     layer_macs,
     quantize_to_budget,
@@ -226,10 +227,16 @@ def sensitive_case(tmp_path_factory) -> dict[str, Path]:
 def test_budget_search_keeps_the_range_sensitive_layer(sensitive_case):
     case = sensitive_case
     out = case["folder"] / "sensitive.int8.onnx"
-    report = quantize_to_budget(
-        case["model"], out, precision="int8", max_drop=1.0, data=case["data"],
-        calib=str(case["calib"]), method="minmax", batches=4, rank_batches=2,
-    )  # fmt: skip
+    settings = BudgetSettings(
+        precision="int8",
+        max_drop=1.0,
+        data=case["data"],
+        calib=str(case["calib"]),
+        method="minmax",
+        batches=4,
+        rank_batches=2,
+    )
+    report = quantize_to_budget(case["model"], out, settings)
     assert report.reference == pytest.approx(100.0)
     assert report.plain_drop > 10  # plain INT8 misses the budget by far
     assert report.met and report.drop <= 1.0
@@ -256,10 +263,16 @@ def test_budget_search_in_fp8(tmp_path):
     search keeps conv2 and leaves the rest in FP8."""
     case = make_case(tmp_path, outlier=1e7)
     out = tmp_path / "sensitive.fp8.onnx"
-    report = quantize_to_budget(
-        case["model"], out, precision="fp8", max_drop=1.0, data=case["data"],
-        calib=str(case["calib"]), method="minmax", batches=4, rank_batches=2,
-    )  # fmt: skip
+    settings = BudgetSettings(
+        precision="fp8",
+        max_drop=1.0,
+        data=case["data"],
+        calib=str(case["calib"]),
+        method="minmax",
+        batches=4,
+        rank_batches=2,
+    )
+    report = quantize_to_budget(case["model"], out, settings)
     assert report.plain_drop > 10  # plain FP8 misses the budget
     assert report.met and report.drop <= 1.0
     assert report.ranking[0].node == "conv2"
@@ -336,10 +349,16 @@ def test_rtx_builds_the_mixed_precision_graph(sensitive_case, tmp_path):
 
     case = sensitive_case
     out = tmp_path / "mixed.int8.onnx"
-    report = quantize_to_budget(
-        case["model"], out, precision="int8", max_drop=1.0, data=case["data"],
-        calib=str(case["calib"]), method="minmax", batches=4, rank_batches=2,
-    )  # fmt: skip
+    settings = BudgetSettings(
+        precision="int8",
+        max_drop=1.0,
+        data=case["data"],
+        calib=str(case["calib"]),
+        method="minmax",
+        batches=4,
+        rank_batches=2,
+    )
+    report = quantize_to_budget(case["model"], out, settings)
     assert [layer.node for layer in report.kept] == ["conv2"]
     engine = tmp_path / "mixed.engine"
     built = build_engine(out, engine, BuildOptions(backend="tensorrt-rtx", workspace_mb=64))

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_budget(args: argparse.Namespace) -> int:
     from axial_deploy.artifacts import write_json
-    from axial_deploy.budget import BudgetError, quantize_to_budget
+    from axial_deploy.budget import BudgetError, BudgetSettings, quantize_to_budget
 
     if args.data is None:
         raise BudgetError("--max-drop needs --data DIR: the dataset the task metric is measured on")
@@ -164,9 +164,7 @@ def _run_budget(args: argparse.Namespace) -> int:
         f"quantizing {args.model} to {args.precision} within {args.max_drop:g} points ...",
         flush=True,
     )
-    report = quantize_to_budget(
-        args.model,
-        args.output,
+    settings = BudgetSettings(
         precision=args.precision,
         max_drop=args.max_drop,
         data=args.data,
@@ -178,9 +176,10 @@ def _run_budget(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         attention_precision=args.attention_precision,
-        record_path=args.budget_record,
-        cache_path=args.cache,
         progress=True,
+    )
+    report = quantize_to_budget(
+        args.model, args.output, settings, record_path=args.budget_record, cache_path=args.cache
     )
     print(report.summary())
     if args.report:

@@ -522,7 +522,7 @@ def _budget_variant(
 ) -> dict[str, Any]:
     """--fit-budget: the Q/DQ graph with the fewest layers kept in FP32 (budget.py) for its PQ
     / top-1 on the val images to be within --max-drop of FP32; the record's gist."""
-    from axial_deploy.budget import quantize_to_budget
+    from axial_deploy.budget import BudgetSettings, quantize_to_budget
     from axial_deploy.models import pretrained_record
 
     if data is None:
@@ -533,12 +533,13 @@ def _budget_variant(
     postprocess = None
     if plan.task == "panoptic" and plan.weights == "pretrained":  # as _evaluate_targets
         postprocess = pretrained_record(plan.model).postprocess_config()
-    report = quantize_to_budget(
-        source, target, precision=precision, max_drop=settings.max_drop, data=data,
+    budget = BudgetSettings(
+        precision=precision, max_drop=settings.max_drop, data=data,
         eval_images=settings.eval_images, calib=calib, method=settings.calib_method,
         batches=settings.calib_batches, seed=settings.seed, postprocess=postprocess,
         progress=settings.progress,
     )  # fmt: skip
+    report = quantize_to_budget(source, target, budget)
     say(report.summary().splitlines()[2].strip())
     return {
         "record": report.record,
