@@ -423,7 +423,9 @@ def test_fuzzed_fields_are_created_or_refused_never_a_crash(harness, tmp_path):
     from hypothesis import strategies as st
 
     _, tables = random_op_inputs(1, 3, 4, 2, 4, 8, 5)
-    attrs = {"axis": 3, "num_heads": 2, "key_depth": 4, "value_depth": 8, "span": 3}
+    attrs = op_spec.AxialAttentionAttributes(
+        axis=3, num_heads=2, key_depth=4, value_depth=8, span=3
+    )
     good = op_fields(attrs, tables)
     long = os.environ.get("AXIAL_DEPLOY_FUZZ") == "long"
 
