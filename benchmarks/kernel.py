@@ -53,6 +53,14 @@ NOMINAL_GB_PER_S = {"kernel": 500.0, "compiled": 150.0, "eager": 25.0}
 RECOMPILE_MESSAGE = "Detected recompile"  # torch.compiler.set_stance("fail_on_recompile")
 
 
+def recompile_limit_name() -> str:
+    """Dynamo's recompile limit: `recompile_limit` since torch 2.6, `cache_size_limit` before
+    (a deprecated alias of the new name since; setting both would touch one value twice)."""
+    import torch._dynamo.config as dynamo_config
+
+    return "recompile_limit" if "recompile_limit" in dir(dynamo_config) else "cache_size_limit"
+
+
 class CompileBudget:
     """torch.compile of one op: one dynamic-shape compile per dtype, at most `budget` compiles.
 
@@ -75,9 +83,8 @@ class CompileBudget:
                 f"torch {torch.__version__} has no torch.compiler.set_stance: compiled and "
                 "eager runs cannot be told apart"
             )
-        for name in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6
-            if hasattr(dynamo_config, name):
-                setattr(dynamo_config, name, max(getattr(dynamo_config, name), budget + 1))
+        name = recompile_limit_name()
+        setattr(dynamo_config, name, max(getattr(dynamo_config, name), budget + 1))
         self.compiled = torch.compile(op, dynamic=True, fullgraph=True, backend=backend)
 
     def prepare(self, *args, **kwargs) -> str | None:
