@@ -84,10 +84,7 @@ def _warns_deprecation(function: ast.FunctionDef | None) -> bool:
 
 # A lazy alias kept for one release after a name moved up a layer: the only imports allowed
 # to point back up, each inside the module's __getattr__ (which warns DeprecationWarning).
-DEPRECATED_ALIASES = {
-    ("axial_deploy.op.kernel", "axial_deploy.op.torch_op"): "kernel.axial_attention, moved to "
-    "kernel_op (the torch op builds on the ctypes layer); remove after the next release",
-}
+DEPRECATED_ALIASES: dict[tuple[str, str], str] = {}  # none at present
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -161,14 +158,13 @@ def test_no_import_cycles():
     assert not found, f"import cycles (a module must not import one that imports it): {found}"
 
 
-def test_deprecated_alias_warns_and_still_works():
-    pytest.importorskip("torch", reason="kernel_op is the torch op")
+def test_the_moved_torch_op_says_where_it_went():
+    """kernel.axial_attention (the torch op) moved up to torch_op: no alias back (it would be an
+    import cycle), an AttributeError naming the new place instead."""
     from axial_deploy.op import kernel
-    from axial_deploy.op import torch_op as kernel_op
 
-    with pytest.warns(DeprecationWarning, match="axial_deploy.op.torch_op"):
-        alias = kernel.axial_attention
-    assert alias is kernel_op.axial_attention
+    with pytest.raises(AttributeError, match=r"axial_deploy\.op\.torch_op"):
+        kernel.axial_attention  # noqa: B018
 
 
 # Files that may call ctypes' loaders themselves, and why. Everything of ours goes through

@@ -217,19 +217,11 @@ def enqueue(
 
 
 def __getattr__(name: str):
-    """`kernel.axial_attention`, deprecated: the torch op lives in `axial_deploy.op.torch_op`,
-    which builds on this module (this lazy alias is the only way back up, kept for one
-    release and allow-listed in tests/test_architecture.py)."""
+    """`kernel.axial_attention`, the torch op, moved to `axial_deploy.op.torch_op` (which builds
+    on this module; a lazy alias back up would be an import cycle): the error says where."""
     if name == "axial_attention":
-        import warnings
-
-        warnings.warn(
-            "axial_deploy.op.kernel.axial_attention is deprecated: import axial_attention from "
-            "axial_deploy.op.torch_op",
-            DeprecationWarning,
-            stacklevel=2,
+        raise AttributeError(
+            "axial_deploy.op.kernel.axial_attention moved: import axial_attention from "
+            "axial_deploy.op.torch_op (the torch op builds on this ctypes layer)"
         )
-        from axial_deploy.op.torch_op import axial_attention
-
-        return axial_attention
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
