@@ -70,22 +70,27 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 
 @contextlib.contextmanager
 def open_image(path: str | Path) -> Iterator[Image.Image]:
-    """Opens an image file for reading; one clear ImageError for a missing, unreadable or
-    oversized file (every reader of images in the toolkit goes through here)."""
+    """Opens and decodes an image file for reading; one clear ImageError for a missing,
+    unreadable, damaged or oversized file (every reader of images in the toolkit goes through
+    here). Only opening and decoding are guarded: an error in the caller's `with` body is the
+    caller's own and passes through unchanged."""
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageError(
-                    f"image {path} claims {image.width}x{image.height} pixels, more than the "
-                    f"{MAX_IMAGE_PIXELS:,} allowed: resize it or check the file"
-                )
-            yield image
-    except ImageError:
-        raise
-    # PIL's decoders raise OSError, ValueError, SyntaxError ("broken PNG file", found by
-    # test_fuzz_readers), EOFError, struct.error... for a damaged file
-    except Exception as error:
+        image = Image.open(path)
+    except Exception as error:  # OSError, UnidentifiedImageError, ...
         raise ImageError(f"cannot read image {path}: {first_line(error)}") from None
+    with image:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ImageError(
+                f"image {path} claims {image.width}x{image.height} pixels, more than the "
+                f"{MAX_IMAGE_PIXELS:,} allowed: resize it or check the file"
+            )
+        try:
+            image.load()  # decode here, so that a damaged file is refused here
+        # PIL's decoders raise OSError, ValueError, SyntaxError ("broken PNG file", found by
+        # test_fuzz_readers), EOFError, struct.error... for a damaged file
+        except Exception as error:
+            raise ImageError(f"cannot read image {path}: {first_line(error)}") from None
+        yield image
 
 
 def preprocess_for(task: str, input_hw: tuple[int, int]) -> Preprocess:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -174,7 +175,7 @@ def test_coco_panoptic_reader(tmp_path_factory, data):
 @FUZZ
 @given(data=mutated_json(_seed("record.json")))
 def test_training_record_reader(tmp_path_factory, data):
-    from models.registry import read_record
+    from axial_deploy.models.registry import read_record
 
     path = tmp_path_factory.mktemp("record") / "axial_deeplab_tiny.json"
     path.write_bytes(data)
@@ -247,7 +248,7 @@ def test_the_corpus_reads_cleanly():
     from axial_deploy.datasets.coco_panoptic import load_split
     from axial_deploy.engine.manifest import Manifest
     from axial_deploy.inputs import read_arrays
-    from models.registry import read_record
+    from axial_deploy.models.registry import read_record
 
     assert Manifest.from_dict(read_json(CORPUS / "manifest.json")).sm == "9.0"
     assert read_json(CORPUS / "dataset.json")["size"] == [32, 32]
@@ -255,3 +256,16 @@ def test_the_corpus_reads_cleanly():
     assert load_split(CORPUS / "panoptic_val.json").annotations
     assert read_arrays(CORPUS / "array.npy")[0].shape == (1, 2, 3, 4)
     assert load_onnx(CORPUS / "model.onnx").graph.node
+
+
+def test_open_image_leaves_the_callers_own_errors_alone(tmp_path):
+    """Only opening and decoding become ImageError: a bug in the caller's `with` body is not
+    reported as an unreadable image."""
+    from PIL import Image
+
+    from axial_deploy.models.preprocess import open_image
+
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (4, 3)).save(path)
+    with pytest.raises(KeyError, match="caller"), open_image(path):
+        raise KeyError("caller")

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axial_deploy.datasets.synthetic import generate_panoptic
 from axial_deploy.engine.manifest import Manifest, TensorInfo, write_engine
-from models.registry import PRETRAINED_DIR
+from axial_deploy.models.registry import PRETRAINED_DIR
 
 OUT = Path(__file__).parent / "fuzz"
 
