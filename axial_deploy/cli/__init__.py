@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axial-deploy",
         description="Deploy Axial-DeepLab / Axial-ResNet models: export to ONNX, rewrite "
-        "axial attention into one fused TensorRT plugin node, build FP16/INT8 engines, "
+        "axial attention into one fused TensorRT plugin node, build FP16/INT8/FP8 engines, "
         "run, verify and profile them.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
